@@ -1,0 +1,154 @@
+//! Replica ↔ replica messages (PROTOCOLS.md names the step each one belongs
+//! to). Every reply that a collector counts in a quorum carries the sender's
+//! `suspicious` flag (DESIGN §4), and echoes the `attempt` it answers so the
+//! collector can drop acknowledgements older than its window (PROTOCOLS.md Q-3).
+
+use metadata_client::wire::{Key, ShareId, Version};
+use serde::{Deserialize, Serialize};
+
+use super::policy::{EntryOutcome, PolicyEntry, PolicyState, PolicyView};
+use super::state::{CoreDecodeError, RegisterEntry};
+use super::{Ballot, ReplicaId, Slot};
+
+/// Identifies one client operation at its proxy; replies go back to the
+/// sender, so (proxy, op) is unique cluster-wide.
+pub type OpId = u64;
+
+/// Epochs a proxy checked before a register write (DESIGN §7, PX-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epochs {
+    pub share: ShareId,
+    pub share_epoch: u64,
+    pub file_epoch: u64,
+}
+
+/// A replica's answer to the optimized policy read (PAXOS-R1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptReadReply {
+    pub executed: Slot,
+    /// Whether the replica has accepted a not-yet-executed entry that changes
+    /// this share. Such a reply makes the optimized read fail.
+    pub pending: bool,
+    pub view: PolicyView,
+}
+
+/// Outcome of a register WRITE at one replica (ABD-W2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteAck {
+    /// Stored, or already held an equal or higher timestamp: the value (or a
+    /// newer one) is durable at this replica.
+    Stored,
+    /// Refused: the epochs differ from the replica's executed policy state,
+    /// or it has a pending accept on the share, or it is suspicious (PX-6).
+    EpochMismatch { share_epoch: u64, file_epoch: u64 },
+}
+
+/// Answer of a leader to a proposal (PAXOS-L5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposeAnswer {
+    Executed { slot: Slot, outcome: EntryOutcome },
+    /// Not the leader; `hint` is who this replica believes leads.
+    NotLeader { hint: Option<ReplicaId> },
+}
+
+/// Everything replicas send each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    // ---- proxy first round: register READ + optimized policy read (PX-1, ABD-R1, PAXOS-R1)
+    Query { op: OpId, attempt: u32, key: Option<Key>, share: ShareId, want_value: bool, want_policy: bool },
+    QueryReply {
+        op: OpId,
+        attempt: u32,
+        suspicious: bool,
+        /// The register entry (value stripped unless asked for).
+        register: Option<RegisterEntry>,
+        policy: Option<OptReadReply>,
+    },
+    // ---- register write round and write-back (ABD-W2, ABD-R3)
+    Write { op: OpId, attempt: u32, key: Key, entry: RegisterEntry, epochs: Option<Epochs> },
+    WriteReply { op: OpId, attempt: u32, suspicious: bool, ack: WriteAck },
+    /// Background, no reply (ABD-S1).
+    Stabilize { key: Key, version: Version },
+
+    // ---- RR-Paxos
+    /// A proxy asks the leader to order `entry` (PAXOS-L4).
+    Propose { op: OpId, entry: PolicyEntry },
+    ProposeReply { op: OpId, answer: ProposeAnswer },
+    /// PAXOS-L1; `executed` lets acceptors send what the candidate lacks.
+    Prepare { ballot: Ballot, attempt: u32, executed: Slot },
+    /// PAXOS-A1.
+    Promise {
+        ballot: Ballot,
+        attempt: u32,
+        suspicious: bool,
+        executed: Slot,
+        /// The acceptor's executed state if it is ahead of the candidate.
+        snapshot: Option<PolicyState>,
+        accepted: Vec<(Slot, Ballot, PolicyEntry)>,
+    },
+    /// PAXOS-L4 / PAXOS-A2.
+    Accept { ballot: Ballot, attempt: u32, slot: Slot, entry: PolicyEntry },
+    Accepted { ballot: Ballot, attempt: u32, slot: Slot, suspicious: bool },
+    /// An acceptor refused `ballot` because it promised `promised` (PAXOS-A3).
+    Reject { ballot: Ballot, promised: Ballot },
+    /// PAXOS-E2: the leader tells everyone a slot is chosen.
+    Decide { ballot: Ballot, slot: Slot, entry: PolicyEntry },
+    /// PAXOS-L6: leadership and commit point.
+    Heartbeat { ballot: Ballot, executed: Slot },
+    /// PAXOS-C1: a lagging replica asks for the executed state.
+    CatchUpRequest { executed: Slot },
+    /// PAXOS-C2.
+    CatchUp { executed: Slot, state: PolicyState },
+
+    // ---- recovery (REC-1..REC-5)
+    DigestRequest { round: u64 },
+    DigestReply {
+        round: u64,
+        suspicious: bool,
+        /// Hash of each register bucket (see `digest`).
+        buckets: Vec<[u8; 16]>,
+        promised: Ballot,
+        executed: Slot,
+        accepted: Vec<(Slot, Ballot, PolicyEntry)>,
+    },
+    /// Ask for entries of the named buckets newer than the versions listed.
+    FetchRequest { round: u64, buckets: Vec<(u16, Vec<(Key, Version)>)>, want_snapshot: bool },
+    FetchReply { round: u64, entries: Vec<(Key, RegisterEntry)>, snapshot: Option<(Slot, PolicyState)> },
+}
+
+impl PeerMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decode bytes from a peer; never panics on bad input.
+    pub fn decode(bytes: &[u8]) -> Result<PeerMessage, CoreDecodeError> {
+        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError { what: "peer message", source })
+    }
+
+    /// Short name for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Query { .. } => "query",
+            PeerMessage::QueryReply { .. } => "query-reply",
+            PeerMessage::Write { .. } => "write",
+            PeerMessage::WriteReply { .. } => "write-reply",
+            PeerMessage::Stabilize { .. } => "stabilize",
+            PeerMessage::Propose { .. } => "propose",
+            PeerMessage::ProposeReply { .. } => "propose-reply",
+            PeerMessage::Prepare { .. } => "prepare",
+            PeerMessage::Promise { .. } => "promise",
+            PeerMessage::Accept { .. } => "accept",
+            PeerMessage::Accepted { .. } => "accepted",
+            PeerMessage::Reject { .. } => "reject",
+            PeerMessage::Decide { .. } => "decide",
+            PeerMessage::Heartbeat { .. } => "heartbeat",
+            PeerMessage::CatchUpRequest { .. } => "catch-up-request",
+            PeerMessage::CatchUp { .. } => "catch-up",
+            PeerMessage::DigestRequest { .. } => "digest-request",
+            PeerMessage::DigestReply { .. } => "digest-reply",
+            PeerMessage::FetchRequest { .. } => "fetch-request",
+            PeerMessage::FetchReply { .. } => "fetch-reply",
+        }
+    }
+}

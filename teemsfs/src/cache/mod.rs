@@ -1,0 +1,150 @@
+//! Client-side caches (DESIGN §10): the name cache and the blob cache.
+//!
+//! Both only ever *propose*: nothing taken from them is used until a fresh TEEMS read has
+//! confirmed it. The name cache remembers what the last metadata read said (which key a
+//! name had, which blob an inode's content was), so that a read can start fetching
+//! fragments at the same time as the metadata read instead of after it; the fetched bytes
+//! are kept only if the fresh metadata names the same blob. The blob cache maps a blob's
+//! content identity (id, and a hash of its sealed reference, which includes the ciphertext
+//! hash and a fresh key per version) to its plaintext, so a read whose fresh metadata names
+//! a cached blob needs no store access at all.
+//!
+//! quick_cache is used rather than moka: both caches are synchronous maps hit from async
+//! code without awaiting, quick_cache's weighted eviction bounds the blob cache in bytes
+//! exactly, and moka's async cache has an open report of unbounded growth under write
+//! pressure (see LIBRARIES notes in the project docs).
+
+use std::sync::Arc;
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+use crate::fs::blobs::BlobRef;
+use crate::meta::{Key, Version};
+
+/// Bounds of the caches; every field has a default (see [`CacheConfig::default`]).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Plaintext bytes the blob cache may hold. 0 disables it.
+    pub blob_cache_bytes: u64,
+    /// Entries the name cache may hold (each a few hundred bytes).
+    pub name_cache_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { blob_cache_bytes: 256 << 20, name_cache_entries: 100_000 }
+    }
+}
+
+#[derive(Clone)]
+struct BytesWeighter;
+
+impl Weighter<([u8; 16], [u8; 32]), Arc<Vec<u8>>> for BytesWeighter {
+    fn weight(&self, _key: &([u8; 16], [u8; 32]), val: &Arc<Vec<u8>>) -> u64 {
+        // A small constant for the entry itself, so empty blobs still count.
+        val.len() as u64 + 64
+    }
+}
+
+type BlobCacheMap = Cache<([u8; 16], [u8; 32]), Arc<Vec<u8>>, BytesWeighter>;
+
+/// (blob id, content hash) → plaintext, bounded in bytes.
+pub struct BlobCache {
+    inner: Option<BlobCacheMap>,
+}
+
+impl BlobCache {
+    pub fn new(capacity_bytes: u64) -> BlobCache {
+        let inner = (capacity_bytes > 0).then(|| {
+            // Estimated item count only sizes the hash table; 64 KiB is a typical blob.
+            let items = usize::try_from(capacity_bytes / 65_536).unwrap_or(usize::MAX).max(16);
+            Cache::with_weighter(items, capacity_bytes, BytesWeighter)
+        });
+        BlobCache { inner }
+    }
+
+    /// The plaintext of exactly this blob version, if cached. The caller must have `blob`
+    /// from fresh metadata.
+    pub fn get(&self, blob: &BlobRef) -> Option<Arc<Vec<u8>>> {
+        self.inner.as_ref()?.get(&(blob.id, blob.content_hash()))
+    }
+
+    pub fn insert(&self, blob: &BlobRef, plaintext: Arc<Vec<u8>>) {
+        if let Some(cache) = &self.inner {
+            cache.insert((blob.id, blob.content_hash()), plaintext);
+        }
+    }
+
+    /// Bytes currently held (for tests and metrics).
+    pub fn weight_bytes(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.weight())
+    }
+}
+
+/// What the last metadata read said about a name and about an inode's content.
+pub struct NameCache {
+    /// (directory, name) → (key, version of the child's metadata when last seen).
+    names: Cache<(Key, Vec<u8>), (Key, Version)>,
+    /// key → (version, the blob its content was in: single blob or manifest).
+    contents: Cache<Key, (Version, Option<BlobRef>)>,
+}
+
+impl NameCache {
+    pub fn new(entries: usize) -> NameCache {
+        let entries = entries.max(16);
+        NameCache { names: Cache::new(entries), contents: Cache::new(entries) }
+    }
+
+    pub fn remember_name(&self, dir: Key, name: &[u8], child: Key, version: Version) {
+        self.names.insert((dir, name.to_vec()), (child, version));
+    }
+
+    pub fn forget_name(&self, dir: Key, name: &[u8]) {
+        self.names.remove(&(dir, name.to_vec()));
+    }
+
+    /// A guess of the key behind a name; must be confirmed by the directory's fresh content.
+    pub fn guess_name(&self, dir: Key, name: &[u8]) -> Option<(Key, Version)> {
+        self.names.get(&(dir, name.to_vec()))
+    }
+
+    pub fn remember_content(&self, key: Key, version: Version, blob: Option<BlobRef>) {
+        self.contents.insert(key, (version, blob));
+    }
+
+    /// A guess of the blob holding `key`'s content; must be confirmed by fresh metadata.
+    pub fn guess_content(&self, key: Key) -> Option<(Version, Option<BlobRef>)> {
+        self.contents.get(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(id: u8, len: usize) -> BlobRef {
+        BlobRef { id: [id; 16], version: 1, len: len as u64, stored: vec![id; 8] }
+    }
+
+    #[test]
+    fn blob_cache_is_bounded_in_bytes() {
+        let cache = BlobCache::new(1 << 20);
+        for i in 0..64u8 {
+            cache.insert(&blob(i, 64 << 10), Arc::new(vec![i; 64 << 10]));
+        }
+        assert!(cache.weight_bytes() <= 1 << 20, "{}", cache.weight_bytes());
+    }
+
+    #[test]
+    fn blob_cache_keys_on_the_exact_version() {
+        let cache = BlobCache::new(1 << 20);
+        let a = blob(1, 3);
+        cache.insert(&a, Arc::new(b"abc".to_vec()));
+        assert_eq!(cache.get(&a).as_deref(), Some(&b"abc".to_vec()));
+        let mut newer = a.clone();
+        newer.stored = vec![7; 8];
+        assert!(cache.get(&newer).is_none(), "another version must miss");
+        assert!(BlobCache::new(0).get(&a).is_none());
+    }
+}

@@ -1,0 +1,60 @@
+//! Command-line interface of `teemsfs` (DESIGN §12), with clap derive.
+//!
+//! Each subcommand group lives in its own module and only translates
+//! arguments into calls of the library (`teemsfs::replicas`,
+//! `teemsfs::meta_remote`, `enclave_replica::provision`, `teemsfs::bench`);
+//! new groups (`up`, `mount`, `gc`, …) are one more variant of [`Command`].
+//!
+//! Exit status: 0 on success; for `teemsfs meta`, a refused or failed
+//! operation exits with [`meta::exit_code`] (2 not found, 3 denied, 4 not
+//! writer, 5 unavailable, 1 anything else) and prints one line on stderr
+//! naming the error; other commands exit 1 with the error chain on stderr.
+
+pub mod bench;
+pub mod cluster;
+pub mod meta;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// teemsfs: an encrypted, erasure-coded filesystem whose metadata lives in a
+/// rollback-tolerant replicated service (TEEMS).
+#[derive(Parser, Debug)]
+#[command(name = "teemsfs", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, start, stop and inspect a local TEEMS cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Read, write and delete metadata values as a tenant (operators, tests).
+    #[command(subcommand)]
+    Meta(meta::MetaCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Cluster(cmd) => report(cluster::run(cmd)),
+        Command::Meta(cmd) => meta::run(cmd),
+        Command::Bench(cmd) => report(bench::run(cmd)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,822 @@
+//! Directories: lookup, create, remove, link and rename over bucketed directory blobs
+//! (DESIGN §10).
+//!
+//! A directory's entries are split into `2^bucket_bits` buckets by a hash of the name. A
+//! small directory (`bucket_bits == 0`) keeps its one bucket's blob reference inline in its
+//! metadata, so a lookup is one metadata read plus one (usually cached) blob. A larger one
+//! keeps bucket `i` under its own TEEMS key, so `create` and `lookup` touch one bucket
+//! however many entries the directory has.
+//!
+//! Ordering, for crash safety: a new inode's metadata is written before the entry naming
+//! it (a crash leaves an unnamed inode for gc, never a dangling name); a link count is
+//! raised before a new name and lowered after a removed one. A rename that must change two
+//! buckets writes a [`RenameIntent`] first and deletes it last; [`Fs::recover`] completes
+//! any intent it finds, and every step of completing one is idempotent.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::format::{
+    self, Bucket, BucketMeta, Data, Entry, Inode, Kind, RenameIntent, Time, bucket_key, bucket_of,
+    derive_id,
+};
+use super::{
+    Attr, Caller, DirEntry, Fs, FsError, FsResult, RenameFlags, check_name, new_inode, random_key,
+};
+use crate::fs::blobs::BlobRef;
+use crate::meta::{Key, Version};
+
+/// Deepest directory chain walked when checking that a directory is not moved into itself.
+const MAX_DEPTH: usize = 4096;
+/// Metadata reads or blob fetches in flight at once for one readdir.
+const READDIR_PARALLEL: usize = 16;
+
+/// Where a loaded bucket came from, so it can be written back.
+pub(super) struct BucketSlot {
+    index: u64,
+    /// For multi-bucket directories: the bucket's TEEMS value as read.
+    meta: Option<BucketMeta>,
+}
+
+impl Fs {
+    fn intent_key(&self) -> Key {
+        Key(derive_id(&self.root, "rename-intent", 0))
+    }
+
+    pub(super) async fn read_dir_inode(&self, key: Key) -> FsResult<(Inode, Version)> {
+        let (inode, version) = self.read_inode(key).await?;
+        if inode.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok((inode, version))
+    }
+
+    async fn bucket_from_blob(&self, blob: Option<&BlobRef>) -> FsResult<Bucket> {
+        match blob {
+            None => Ok(Bucket::new()),
+            Some(b) => format::decode("directory bucket", &self.get_blob(b).await?),
+        }
+    }
+
+    /// Loads the bucket that holds (or would hold) `name`.
+    pub(super) async fn load_bucket(
+        &self,
+        dir_key: Key,
+        dir: &Inode,
+        name: &[u8],
+    ) -> FsResult<(Bucket, BucketSlot)> {
+        let Data::Dir { bucket_bits, single } = &dir.data else {
+            return Err(FsError::NotDir);
+        };
+        let index = bucket_of(name, *bucket_bits);
+        if *bucket_bits == 0 {
+            let bucket = self.bucket_from_blob(single.as_ref()).await?;
+            return Ok((bucket, BucketSlot { index, meta: None }));
+        }
+        let meta = self.read_bucket_meta(dir_key, index).await?;
+        let bucket = self.bucket_from_blob(meta.blob.as_ref()).await?;
+        Ok((bucket, BucketSlot { index, meta: Some(meta) }))
+    }
+
+    async fn read_bucket_meta(&self, dir_key: Key, index: u64) -> FsResult<BucketMeta> {
+        match self.teems.read(self.share, bucket_key(&dir_key, index)).await {
+            Ok((bytes, _)) => format::decode("bucket metadata", &bytes),
+            Err(crate::meta::MetaError::NotFound) => Ok(BucketMeta::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All entries of a directory (every bucket, fetched in parallel).
+    pub(super) async fn load_all_entries(&self, dir_key: Key, dir: &Inode) -> FsResult<Bucket> {
+        let Data::Dir { bucket_bits, single } = &dir.data else {
+            return Err(FsError::NotDir);
+        };
+        if *bucket_bits == 0 {
+            return self.bucket_from_blob(single.as_ref()).await;
+        }
+        let buckets: Vec<Bucket> = stream::iter(0..(1u64 << bucket_bits))
+            .map(|i| async move {
+                let meta = self.read_bucket_meta(dir_key, i).await?;
+                self.bucket_from_blob(meta.blob.as_ref()).await
+            })
+            .buffered(READDIR_PARALLEL)
+            .try_collect()
+            .await?;
+        Ok(buckets.into_iter().flatten().collect())
+    }
+
+    /// Writes a modified bucket back (the directory inode itself is written by the caller,
+    /// after this, with its new times). Splits the directory when the bucket is too big.
+    pub(super) async fn store_bucket(
+        &self,
+        dir_key: Key,
+        dir: &mut Inode,
+        slot: BucketSlot,
+        bucket: &Bucket,
+    ) -> FsResult<()> {
+        let Data::Dir { bucket_bits, single } = &dir.data else {
+            return Err(FsError::NotDir);
+        };
+        let bucket_bits = *bucket_bits;
+        if bucket.len() > self.config.dir_bucket_max_entries && bucket_bits < 24 {
+            let old_single = single.clone();
+            return self.rebucket(dir_key, dir, slot, bucket, old_single).await;
+        }
+        match slot.meta {
+            None => {
+                dir.blob_seq += 1;
+                let old = single.clone();
+                let new = if bucket.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.put_blob(derive_id(&dir_key, "bucket", 0), dir.blob_seq, format::encode(bucket))
+                            .await?,
+                    )
+                };
+                dir.data = Data::Dir { bucket_bits: 0, single: new };
+                self.retire(old.into_iter().collect());
+            }
+            Some(mut meta) => {
+                meta.blob_seq += 1;
+                let old = meta.blob.take();
+                if !bucket.is_empty() {
+                    meta.blob = Some(
+                        self.put_blob(
+                            derive_id(&dir_key, "bucket", slot.index),
+                            meta.blob_seq,
+                            format::encode(bucket),
+                        )
+                        .await?,
+                    );
+                }
+                self.teems
+                    .write(self.share, bucket_key(&dir_key, slot.index), format::encode(&meta))
+                    .await?;
+                self.retire(old.into_iter().collect());
+            }
+        }
+        Ok(())
+    }
+
+    /// Redistributes all entries over twice as many buckets (or more, until none is over
+    /// the limit). Rare: amortised over `dir_bucket_max_entries` creates.
+    async fn rebucket(
+        &self,
+        dir_key: Key,
+        dir: &mut Inode,
+        slot: BucketSlot,
+        changed: &Bucket,
+        old_single: Option<BlobRef>,
+    ) -> FsResult<()> {
+        let Data::Dir { bucket_bits: old_bits, .. } = dir.data else {
+            return Err(FsError::NotDir);
+        };
+        // Every entry: the changed bucket as given, the others as stored.
+        let mut all = Bucket::new();
+        let mut old_blobs: Vec<BlobRef> = old_single.into_iter().collect();
+        if old_bits == 0 {
+            all.extend(changed.iter().map(|(k, v)| (k.clone(), *v)));
+        } else {
+            for i in 0..(1u64 << old_bits) {
+                let meta = self.read_bucket_meta(dir_key, i).await?;
+                if let Some(b) = &meta.blob {
+                    old_blobs.push(b.clone());
+                }
+                if i == slot.index {
+                    all.extend(changed.iter().map(|(k, v)| (k.clone(), *v)));
+                } else {
+                    all.extend(self.bucket_from_blob(meta.blob.as_ref()).await?);
+                }
+            }
+        }
+        let mut bits = old_bits.max(1);
+        let split = loop {
+            let mut split: Vec<Bucket> = vec![Bucket::new(); 1 << bits];
+            for (name, entry) in &all {
+                let i = bucket_of(name, bits) as usize;
+                if let Some(b) = split.get_mut(i) {
+                    b.insert(name.clone(), *entry);
+                }
+            }
+            let fits = split.iter().all(|b| b.len() <= self.config.dir_bucket_max_entries);
+            if fits || bits >= 24 {
+                break split;
+            }
+            bits += 1;
+        };
+        let seq = dir.blob_seq + 1;
+        dir.blob_seq = seq;
+        for (i, bucket) in split.iter().enumerate() {
+            let i = i as u64;
+            let mut meta = BucketMeta { blob: None, blob_seq: seq };
+            if !bucket.is_empty() {
+                meta.blob = Some(
+                    self.put_blob(derive_id(&dir_key, "bucket", i), seq, format::encode(bucket)).await?,
+                );
+            }
+            self.teems.write(self.share, bucket_key(&dir_key, i), format::encode(&meta)).await?;
+        }
+        dir.data = Data::Dir { bucket_bits: bits, single: None };
+        self.retire(old_blobs);
+        Ok(())
+    }
+
+    /// The entry `name` in directory `dir_key`, from fresh metadata.
+    pub(super) async fn find_entry(&self, dir_key: Key, name: &[u8]) -> FsResult<Option<Entry>> {
+        let (dir, _) = self.read_dir_inode(dir_key).await?;
+        let (bucket, _) = self.load_bucket(dir_key, &dir, name).await?;
+        Ok(bucket.get(name).copied())
+    }
+
+    // ---- lookup and listing -----------------------------------------------------------
+
+    pub async fn lookup(&self, parent: Key, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > super::NAME_MAX_BYTES {
+            return Err(FsError::NameTooLong);
+        }
+        // The name cache proposes the child's key, so its metadata read can run alongside
+        // the directory's; the result is used only if the fresh directory confirms it.
+        let guess = self.names.guess_name(parent, name);
+        let (entry, guessed) = match guess {
+            Some((child, _)) => {
+                let (entry, child_read) =
+                    tokio::join!(self.find_entry(parent, name), self.read_inode(child));
+                (entry?, Some((child, child_read)))
+            }
+            None => (self.find_entry(parent, name).await?, None),
+        };
+        let Some(entry) = entry else {
+            self.names.forget_name(parent, name);
+            return Err(FsError::NotFound);
+        };
+        let (inode, version) = match guessed {
+            Some((child, Ok(read))) if child == entry.key => read,
+            _ => self.read_inode(entry.key).await?,
+        };
+        self.names.remember_name(parent, name, entry.key, version);
+        self.remember_content(entry.key, &inode, version);
+        Ok(self.attr_of(entry.key, &inode, version))
+    }
+
+    pub(super) fn remember_content(&self, key: Key, inode: &Inode, version: Version) {
+        let blob = match &inode.data {
+            Data::Single(b) => Some(b.clone()),
+            Data::Chunked { manifest } => Some(manifest.clone()),
+            _ => None,
+        };
+        self.names.remember_content(key, version, blob);
+    }
+
+    /// The directory's entries, sorted by name (without `.` and `..`).
+    pub async fn readdir(&self, key: Key) -> FsResult<Vec<DirEntry>> {
+        let (dir, _) = self.read_dir_inode(key).await?;
+        let entries = self.load_all_entries(key, &dir).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(name, e)| DirEntry { name, key: e.key, kind: e.kind })
+            .collect())
+    }
+
+    /// `readdir` plus each entry's fresh attributes. An entry removed between the listing
+    /// and its metadata read is left out.
+    pub async fn readdirplus(&self, key: Key) -> FsResult<Vec<(DirEntry, Attr)>> {
+        let entries = self.readdir(key).await?;
+        let results: Vec<Option<(DirEntry, Attr)>> = stream::iter(entries)
+            .map(|e| async move {
+                match self.read_inode(e.key).await {
+                    Ok((inode, version)) => {
+                        self.names.remember_name(key, &e.name, e.key, version);
+                        self.remember_content(e.key, &inode, version);
+                        Ok(Some((e.clone(), self.attr_of(e.key, &inode, version))))
+                    }
+                    Err(FsError::NotFound) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .buffered(READDIR_PARALLEL)
+            .try_collect()
+            .await?;
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// The parent of a directory (the root is its own parent).
+    pub async fn parent_of(&self, dir: Key) -> FsResult<Key> {
+        let (inode, _) = self.read_dir_inode(dir).await?;
+        Ok(inode.parent.unwrap_or(self.root))
+    }
+
+    // ---- creating ---------------------------------------------------------------------
+
+    /// Adds a new inode under `parent/name`.
+    pub(super) async fn create_node(&self, parent: Key, name: &[u8], mut inode: Inode) -> FsResult<Attr> {
+        check_name(name)?;
+        let _ns = self.ns_lock.lock().await;
+        let (mut dir, _) = self.read_dir_inode(parent).await?;
+        let (mut bucket, slot) = self.load_bucket(parent, &dir, name).await?;
+        if bucket.contains_key(name) {
+            return Err(FsError::Exists);
+        }
+        let key = random_key();
+        if inode.kind == Kind::Dir {
+            inode.parent = Some(parent);
+        }
+        // The inode first: a crash before the entry leaves an unnamed inode, not a
+        // name pointing nowhere.
+        let version = self.write_inode(key, &inode).await?;
+        bucket.insert(name.to_vec(), Entry { key, kind: inode.kind });
+        self.store_bucket(parent, &mut dir, slot, &bucket).await?;
+        touch_dir(&mut dir, 1, inode.kind == Kind::Dir, 1);
+        self.write_inode(parent, &dir).await?;
+        self.names.remember_name(parent, name, key, version);
+        self.note_version(key, version);
+        Ok(self.attr_of(key, &inode, version))
+    }
+
+    pub async fn mkdir(&self, parent: Key, name: &[u8], perm: u16, caller: Caller) -> FsResult<Attr> {
+        let inode = new_inode(Kind::Dir, perm, caller, Data::Dir { bucket_bits: 0, single: None });
+        self.create_node(parent, name, inode).await
+    }
+
+    /// Creates a regular file or a special file (FIFO, socket, device node; stored as
+    /// metadata only).
+    pub async fn mknod(
+        &self,
+        parent: Key,
+        name: &[u8],
+        kind: Kind,
+        perm: u16,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if kind == Kind::Dir || kind == Kind::Symlink {
+            return Err(FsError::Invalid("mknod of a directory or symlink"));
+        }
+        let mut inode = new_inode(kind, perm, caller, Data::Empty);
+        inode.rdev = rdev;
+        self.create_node(parent, name, inode).await
+    }
+
+    pub async fn symlink(&self, parent: Key, name: &[u8], target: &[u8], caller: Caller) -> FsResult<Attr> {
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if target.len() > 4095 {
+            return Err(FsError::NameTooLong);
+        }
+        let mut inode = new_inode(Kind::Symlink, 0o777, caller, Data::Symlink(target.to_vec()));
+        inode.size = target.len() as u64;
+        self.create_node(parent, name, inode).await
+    }
+
+    pub async fn readlink(&self, key: Key) -> FsResult<Vec<u8>> {
+        let (inode, _) = self.read_inode(key).await?;
+        match inode.data {
+            Data::Symlink(target) => Ok(target),
+            _ => Err(FsError::Invalid("not a symlink")),
+        }
+    }
+
+    /// A new name for an existing non-directory inode (a hard link).
+    pub async fn link(&self, key: Key, new_parent: Key, new_name: &[u8]) -> FsResult<Attr> {
+        check_name(new_name)?;
+        let _ns = self.ns_lock.lock().await;
+        let inode_lock = self.key_locks.lock(key).await;
+        let (mut inode, _) = self.read_inode(key).await?;
+        if inode.kind == Kind::Dir {
+            return Err(FsError::NotPermitted("hard link to a directory"));
+        }
+        if inode.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        if inode.nlink >= 65_000 {
+            return Err(FsError::TooManyLinks);
+        }
+        let (mut dir, _) = self.read_dir_inode(new_parent).await?;
+        let (mut bucket, slot) = self.load_bucket(new_parent, &dir, new_name).await?;
+        if bucket.contains_key(new_name) {
+            return Err(FsError::Exists);
+        }
+        // Count first: a crash between leaves a count one too high (a leak gc can find),
+        // never a name whose inode may be freed under it.
+        inode.nlink += 1;
+        inode.ctime = Time::now();
+        let version = self.write_inode(key, &inode).await?;
+        drop(inode_lock);
+        bucket.insert(new_name.to_vec(), Entry { key, kind: inode.kind });
+        self.store_bucket(new_parent, &mut dir, slot, &bucket).await?;
+        touch_dir(&mut dir, 1, false, 1);
+        self.write_inode(new_parent, &dir).await?;
+        Ok(self.attr_of(key, &inode, version))
+    }
+
+    // ---- removing ---------------------------------------------------------------------
+
+    pub async fn unlink(&self, parent: Key, name: &[u8]) -> FsResult<()> {
+        check_name(name)?;
+        let _ns = self.ns_lock.lock().await;
+        let (mut dir, _) = self.read_dir_inode(parent).await?;
+        let (mut bucket, slot) = self.load_bucket(parent, &dir, name).await?;
+        let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
+        if entry.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        bucket.remove(name);
+        self.store_bucket(parent, &mut dir, slot, &bucket).await?;
+        touch_dir(&mut dir, -1, false, 1);
+        self.write_inode(parent, &dir).await?;
+        self.names.forget_name(parent, name);
+        self.drop_link(entry.key).await
+    }
+
+    /// Lowers a non-directory's link count; frees it at zero unless this client has it
+    /// open, in which case the last release frees it.
+    pub(super) async fn drop_link(&self, key: Key) -> FsResult<()> {
+        let _inode_lock = self.key_locks.lock(key).await;
+        let (mut inode, _) = match self.read_inode(key).await {
+            Ok(read) => read,
+            // Already gone (a second client freed it): nothing left to drop.
+            Err(FsError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = Time::now();
+        if inode.nlink > 0 {
+            self.write_inode(key, &inode).await?;
+            return Ok(());
+        }
+        if self.mark_orphan_if_open(key) {
+            self.write_inode(key, &inode).await?;
+            return Ok(());
+        }
+        self.free_inode(key, &inode).await
+    }
+
+    /// Deletes an inode's metadata, then retires its blobs.
+    pub(super) async fn free_inode(&self, key: Key, inode: &Inode) -> FsResult<()> {
+        let mut blobs = Self::direct_blobs(inode);
+        if let Data::Chunked { manifest } = &inode.data {
+            match self.load_manifest(manifest).await {
+                Ok(m) => blobs.extend(m.chunks.into_iter().flatten()),
+                Err(e) => tracing::warn!(error = %e, "unreadable manifest; gc will find its chunks"),
+            }
+        }
+        self.teems.delete(self.share, key).await?;
+        self.retire(blobs);
+        Ok(())
+    }
+
+    pub async fn rmdir(&self, parent: Key, name: &[u8]) -> FsResult<()> {
+        if name == b"." {
+            return Err(FsError::Invalid("rmdir ."));
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        check_name(name)?;
+        let _ns = self.ns_lock.lock().await;
+        let (mut dir, _) = self.read_dir_inode(parent).await?;
+        let (mut bucket, slot) = self.load_bucket(parent, &dir, name).await?;
+        let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
+        if entry.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let (child, _) = self.read_dir_inode(entry.key).await?;
+        if !self.load_all_entries(entry.key, &child).await?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        bucket.remove(name);
+        self.store_bucket(parent, &mut dir, slot, &bucket).await?;
+        touch_dir(&mut dir, -1, true, -1);
+        self.write_inode(parent, &dir).await?;
+        self.names.forget_name(parent, name);
+        self.free_dir(entry.key, &child).await
+    }
+
+    async fn free_dir(&self, key: Key, dir: &Inode) -> FsResult<()> {
+        if let Data::Dir { bucket_bits, .. } = dir.data
+            && bucket_bits > 0
+        {
+            for i in 0..(1u64 << bucket_bits) {
+                let meta = self.read_bucket_meta(key, i).await?;
+                self.teems.delete(self.share, bucket_key(&key, i)).await?;
+                self.retire(meta.blob.into_iter().collect());
+            }
+        }
+        self.free_inode(key, dir).await
+    }
+
+    // ---- rename -----------------------------------------------------------------------
+
+    pub async fn rename(
+        &self,
+        src_dir: Key,
+        src_name: &[u8],
+        dst_dir: Key,
+        dst_name: &[u8],
+        flags: RenameFlags,
+    ) -> FsResult<()> {
+        if flags.exchange {
+            return Err(FsError::Invalid("RENAME_EXCHANGE is not supported"));
+        }
+        check_name(src_name)?;
+        check_name(dst_name)?;
+        let _ns = self.ns_lock.lock().await;
+        let (src, _) = self.read_dir_inode(src_dir).await?;
+        let (src_bucket, src_slot) = self.load_bucket(src_dir, &src, src_name).await?;
+        let entry = *src_bucket.get(src_name).ok_or(FsError::NotFound)?;
+        if src_dir == dst_dir && src_name == dst_name {
+            return Ok(());
+        }
+        if entry.kind == Kind::Dir && self.is_ancestor_or_self(entry.key, dst_dir).await? {
+            return Err(FsError::Invalid("directory moved into itself"));
+        }
+        let (dst, _) = if dst_dir == src_dir {
+            (src.clone(), Version::default())
+        } else {
+            self.read_dir_inode(dst_dir).await?
+        };
+        let same_bucket = dst_dir == src_dir
+            && matches!(src.data, Data::Dir { bucket_bits, .. }
+                if bucket_of(src_name, bucket_bits) == bucket_of(dst_name, bucket_bits));
+        let (dst_bucket, _) = if same_bucket {
+            (src_bucket.clone(), None)
+        } else {
+            let (b, s) = self.load_bucket(dst_dir, &dst, dst_name).await?;
+            (b, Some(s))
+        };
+        let existing = dst_bucket.get(dst_name).copied();
+        let mut replaced = None;
+        if let Some(old) = existing {
+            if flags.noreplace {
+                return Err(FsError::Exists);
+            }
+            if old.key == entry.key {
+                // Two names of one inode: POSIX says do nothing.
+                return Ok(());
+            }
+            match (entry.kind == Kind::Dir, old.kind == Kind::Dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => {
+                    let (old_dir, _) = self.read_dir_inode(old.key).await?;
+                    if !self.load_all_entries(old.key, &old_dir).await?.is_empty() {
+                        return Err(FsError::NotEmpty);
+                    }
+                }
+                (false, false) => {}
+            }
+            let nlink = match self.read_inode(old.key).await {
+                Ok((inode, _)) => inode.nlink,
+                Err(FsError::NotFound) => 0,
+                Err(e) => return Err(e),
+            };
+            replaced = Some((old, nlink));
+        }
+        self.names.forget_name(src_dir, src_name);
+        self.names.forget_name(dst_dir, dst_name);
+
+        if same_bucket {
+            // One bucket write: atomic by itself (DESIGN §10).
+            let mut bucket = src_bucket;
+            let mut dir = src;
+            bucket.remove(src_name);
+            bucket.insert(dst_name.to_vec(), entry);
+            self.store_bucket(src_dir, &mut dir, src_slot, &bucket).await?;
+            let removed_dir = replaced.is_some_and(|(old, _)| old.kind == Kind::Dir);
+            touch_dir(&mut dir, if replaced.is_some() { -1 } else { 0 }, removed_dir, -1);
+            self.write_inode(src_dir, &dir).await?;
+            if let Some((old, before)) = replaced {
+                self.release_replaced(old, before).await?;
+            }
+            return Ok(());
+        }
+
+        let intent = RenameIntent {
+            src_dir,
+            src_name: src_name.to_vec(),
+            dst_dir,
+            dst_name: dst_name.to_vec(),
+            entry,
+            replaced,
+        };
+        self.teems.write(self.share, self.intent_key(), format::encode(&intent)).await?;
+        self.apply_intent(&intent).await?;
+        self.teems.delete(self.share, self.intent_key()).await?;
+        Ok(())
+    }
+
+    /// Walks up from `dir` to the root: is `ancestor` on the way (or `dir` itself)?
+    async fn is_ancestor_or_self(&self, ancestor: Key, mut dir: Key) -> FsResult<bool> {
+        for _ in 0..MAX_DEPTH {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == self.root {
+                return Ok(false);
+            }
+            dir = self.parent_of(dir).await?;
+        }
+        Err(FsError::corrupt("directory tree", "parent chain longer than MAX_DEPTH"))
+    }
+
+    /// Carries out a rename intent. Idempotent: each step checks whether it is done, so a
+    /// crash anywhere (including during an earlier completion) is finished by running it
+    /// again.
+    async fn apply_intent(&self, intent: &RenameIntent) -> FsResult<()> {
+        let moved_dir = intent.entry.kind == Kind::Dir;
+        // 1. The new name (replacing the target).
+        let (mut dst, _) = self.read_dir_inode(intent.dst_dir).await?;
+        let (mut bucket, slot) = self.load_bucket(intent.dst_dir, &dst, &intent.dst_name).await?;
+        if bucket.get(&intent.dst_name) != Some(&intent.entry) {
+            let had = bucket.insert(intent.dst_name.clone(), intent.entry).is_some();
+            self.store_bucket(intent.dst_dir, &mut dst, slot, &bucket).await?;
+            touch_dir(&mut dst, if had { 0 } else { 1 }, false, 0);
+            self.write_inode(intent.dst_dir, &dst).await?;
+        }
+        // 2. The old name, if it still names the moved inode.
+        let (mut src, _) = self.read_dir_inode(intent.src_dir).await?;
+        let (mut bucket, slot) = self.load_bucket(intent.src_dir, &src, &intent.src_name).await?;
+        if bucket.get(&intent.src_name) == Some(&intent.entry) {
+            bucket.remove(&intent.src_name);
+            self.store_bucket(intent.src_dir, &mut src, slot, &bucket).await?;
+            touch_dir(&mut src, -1, false, 0);
+            self.write_inode(intent.src_dir, &src).await?;
+        }
+        // 3. A moved directory's parent pointer, and the directories' link counts,
+        //    recounted from their entries so that repeating this step is harmless.
+        if moved_dir && intent.src_dir != intent.dst_dir {
+            let (mut child, _) = self.read_dir_inode(intent.entry.key).await?;
+            if child.parent != Some(intent.dst_dir) {
+                child.parent = Some(intent.dst_dir);
+                child.ctime = Time::now();
+                self.write_inode(intent.entry.key, &child).await?;
+            }
+        }
+        if moved_dir || intent.replaced.is_some_and(|(e, _)| e.kind == Kind::Dir) {
+            self.recount_dir_links(intent.src_dir).await?;
+            self.recount_dir_links(intent.dst_dir).await?;
+        }
+        // 4. The replaced inode loses the link the new name took.
+        if let Some((old, before)) = intent.replaced {
+            self.release_replaced(old, before).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the link a rename took from `old`, once: only if its count is still the one
+    /// recorded before the rename.
+    async fn release_replaced(&self, old: Entry, nlink_before: u32) -> FsResult<()> {
+        let (inode, _) = match self.read_inode(old.key).await {
+            Ok(read) => read,
+            Err(FsError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if old.kind == Kind::Dir {
+            return self.free_dir(old.key, &inode).await;
+        }
+        if inode.nlink == nlink_before {
+            self.drop_link(old.key).await?;
+        }
+        Ok(())
+    }
+
+    async fn recount_dir_links(&self, key: Key) -> FsResult<()> {
+        let (mut dir, _) = self.read_dir_inode(key).await?;
+        let entries = self.load_all_entries(key, &dir).await?;
+        let subdirs = entries.values().filter(|e| e.kind == Kind::Dir).count() as u32;
+        let (nlink, size) = (2 + subdirs, entries.len() as u64);
+        if dir.nlink != nlink || dir.size != size {
+            dir.nlink = nlink;
+            dir.size = size;
+            self.write_inode(key, &dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Completes a rename a crashed client left half done (DESIGN §10); returns whether
+    /// there was one. Called by [`Fs::init`]; `teemsfs fsck` calls it too.
+    pub async fn recover(&self) -> FsResult<bool> {
+        let _ns = self.ns_lock.lock().await;
+        let bytes = match self.teems.read(self.share, self.intent_key()).await {
+            Ok((bytes, _)) => bytes,
+            Err(crate::meta::MetaError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let intent: RenameIntent = format::decode("rename intent", &bytes)?;
+        tracing::info!(
+            src = %intent.src_dir, dst = %intent.dst_dir,
+            "completing an interrupted rename"
+        );
+        match self.apply_intent(&intent).await {
+            // A directory of the intent was removed since: nothing left to complete.
+            Ok(()) | Err(FsError::NotFound) | Err(FsError::NotDir) => {}
+            Err(e) => return Err(e),
+        }
+        self.teems.delete(self.share, self.intent_key()).await?;
+        Ok(true)
+    }
+
+    /// Writes a rename intent without carrying it out: what a client that crashes right
+    /// after step 0 leaves behind. For crash tests of [`Fs::recover`].
+    #[doc(hidden)]
+    pub async fn write_intent_only(
+        &self,
+        src_dir: Key,
+        src_name: &[u8],
+        dst_dir: Key,
+        dst_name: &[u8],
+    ) -> FsResult<()> {
+        let entry = self.find_entry(src_dir, src_name).await?.ok_or(FsError::NotFound)?;
+        let replaced = match self.find_entry(dst_dir, dst_name).await? {
+            Some(old) => Some((old, self.read_inode(old.key).await?.0.nlink)),
+            None => None,
+        };
+        let intent = RenameIntent {
+            src_dir,
+            src_name: src_name.to_vec(),
+            dst_dir,
+            dst_name: dst_name.to_vec(),
+            entry,
+            replaced,
+        };
+        self.teems.write(self.share, self.intent_key(), format::encode(&intent)).await?;
+        Ok(())
+    }
+}
+
+/// Updates a directory's times, entry count and (for subdirectory changes) link count.
+fn touch_dir(dir: &mut Inode, entries_delta: i64, subdir: bool, subdir_delta: i32) {
+    let now = Time::now();
+    dir.mtime = now;
+    dir.ctime = now;
+    dir.size = dir.size.saturating_add_signed(entries_delta);
+    if subdir {
+        dir.nlink = dir.nlink.saturating_add_signed(subdir_delta).max(2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fs::{FsConfig, MemBlobs};
+    use crate::meta::{MemTeems, ShareId};
+
+    fn fs_with(teems: &MemTeems, blobs: Arc<MemBlobs>, max_entries: usize) -> Fs {
+        let config = FsConfig { dir_bucket_max_entries: max_entries, ..FsConfig::default() };
+        Fs::new(Arc::new(teems.clone()), blobs, ShareId([1; 16]), Key([9; 16]), config)
+    }
+
+    #[tokio::test]
+    async fn large_directories_split_into_buckets_and_lookup_touches_one() {
+        let teems = MemTeems::new();
+        let fs = fs_with(&teems, Arc::new(MemBlobs::new()), 8);
+        fs.init(Caller::default()).await.expect("init");
+        let root = fs.root();
+        for i in 0..100 {
+            fs.mknod(root, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default())
+                .await
+                .expect("create");
+        }
+        let (dir, _) = fs.read_dir_inode(root).await.expect("root");
+        let Data::Dir { bucket_bits, .. } = dir.data else { panic!("root is a dir") };
+        assert!(bucket_bits >= 4, "100 entries at 8 per bucket need ≥ 16 buckets, got 2^{bucket_bits}");
+        assert_eq!(fs.readdir(root).await.expect("readdir").len(), 100);
+        for i in 0..100 {
+            fs.lookup(root, format!("f{i}").as_bytes()).await.expect("lookup");
+        }
+        for i in 0..100 {
+            fs.unlink(root, format!("f{i}").as_bytes()).await.expect("unlink");
+        }
+        assert!(fs.readdir(root).await.expect("readdir").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_cross_directory_rename_is_completed_on_recover() {
+        // DESIGN §10: a crash after the intent leaves a state the next mount completes.
+        let teems = MemTeems::new();
+        let blobs = Arc::new(MemBlobs::new());
+        let fs = fs_with(&teems, Arc::clone(&blobs), 2048);
+        fs.init(Caller::default()).await.expect("init");
+        let root = fs.root();
+        let a = fs.mkdir(root, b"a", 0o755, Caller::default()).await.expect("mkdir").key;
+        let b = fs.mkdir(root, b"b", 0o755, Caller::default()).await.expect("mkdir").key;
+        let file = fs.mknod(a, b"f", Kind::File, 0o644, 0, Caller::default()).await.expect("f").key;
+        let sub = fs.mkdir(a, b"d", 0o755, Caller::default()).await.expect("d").key;
+        fs.write_intent_only(a, b"f", b, b"g").await.expect("intent");
+        // The "next mount": a fresh client over the same services.
+        let fs2 = fs_with(&teems, Arc::clone(&blobs), 2048);
+        fs2.init(Caller::default()).await.expect("recover");
+        assert!(fs2.find_entry(a, b"f").await.expect("read").is_none());
+        assert_eq!(fs2.find_entry(b, b"g").await.expect("read").map(|e| e.key), Some(file));
+        // A directory move completed twice leaves correct parents and link counts.
+        fs2.write_intent_only(a, b"d", b, b"d").await.expect("intent");
+        fs2.recover().await.expect("recover");
+        fs2.write_intent_only(b, b"d", b, b"d2").await.expect("intent");
+        fs2.recover().await.expect("recover");
+        assert_eq!(fs2.parent_of(sub).await.expect("parent"), b);
+        assert_eq!(fs2.getattr(a).await.expect("a").nlink, 2);
+        assert_eq!(fs2.getattr(b).await.expect("b").nlink, 3);
+    }
+}

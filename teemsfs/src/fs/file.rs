@@ -1,0 +1,553 @@
+//! Open files: buffered writes, chunked contents and commits (DESIGN §9–10).
+//!
+//! While an inode is open in this client, one [`OpenState`] holds its content as of the
+//! last open or commit (`base`) plus the chunks written since (`dirty`). All handles of the
+//! inode in this client share it, so the kernel may send a write on any of them. A commit
+//! (flush, fsync, last release, truncate) puts the changed chunks and, for a large file, a
+//! new manifest, writes the metadata, and only then retires what the new version no longer
+//! names. A file of at most one chunk is one blob; past that, chunks of `chunk_size` bytes
+//! listed in a manifest, so writing one chunk re-seals that chunk and the manifest only.
+//!
+//! To bound memory on long sequential writes, complete dirty chunks are uploaded early
+//! once `write_buffer_bytes` is exceeded (as blobs only; the metadata still names the old
+//! version until the commit, so a crash leaves the old file plus garbage for gc).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::format::{self, Data, Inode, Kind, Manifest, Time, derive_id};
+use super::{Attr, Fs, FsError, FsResult, Opened};
+use crate::fs::blobs::BlobRef;
+use crate::meta::{Key, Version};
+
+/// Chunk puts in flight at once during a commit.
+const COMMIT_PARALLEL: usize = 8;
+/// Dirty bytes one open file may buffer before complete chunks are uploaded early.
+const WRITE_BUFFER_BYTES: usize = 64 << 20;
+
+#[derive(Default)]
+pub(super) struct OpenTable {
+    pub(super) by_key: HashMap<Key, Arc<tokio::sync::Mutex<OpenState>>>,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+}
+
+struct Handle {
+    key: Key,
+    writable: bool,
+}
+
+/// A chunk changed since the base.
+enum Dirty {
+    Bytes(Vec<u8>),
+    /// Uploaded early as a blob, not yet named by metadata.
+    Uploaded(BlobRef),
+}
+
+pub(super) struct OpenState {
+    refs: usize,
+    chunk_size: u64,
+    /// Content as of the last open/commit.
+    base_data: Data,
+    base_chunks: Vec<Option<BlobRef>>,
+    /// Base bytes at or past this offset are gone (a truncate since the base).
+    base_limit: u64,
+    dirty: BTreeMap<u64, Dirty>,
+    dirty_bytes: usize,
+    pub(super) size: u64,
+    pub(super) mtime: Time,
+    pub(super) modified: bool,
+    version: Version,
+    next_seq: u64,
+    /// The last link was removed while open here: free the inode on the last release.
+    orphaned: bool,
+}
+
+impl Fs {
+    /// Sets the mtime a pending commit of this client's open state will write, waiting
+    /// for a commit in progress (so an explicit `utimes` is never overwritten by it).
+    pub(super) async fn set_open_mtime(&self, key: Key, mtime: Time) {
+        let open = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        if let Some(open) = open {
+            open.lock().await.mtime = mtime;
+        }
+    }
+
+    pub(super) fn mark_orphan_if_open(&self, key: Key) -> bool {
+        let Ok(files) = self.files.lock() else { return false };
+        match files.by_key.get(&key) {
+            Some(open) => {
+                if let Ok(mut state) = open.try_lock() {
+                    state.orphaned = true;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) async fn load_manifest(&self, manifest: &BlobRef) -> FsResult<Manifest> {
+        let m: Manifest = format::decode("manifest", &self.get_blob(manifest).await?)?;
+        if m.chunk_size == 0 {
+            return Err(FsError::corrupt("manifest", "chunk size 0"));
+        }
+        Ok(m)
+    }
+
+    async fn base_of(&self, inode: &Inode) -> FsResult<(u64, Vec<Option<BlobRef>>)> {
+        match &inode.data {
+            Data::Empty => Ok((self.config.chunk_size_bytes, Vec::new())),
+            Data::Single(b) => Ok((self.config.chunk_size_bytes.max(b.len), vec![Some(b.clone())])),
+            Data::Chunked { manifest } => {
+                let m = self.load_manifest(manifest).await?;
+                Ok((m.chunk_size, m.chunks))
+            }
+            Data::Dir { .. } => Err(FsError::IsDir),
+            Data::Symlink(_) => Err(FsError::Invalid("open of a symlink")),
+        }
+    }
+
+    async fn new_state(&self, inode: &Inode, version: Version) -> FsResult<OpenState> {
+        let (chunk_size, base_chunks) = self.base_of(inode).await?;
+        Ok(OpenState {
+            refs: 0,
+            chunk_size,
+            base_data: inode.data.clone(),
+            base_chunks,
+            base_limit: inode.size,
+            dirty: BTreeMap::new(),
+            dirty_bytes: 0,
+            size: inode.size,
+            mtime: inode.mtime,
+            modified: false,
+            version,
+            next_seq: inode.blob_seq,
+            orphaned: false,
+        })
+    }
+
+    /// Opens a file: fresh metadata (close-to-open), fetched alongside the blob the name
+    /// cache expects, which is kept only if the metadata names it.
+    pub async fn open(&self, key: Key, writable: bool) -> FsResult<Opened> {
+        let guess = self.names.guess_content(key).and_then(|(_, blob)| blob);
+        let prefetch = async {
+            match &guess {
+                Some(b) if self.blob_cache.get(b).is_none() => Some(self.blobs.get(b).await),
+                _ => None,
+            }
+        };
+        let (read, fetched) = tokio::join!(self.read_inode(key), prefetch);
+        let (inode, version) = read?;
+        if let (Some(b), Some(Ok(plain))) = (&guess, fetched) {
+            let confirmed = match &inode.data {
+                Data::Single(fresh) | Data::Chunked { manifest: fresh } => fresh == b,
+                _ => false,
+            };
+            if confirmed && plain.len() as u64 == b.len {
+                self.blob_cache.insert(b, Arc::new(plain));
+            }
+        }
+        match inode.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::Symlink => return Err(FsError::Invalid("open of a symlink")),
+            _ => {}
+        }
+        self.remember_content(key, &inode, version);
+        let existing = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        let state = match existing {
+            Some(state) => state,
+            None => {
+                let fresh = Arc::new(tokio::sync::Mutex::new(self.new_state(&inode, version).await?));
+                let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
+                Arc::clone(files.by_key.entry(key).or_insert(fresh))
+            }
+        };
+        {
+            let mut s = state.lock().await;
+            if !s.modified && s.version != version {
+                // Someone committed since: start from their version.
+                let refs = s.refs;
+                let orphaned = s.orphaned;
+                *s = self.new_state(&inode, version).await?;
+                s.refs = refs;
+                s.orphaned = orphaned;
+            }
+            s.refs += 1;
+        }
+        let keep_cache = {
+            let mut seen = self.seen_versions.lock().map_err(|_| FsError::BadHandle)?;
+            seen.insert(key, version) == Some(version)
+        };
+        let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
+        files.next_fh += 1;
+        let fh = files.next_fh;
+        files.handles.insert(fh, Handle { key, writable });
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Creates and opens a regular file.
+    pub async fn create(
+        &self,
+        parent: Key,
+        name: &[u8],
+        perm: u16,
+        caller: super::Caller,
+    ) -> FsResult<(Attr, Opened)> {
+        let attr = self.mknod(parent, name, Kind::File, perm, 0, caller).await?;
+        let opened = self.open(attr.key, true).await?;
+        Ok((attr, opened))
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<(Key, bool, Arc<tokio::sync::Mutex<OpenState>>)> {
+        let files = self.files.lock().map_err(|_| FsError::BadHandle)?;
+        let h = files.handles.get(&fh).ok_or(FsError::BadHandle)?;
+        let state = files.by_key.get(&h.key).ok_or(FsError::BadHandle)?;
+        Ok((h.key, h.writable, Arc::clone(state)))
+    }
+
+    /// The key a handle refers to.
+    pub fn handle_key(&self, fh: u64) -> FsResult<Key> {
+        Ok(self.handle(fh)?.0)
+    }
+
+    /// Bytes of chunk `idx` as they are now (dirty or base), possibly shorter than the
+    /// chunk (the rest reads as zeros).
+    async fn chunk_bytes(&self, s: &OpenState, idx: u64) -> FsResult<Arc<Vec<u8>>> {
+        match s.dirty.get(&idx) {
+            Some(Dirty::Bytes(b)) => return Ok(Arc::new(b.clone())),
+            Some(Dirty::Uploaded(blob)) => return self.get_blob(blob).await,
+            None => {}
+        }
+        if idx.saturating_mul(s.chunk_size) >= s.base_limit {
+            return Ok(Arc::new(Vec::new()));
+        }
+        match s.base_chunks.get(idx as usize) {
+            Some(Some(blob)) => self.get_blob(blob).await,
+            _ => Ok(Arc::new(Vec::new())),
+        }
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let (_, _, state) = self.handle(fh)?;
+        let s = state.lock().await;
+        if offset >= s.size {
+            return Ok(Vec::new());
+        }
+        let end = s.size.min(offset.saturating_add(u64::from(len)));
+        let mut out = vec![0u8; (end - offset) as usize];
+        let cs = s.chunk_size;
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / cs;
+            let in_chunk = (pos % cs) as usize;
+            let take = ((cs - pos % cs).min(end - pos)) as usize;
+            let bytes = self.chunk_bytes(&s, idx).await?;
+            let dst_from = (pos - offset) as usize;
+            if in_chunk < bytes.len() {
+                let avail = (bytes.len() - in_chunk).min(take);
+                if let (Some(dst), Some(src)) = (
+                    out.get_mut(dst_from..dst_from + avail),
+                    bytes.get(in_chunk..in_chunk + avail),
+                ) {
+                    dst.copy_from_slice(src);
+                }
+            }
+            pos += take as u64;
+        }
+        Ok(out)
+    }
+
+    /// Makes chunk `idx` dirty as bytes (loading it from the base or an early upload).
+    async fn dirty_chunk<'a>(&self, s: &'a mut OpenState, idx: u64) -> FsResult<&'a mut Vec<u8>> {
+        if !matches!(s.dirty.get(&idx), Some(Dirty::Bytes(_))) {
+            let current = self.chunk_bytes(s, idx).await?;
+            if let Some(Dirty::Uploaded(blob)) = s.dirty.remove(&idx) {
+                // Never named by metadata: no reader can be fetching it.
+                if let Err(e) = self.blobs.delete(&blob).await {
+                    tracing::warn!(error = %e, "deleting an early-uploaded chunk failed");
+                }
+            }
+            s.dirty_bytes += current.len();
+            s.dirty.insert(idx, Dirty::Bytes(current.as_ref().clone()));
+        }
+        match s.dirty.get_mut(&idx) {
+            Some(Dirty::Bytes(b)) => Ok(b),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (key, writable, state) = self.handle(fh)?;
+        if !writable {
+            return Err(FsError::BadHandle);
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or(FsError::TooBig)?;
+        if end > self.config.max_file_size_bytes {
+            return Err(FsError::TooBig);
+        }
+        let mut s = state.lock().await;
+        let cs = s.chunk_size;
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / cs;
+            let in_chunk = (pos % cs) as usize;
+            let take = ((cs - pos % cs).min(end - pos)) as usize;
+            let src_from = (pos - offset) as usize;
+            let chunk = self.dirty_chunk(&mut s, idx).await?;
+            let before = chunk.len();
+            if chunk.len() < in_chunk + take {
+                chunk.resize(in_chunk + take, 0);
+            }
+            if let (Some(dst), Some(src)) =
+                (chunk.get_mut(in_chunk..in_chunk + take), data.get(src_from..src_from + take))
+            {
+                dst.copy_from_slice(src);
+            }
+            let grown = chunk.len() - before;
+            s.dirty_bytes += grown;
+            pos += take as u64;
+        }
+        s.size = s.size.max(end);
+        s.modified = true;
+        s.mtime = Time::now();
+        if s.dirty_bytes > WRITE_BUFFER_BYTES {
+            self.upload_full_chunks(key, &mut s).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Uploads every complete dirty chunk now and keeps only its reference.
+    async fn upload_full_chunks(&self, key: Key, s: &mut OpenState) -> FsResult<()> {
+        let cs = s.chunk_size as usize;
+        let full: Vec<u64> = s
+            .dirty
+            .iter()
+            .filter(|(_, d)| matches!(d, Dirty::Bytes(b) if b.len() == cs))
+            .map(|(i, _)| *i)
+            .collect();
+        for idx in full {
+            if let Some(Dirty::Bytes(bytes)) = s.dirty.remove(&idx) {
+                s.next_seq += 1;
+                s.dirty_bytes = s.dirty_bytes.saturating_sub(bytes.len());
+                let blob = self.put_blob(derive_id(&key, "chunk", idx), s.next_seq, bytes).await?;
+                s.dirty.insert(idx, Dirty::Uploaded(blob));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the size of an open state (truncate or extend).
+    async fn set_size(&self, s: &mut OpenState, size: u64) -> FsResult<()> {
+        if size > self.config.max_file_size_bytes {
+            return Err(FsError::TooBig);
+        }
+        if size < s.size {
+            let cs = s.chunk_size;
+            let keep_chunks = size.div_ceil(cs);
+            let dropped: Vec<u64> = s.dirty.range(keep_chunks..).map(|(i, _)| *i).collect();
+            for i in dropped {
+                if let Some(Dirty::Bytes(b)) = s.dirty.remove(&i) {
+                    s.dirty_bytes = s.dirty_bytes.saturating_sub(b.len());
+                }
+            }
+            if !size.is_multiple_of(cs) {
+                let tail = (size % cs) as usize;
+                let chunk = self.dirty_chunk(s, size / cs).await?;
+                chunk.truncate(tail);
+            }
+            s.base_limit = s.base_limit.min(size);
+        }
+        s.size = size;
+        s.modified = true;
+        s.mtime = Time::now();
+        Ok(())
+    }
+
+    /// truncate(2)/ftruncate(2): applied to this client's open state if there is one, and
+    /// committed at once.
+    pub(super) async fn truncate(&self, key: Key, size: u64) -> FsResult<()> {
+        let existing = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        match existing {
+            Some(state) => {
+                let mut s = state.lock().await;
+                self.set_size(&mut s, size).await?;
+                self.commit(key, &mut s).await
+            }
+            None => {
+                let (inode, version) = self.read_inode(key).await?;
+                match inode.kind {
+                    Kind::Dir => return Err(FsError::IsDir),
+                    Kind::File => {}
+                    _ => return Err(FsError::Invalid("truncate of a special file")),
+                }
+                let mut s = self.new_state(&inode, version).await?;
+                self.set_size(&mut s, size).await?;
+                self.commit(key, &mut s).await
+            }
+        }
+    }
+
+    /// Bytes chunk `idx` must have in a file of `size` bytes.
+    fn chunk_len(size: u64, cs: u64, idx: u64) -> u64 {
+        size.saturating_sub(idx * cs).min(cs)
+    }
+
+    /// A blob holding chunk `idx` as it must be stored: reused if it already has the right
+    /// length, else re-sealed with the tail zero-filled or cut.
+    async fn sealed_chunk(
+        &self,
+        key: Key,
+        s: &OpenState,
+        idx: u64,
+        want: u64,
+        seq: u64,
+        reuse_base: bool,
+    ) -> FsResult<Option<BlobRef>> {
+        let reuse = match s.dirty.get(&idx) {
+            Some(Dirty::Uploaded(b)) => Some(b.clone()),
+            Some(Dirty::Bytes(_)) => None,
+            None if idx.saturating_mul(s.chunk_size) >= s.base_limit => return Ok(None),
+            None => match s.base_chunks.get(idx as usize) {
+                Some(Some(b)) if reuse_base => Some(b.clone()),
+                Some(Some(_)) => None,
+                // A hole stays a hole.
+                _ => return Ok(None),
+            },
+        };
+        if let Some(b) = reuse
+            && b.len == want
+        {
+            return Ok(Some(b));
+        }
+        let mut bytes = self.chunk_bytes(s, idx).await?.as_ref().clone();
+        bytes.resize(want as usize, 0);
+        Ok(Some(self.put_blob(derive_id(&key, "chunk", idx), seq, bytes).await?))
+    }
+
+    /// Commits buffered changes: blobs first, then metadata, then retiring the old blobs.
+    async fn commit(&self, key: Key, s: &mut OpenState) -> FsResult<()> {
+        if !s.modified {
+            return Ok(());
+        }
+        // From the fresh read to the metadata write, no other read-modify-write of this
+        // inode by this client (setattr, xattrs, link counts) may interleave.
+        let _inode_lock = self.key_locks.lock(key).await;
+        let (mut fresh, _) = match self.read_inode(key).await {
+            Ok(read) => read,
+            Err(FsError::NotFound) if s.orphaned => {
+                s.modified = false;
+                return Ok(());
+            }
+            // Another client removed the file while we had it open.
+            Err(FsError::NotFound) => return Err(FsError::Stale),
+            Err(e) => return Err(e),
+        };
+        let cs = s.chunk_size;
+        // If another client committed since our base, its commit retires our base blobs
+        // after the grace period: copy what we still use instead of naming them.
+        let reuse_base = fresh.data == s.base_data;
+        s.next_seq = s.next_seq.max(fresh.blob_seq) + 1;
+        let seq = s.next_seq;
+        let size = s.size;
+        let (new_data, new_chunks) = if size == 0 {
+            (Data::Empty, Vec::new())
+        } else if size <= cs {
+            let blob = self.sealed_chunk(key, s, 0, size, seq, reuse_base).await?;
+            match blob {
+                Some(b) => (Data::Single(b.clone()), vec![Some(b)]),
+                None => {
+                    let b = self.put_blob(derive_id(&key, "chunk", 0), seq, vec![0; size as usize]).await?;
+                    (Data::Single(b.clone()), vec![Some(b)])
+                }
+            }
+        } else {
+            let n = size.div_ceil(cs);
+            let state: &OpenState = s;
+            let chunks: Vec<Option<BlobRef>> = stream::iter(0..n)
+                .map(|idx| self.sealed_chunk(key, state, idx, Self::chunk_len(size, cs, idx), seq, reuse_base))
+                .buffered(COMMIT_PARALLEL)
+                .try_collect()
+                .await?;
+            let manifest = Manifest { chunk_size: cs, chunks: chunks.clone() };
+            let m = self.put_blob(derive_id(&key, "manifest", 0), seq, format::encode(&manifest)).await?;
+            (Data::Chunked { manifest: m }, chunks)
+        };
+        // What the version being replaced named: its chunks are known when it is our base.
+        let mut old: Vec<BlobRef> = match &fresh.data {
+            Data::Single(b) => vec![b.clone()],
+            Data::Chunked { manifest } => {
+                let mut v = vec![manifest.clone()];
+                if fresh.data == s.base_data {
+                    v.extend(s.base_chunks.iter().flatten().cloned());
+                }
+                v
+            }
+            _ => Vec::new(),
+        };
+        // Early uploads that the final version does not name are garbage too.
+        old.extend(s.dirty.values().filter_map(|d| match d {
+            Dirty::Uploaded(b) => Some(b.clone()),
+            Dirty::Bytes(_) => None,
+        }));
+        let keep: std::collections::HashSet<&BlobRef> = new_chunks.iter().flatten().collect();
+        let old: Vec<BlobRef> = old.into_iter().filter(|b| !keep.contains(b)).collect();
+        fresh.data = new_data;
+        fresh.size = size;
+        fresh.mtime = s.mtime;
+        fresh.ctime = Time::now();
+        fresh.blob_seq = seq;
+        let version = self.write_inode(key, &fresh).await?;
+        self.retire(old);
+        s.base_data = fresh.data.clone();
+        s.base_chunks = new_chunks;
+        s.base_limit = size;
+        s.dirty.clear();
+        s.dirty_bytes = 0;
+        s.modified = false;
+        s.version = version;
+        self.note_version(key, version);
+        self.remember_content(key, &fresh, version);
+        Ok(())
+    }
+
+    /// flush(2) (every close): commit, returning any error to the caller.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let (key, _, state) = self.handle(fh)?;
+        let mut s = state.lock().await;
+        self.commit(key, &mut s).await
+    }
+
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await
+    }
+
+    /// Closes a handle; the last handle of an inode commits and drops the open state, and
+    /// frees the inode if its last link went while it was open.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let (key, _, state) = self.handle(fh)?;
+        let mut s = state.lock().await;
+        let result = self.commit(key, &mut s).await;
+        s.refs = s.refs.saturating_sub(1);
+        let last = s.refs == 0;
+        let orphaned = s.orphaned;
+        drop(s);
+        {
+            let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
+            files.handles.remove(&fh);
+            if last {
+                files.by_key.remove(&key);
+            }
+        }
+        if last && orphaned {
+            let _ns = self.ns_lock.lock().await;
+            match self.read_inode(key).await {
+                Ok((inode, _)) if inode.nlink == 0 => self.free_inode(key, &inode).await?,
+                Ok(_) | Err(FsError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        result
+    }
+}

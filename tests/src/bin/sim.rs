@@ -1,0 +1,163 @@
+//! `sim`: run the deterministic simulator over a range of seeds.
+//!
+//! ```text
+//! sim --mode rr|cft --seeds N [--mr M --f F] [--start SEED]
+//! ```
+//!
+//! Exits 0 when no seed finds a violation, 1 (printing the seed, the
+//! violation and the command that replays it) when one does, 2 on bad usage.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use enclave_replica::core::Mode;
+use teemsfs_tests::sim::{SimConfig, World, replay_command, run_seed};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Rr,
+    Cft,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BugArg {
+    /// Read quorums one smaller than R_Q(s) (core fault switch).
+    ReadQuorumMinusOne,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Deterministic simulation of a TEEMS cluster under network faults and rollbacks")]
+struct Args {
+    #[arg(long, value_enum)]
+    mode: ModeArg,
+    /// Number of seeds to run.
+    #[arg(long)]
+    seeds: u64,
+    /// M_R: most replicas rolled back at once.
+    #[arg(long, default_value_t = 2)]
+    mr: u32,
+    /// F: most replicas unreachable at once.
+    #[arg(long, default_value_t = 2)]
+    f: u32,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Operations per workload client.
+    #[arg(long)]
+    ops: Option<usize>,
+    /// Workload clients.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Length of the fault phase in simulated ms.
+    #[arg(long = "fault-ms")]
+    fault_ms: Option<u64>,
+    /// Restart only with the latest sealed state.
+    #[arg(long = "no-rollbacks")]
+    no_rollbacks: bool,
+    /// Enable a deliberate bug in the cores (to see the checker catch it).
+    #[arg(long, value_enum)]
+    bug: Option<BugArg>,
+    /// Print the event trace of a failing seed (use with --seeds 1).
+    #[arg(long)]
+    trace: bool,
+    /// With --trace: also print every message delivered.
+    #[arg(long = "trace-messages")]
+    trace_messages: bool,
+    /// Keep going after a violation and report how many seeds failed.
+    #[arg(long = "keep-going")]
+    keep_going: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mode = match args.mode {
+        ModeArg::Rr => Mode::Rr,
+        ModeArg::Cft => Mode::Cft,
+    };
+    let mut cfg = SimConfig::new(mode, args.mr, args.f);
+    if let Some(ops) = args.ops {
+        cfg.ops_per_client = ops;
+    }
+    if let Some(clients) = args.clients {
+        cfg.clients = clients.max(1);
+    }
+    if let Some(ms) = args.fault_ms {
+        cfg.fault_phase_ms = ms;
+    }
+    cfg.rollbacks = !args.no_rollbacks;
+    cfg.bug_read_quorum_minus_one = matches!(args.bug, Some(BugArg::ReadQuorumMinusOne));
+    cfg.trace = args.trace || args.trace_messages;
+    cfg.trace_messages = args.trace_messages;
+    if let Err(e) = enclave_replica::core::ClusterConfig::new(mode, args.mr, args.f) {
+        eprintln!("invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+
+    let started = Instant::now();
+    let mut failures = 0u64;
+    let mut totals = teemsfs_tests::sim::Stats::default();
+    for seed in args.start..args.start.saturating_add(args.seeds) {
+        let outcome = if cfg.trace {
+            let world = match World::new(cfg.clone(), seed) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (outcome, world) = world.run();
+            for line in world.trace() {
+                println!("{line}");
+            }
+            outcome
+        } else {
+            run_seed(&cfg, seed)
+        };
+        accumulate(&mut totals, &outcome.stats);
+        if args.seeds == 1 {
+            println!("seed {seed}: trace hash {:016x}, {} events, ended at {} ms", outcome.trace_hash, outcome.stats.events, outcome.stats.end_ms);
+        }
+        if let Some(v) = &outcome.violation {
+            failures += 1;
+            println!("VIOLATION seed={seed} mode={:?} m_r={} f={}", mode, args.mr, args.f);
+            println!("  {v}");
+            println!("  replay: {}", replay_command(&cfg, seed));
+            if !args.keep_going {
+                break;
+            }
+        }
+    }
+    println!(
+        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} policy_changes={} crashes={} rollbacks={} empty_restarts={} partitions={}",
+        mode,
+        args.mr,
+        args.f,
+        args.start,
+        args.start.saturating_add(args.seeds),
+        failures,
+        started.elapsed().as_secs_f64(),
+        totals.ops_called,
+        totals.ops_completed,
+        totals.writes_ok,
+        totals.reads_with_value,
+        totals.policy_changes_ok,
+        totals.crashes,
+        totals.restarts_rolled_back,
+        totals.restarts_empty,
+        totals.partitions,
+    );
+    if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+fn accumulate(t: &mut teemsfs_tests::sim::Stats, s: &teemsfs_tests::sim::Stats) {
+    t.ops_called += s.ops_called;
+    t.ops_completed += s.ops_completed;
+    t.writes_ok += s.writes_ok;
+    t.reads_with_value += s.reads_with_value;
+    t.policy_changes_ok += s.policy_changes_ok;
+    t.crashes += s.crashes;
+    t.restarts_rolled_back += s.restarts_rolled_back;
+    t.restarts_empty += s.restarts_empty;
+    t.partitions += s.partitions;
+}
