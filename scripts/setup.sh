@@ -33,6 +33,16 @@ fi
 command -v moto_server >/dev/null 2>&1 || { echo "setup: moto_server still not on PATH" >&2; exit 1; }
 log "moto_server present"
 
+# POSIX conformance tools for tests/tests/posix_conformance.rs and scripts/pjdfstest.sh
+# (crates.io binaries; a few minutes to build on first install).
+for tool in pjdfstest fsx; do
+  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/$tool" ]; then
+    log "cargo install $tool --locked"
+    cargo install "$tool" --locked --quiet
+  fi
+done
+log "pjdfstest and fsx present"
+
 if [ ! -e /dev/fuse ]; then
   echo "setup: /dev/fuse is missing: FUSE mount tests cannot run on this machine" >&2
   exit 1

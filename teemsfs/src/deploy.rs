@@ -124,7 +124,8 @@ pub struct MountSection {
     pub threads: usize,
     /// Largest write the kernel sends at once. Default 1 MiB.
     pub max_write_bytes: u32,
-    /// Kernel writeback cache. Default true.
+    /// Kernel writeback cache. Default false (it makes the kernel ignore other clients'
+    /// size changes; see `fuse::MountOptions::writeback_cache`).
     pub writeback_cache: bool,
     /// Kernel attribute/name cache lifetime. Default 0 (every stat reaches TEEMS).
     pub attr_ttl_ms: u64,

@@ -14,9 +14,9 @@
 //! page at a time. Mounting starts [`Fs::spawn_housekeeping`] (deleting retired blobs
 //! after their grace period); unmounting runs [`Fs::drain_retired_for_unmount`].
 //!
-//! Kernel features used where fuser offers them: several FUSE threads, the writeback cache
-//! (the kernel batches small writes into large ones; our commits still happen on
-//! flush/fsync/release), a large `max_write`, readdirplus, and `FOPEN_KEEP_CACHE` when an
+//! Kernel features used where fuser offers them: several FUSE threads, atomic `O_TRUNC`, a
+//! large `max_write`, readdirplus, the writeback cache only when asked for (it makes the
+//! kernel ignore other clients' size changes), and `FOPEN_KEEP_CACHE` when an
 //! open finds the same content version this mount saw last (DESIGN §10: the page cache is
 //! kept across opens only when the version did not change).
 
@@ -47,7 +47,10 @@ pub struct MountOptions {
     pub threads: usize,
     /// Largest write the kernel sends in one request. Default 1 MiB.
     pub max_write_bytes: u32,
-    /// Kernel writeback cache. Default on.
+    /// Kernel writeback cache. Default off: with it, the kernel treats its cached file
+    /// size as authoritative and ignores the size in fresh attributes, so a file another
+    /// client changed could be read at its old length (SEMANTICS §2). Turn on only for a
+    /// single-client mount.
     pub writeback_cache: bool,
     /// How long the kernel may reuse attributes and names without asking. Default 0:
     /// every `stat` and path walk reaches `Fs`, which reads fresh metadata (DESIGN §10).
@@ -63,7 +66,7 @@ impl Default for MountOptions {
         MountOptions {
             threads: 4,
             max_write_bytes: 1 << 20,
-            writeback_cache: true,
+            writeback_cache: false,
             attr_ttl_ms: 0,
             allow_other: false,
             fsname: "teemsfs".into(),
@@ -399,7 +402,10 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
+        // ATOMIC_O_TRUNC: O_TRUNC arrives with the open instead of as a separate setattr,
+        // so the truncation is committed together with the rewrite (Fs::open_truncating).
+        let mut wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_MAX_PAGES;
@@ -643,12 +649,14 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = writable && flags.0 & libc::O_TRUNC != 0;
         self.spawn(|c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            match c.fs.open(key, writable).await {
+            let opened = if truncate { c.fs.open_truncating(key).await } else { c.fs.open(key, writable).await };
+            match opened {
                 Ok(o) => {
                     let keep =
                         if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };

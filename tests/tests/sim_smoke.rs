@@ -5,7 +5,8 @@
 //!   (DESIGN §3–7, RR §III–IV) for (M_R, F) = (2,2), (4,2), (1,2);
 //! - the same simulator finds a violation in the CFT baseline under rollback
 //!   (DESIGN §13: "a check that cannot fail is no check");
-//! - it catches a deliberately planted bug (read quorum one below `R_Q(s)`);
+//! - it catches deliberately planted bugs (read quorum one below `R_Q(s)`;
+//!   recovery skipped after a restart);
 //! - one seed always gives the same trace.
 
 use enclave_replica::core::Mode;
@@ -38,8 +39,14 @@ fn assert_exercised(outcomes: &[Outcome]) {
     let writes = sum(|o| o.stats.writes_ok);
     let reads = sum(|o| o.stats.reads_with_value);
     let policy = sum(|o| o.stats.policy_changes_ok);
-    assert!(crashes > 0 && rollbacks > 0 && partitions > 0, "faults: {crashes} crashes {rollbacks} rollbacks {partitions} partitions");
-    assert!(writes > 0 && reads > 0 && policy > 0, "work: {writes} writes {reads} reads {policy} policy changes");
+    assert!(
+        crashes > 0 && rollbacks > 0 && partitions > 0,
+        "faults: {crashes} crashes {rollbacks} rollbacks {partitions} partitions"
+    );
+    assert!(
+        writes > 0 && reads > 0 && policy > 0,
+        "work: {writes} writes {reads} reads {policy} policy changes"
+    );
 }
 
 fn rr_smoke(m_r: u32, f: u32) {
@@ -74,7 +81,10 @@ fn cft_under_rollbacks_is_caught_violating_safety() {
     let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
     let outcome = found.unwrap_or_else(|| panic!("no violation in CFT mode within {ran} seeds"));
     let v = outcome.violation.as_ref().map(|v| v.property);
-    eprintln!("CFT violation after {ran} seeds (seed {}): {:?}", outcome.seed, outcome.violation);
+    eprintln!(
+        "CFT violation after {ran} seeds (seed {}): {:?}",
+        outcome.seed, outcome.violation
+    );
     assert!(
         matches!(
             v,
@@ -106,10 +116,29 @@ fn cft_without_rollbacks_survives_the_same_faults() {
 #[test]
 fn planted_read_quorum_bug_is_caught() {
     let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
-    cfg.bug_read_quorum_minus_one = true;
+    cfg.bugs.read_quorum_minus_one = true;
     let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
     let outcome = found.unwrap_or_else(|| panic!("planted bug not caught within {ran} seeds"));
-    eprintln!("planted bug caught after {ran} seeds (seed {}): {:?}", outcome.seed, outcome.violation);
+    eprintln!(
+        "planted bug caught after {ran} seeds (seed {}): {:?}",
+        outcome.seed, outcome.violation
+    );
+}
+
+/// The checker catches a replica that trusts its sealed state after a
+/// restart (the cores' `skip_recovery` switch: the suspicious flag is
+/// cleared at start without recovery, DESIGN §4) — a rolled-back replica
+/// then counts as fresh in `R_Q(s)` and reads go stale.
+#[test]
+fn planted_skip_recovery_bug_is_caught() {
+    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
+    cfg.bugs.skip_recovery = true;
+    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
+    let outcome = found.unwrap_or_else(|| panic!("planted bug not caught within {ran} seeds"));
+    eprintln!(
+        "skip-recovery bug caught after {ran} seeds (seed {}): {:?}",
+        outcome.seed, outcome.violation
+    );
 }
 
 /// Same seed, same trace; different seed, different trace.
@@ -120,7 +149,11 @@ fn one_seed_gives_one_trace() {
     let b = run_seed(&cfg, 12345);
     assert_eq!(a.trace_hash, b.trace_hash);
     assert_eq!(a.stats, b.stats);
-    assert!(a.stats.events > 1000, "trace too short to mean anything: {:?}", a.stats);
+    assert!(
+        a.stats.events > 1000,
+        "trace too short to mean anything: {:?}",
+        a.stats
+    );
     let c = run_seed(&cfg, 12346);
     assert_ne!(a.trace_hash, c.trace_hash);
 }

@@ -476,3 +476,81 @@ fn cft_baseline_returns_a_stale_value_after_rollback() {
     c.run_for(1_000);
     assert_eq!(read_value(&mut c, 1, "alice"), Some(b"old".to_vec()));
 }
+
+// ---- regressions found by the simulator -------------------------------------
+
+/// The version a replica holds for `key()`, if any.
+fn held_version(c: &Cluster, id: ReplicaId) -> Option<Version> {
+    c.node(id).and_then(|n| n.durable().registers.get(&key()).map(|e| e.version))
+}
+
+#[test]
+fn px_7_epoch_retry_reuses_the_first_write_rounds_timestamp() {
+    // Simulator finding F1 (seeds rr 2/2 9 and 1). A write's first WRITE round
+    // (ABD-W2) is stored by replicas 1 and 2 but refused by the suspicious
+    // replicas 3, 4, 5 (PX-6), so the proxy re-reads the policy and retries
+    // (PX-7). Meanwhile a read makes the value visible under the first
+    // round's timestamp (ABD-R3/R4) and a later write completes on top of it.
+    // Re-sending the value under a NEW timestamp would install it again above
+    // that completed write: the write would be lost, and one value would live
+    // under two timestamps. PX-7 must resend the same entry.
+    let mut c = ready_cluster(Mode::Rr);
+    assert!(matches!(write(&mut c, 2, "alice", b"v0"), Some(Response::Written { .. })));
+    c.run_for(200);
+    for id in [3, 4, 5] {
+        let s = c.sealed(id);
+        c.restart(id, s);
+    }
+    let pending = c.submit(1, "alice", Request::Write { share: SHARE, key: key(), value: b"v1".to_vec() });
+    c.deliver_all();
+    // First round done: stored at 1 and 2, refused by the suspicious rest.
+    let first = held_version(&c, 1).expect("replica 1 stored the first write round");
+    assert_eq!(held_version(&c, 2), Some(first));
+    assert_ne!(held_version(&c, 3), Some(first));
+    assert_eq!(c.reply_for(1, pending), None, "PX-7: the proxy retries instead of answering");
+    // The proxy is cut off while the others recover (REC-0 quarantine).
+    c.block(1);
+    c.run_for(3_000);
+    for id in 2..=5 {
+        assert!(!c.node(id).expect("up").status().suspicious, "replica {id} recovered");
+    }
+    // The pending write's value is now visible ...
+    assert_eq!(read_value(&mut c, 2, "alice"), Some(b"v1".to_vec()));
+    // ... and a later write completes after that read.
+    let Some(Response::Written { version: later }) = write(&mut c, 2, "alice", b"v2") else { panic!("write v2 failed") };
+    assert_eq!(later.seq, first.seq + 1);
+    c.heal(1);
+    c.run_for(1_500);
+    let answer = c.reply_for(1, pending);
+    assert_eq!(answer, Some(Response::Written { version: first }), "PX-7: same timestamp as the first round");
+    // The completed write v2 is not lost (linearizability: v1 was read before v2 was written).
+    for proxy in 1..=5 {
+        assert_eq!(read_value(&mut c, proxy, "alice"), Some(b"v2".to_vec()), "read via {proxy}");
+    }
+}
+
+#[test]
+fn px_1_op_ids_of_a_restarted_proxy_do_not_match_its_previous_incarnations() {
+    // Simulator finding F2 (seeds rr 1/2 1523, rr 2/2 528). A proxy proposes
+    // AcquireWriter (PAXOS-L4), crashes before the answer and restarts; its
+    // new incarnation's first operation is a Revoke. The leader's answer to
+    // the OLD proposal must not complete the new operation: op ids (which
+    // match replies to operations) must differ across incarnations.
+    let mut c = ready_cluster(Mode::Rr);
+    let leader = (1..=5).find(|id| c.node(*id).is_some_and(|n| n.status().is_leader)).expect("a leader");
+    let proxy = if leader == 5 { 4 } else { 5 };
+    c.block(leader);
+    let acquire = PolicyOp::AcquireWriter { key: key() };
+    let old = c.submit(proxy, "bob", Request::ChangePolicy { share: SHARE, op: acquire });
+    c.deliver_all();
+    let s = c.sealed(proxy);
+    c.restart(proxy, s);
+    let revoke = PolicyOp::Revoke { tenant: TenantId("carol".into()) };
+    let new = c.submit(proxy, "alice", Request::ChangePolicy { share: SHARE, op: revoke });
+    c.heal(leader);
+    c.run_for(3_000);
+    assert_eq!(c.reply_for(proxy, old), None, "the old incarnation's client is gone");
+    // Grant made the share epoch 2; the Revoke makes it 3. (AcquireWriter
+    // answers with the FILE epoch, 1.)
+    assert_eq!(c.reply_for(proxy, new), Some(Response::PolicyChanged { epoch: 3 }));
+}

@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod fs_cmds;
 pub mod meta;
 
 use std::process::ExitCode;
@@ -38,6 +39,19 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The embedded default: create (if needed) and start a local cluster with local
+    /// stores under DIR, and mount DIR/mnt.
+    Up(fs_cmds::UpArgs),
+    /// Unmount DIR/mnt, stop its mount process and the cluster.
+    Down(fs_cmds::DownArgs),
+    /// Mount the deployment in DIR at MOUNTPOINT (in the background unless --foreground).
+    Mount(fs_cmds::MountArgs),
+    /// Unmount a teemsfs mount.
+    Umount(fs_cmds::UmountArgs),
+    /// Remove object-store fragments that no live metadata names.
+    Gc(fs_cmds::GcArgs),
+    /// Check that metadata, manifests and fragments agree; complete interrupted renames.
+    Fsck(fs_cmds::FsckArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -46,6 +60,12 @@ pub fn main() -> ExitCode {
         Command::Cluster(cmd) => report(cluster::run(cmd)),
         Command::Meta(cmd) => meta::run(cmd),
         Command::Bench(cmd) => report(bench::run(cmd)),
+        Command::Up(args) => report(fs_cmds::up(args)),
+        Command::Down(args) => report(fs_cmds::down(args)),
+        Command::Mount(args) => report(fs_cmds::mount(args)),
+        Command::Umount(args) => report(fs_cmds::umount(args)),
+        Command::Gc(args) => report(fs_cmds::gc(args)),
+        Command::Fsck(args) => report(fs_cmds::fsck(args)),
     }
 }
 

@@ -187,6 +187,23 @@ impl Fs {
         Ok(Opened { fh, keep_cache })
     }
 
+    /// open(2) with `O_TRUNC` on a writable handle: the truncation joins the handle's
+    /// buffered writes and is committed with them at close, so a crash while rewriting a
+    /// file (`> file`) leaves its old or its new content, never an empty file in between.
+    pub async fn open_truncating(&self, key: Key) -> FsResult<Opened> {
+        let opened = self.open(key, true).await?;
+        let (_, _, state) = self.handle(opened.fh)?;
+        let mut s = state.lock().await;
+        if s.size != 0 {
+            if let Err(e) = self.set_size(&mut s, 0).await {
+                drop(s);
+                let _ = self.release(opened.fh).await;
+                return Err(e);
+            }
+        }
+        Ok(Opened { keep_cache: false, ..opened })
+    }
+
     /// Creates and opens a regular file.
     pub async fn create(
         &self,

@@ -24,6 +24,10 @@ enum ModeArg {
 enum BugArg {
     /// Read quorums one smaller than R_Q(s) (core fault switch).
     ReadQuorumMinusOne,
+    /// Stabilize the timestamp read in the first round (the paper's Fig. 4 typo).
+    StabilizeReadTimestamp,
+    /// A restarted replica clears its suspicious flag without recovering.
+    SkipRecovery,
 }
 
 #[derive(Parser, Debug)]
@@ -55,9 +59,10 @@ struct Args {
     /// Restart only with the latest sealed state.
     #[arg(long = "no-rollbacks")]
     no_rollbacks: bool,
-    /// Enable a deliberate bug in the cores (to see the checker catch it).
+    /// Enable a deliberate bug in the cores (to see the checker catch it);
+    /// may be repeated.
     #[arg(long, value_enum)]
-    bug: Option<BugArg>,
+    bug: Vec<BugArg>,
     /// Print the event trace of a failing seed (use with --seeds 1).
     #[arg(long)]
     trace: bool,
@@ -86,7 +91,13 @@ fn main() -> ExitCode {
         cfg.fault_phase_ms = ms;
     }
     cfg.rollbacks = !args.no_rollbacks;
-    cfg.bug_read_quorum_minus_one = matches!(args.bug, Some(BugArg::ReadQuorumMinusOne));
+    for bug in &args.bug {
+        match bug {
+            BugArg::ReadQuorumMinusOne => cfg.bugs.read_quorum_minus_one = true,
+            BugArg::StabilizeReadTimestamp => cfg.bugs.stabilize_read_timestamp = true,
+            BugArg::SkipRecovery => cfg.bugs.skip_recovery = true,
+        }
+    }
     cfg.trace = args.trace || args.trace_messages;
     cfg.trace_messages = args.trace_messages;
     if let Err(e) = enclave_replica::core::ClusterConfig::new(mode, args.mr, args.f) {
@@ -116,11 +127,17 @@ fn main() -> ExitCode {
         };
         accumulate(&mut totals, &outcome.stats);
         if args.seeds == 1 {
-            println!("seed {seed}: trace hash {:016x}, {} events, ended at {} ms", outcome.trace_hash, outcome.stats.events, outcome.stats.end_ms);
+            println!(
+                "seed {seed}: trace hash {:016x}, {} events, ended at {} ms",
+                outcome.trace_hash, outcome.stats.events, outcome.stats.end_ms
+            );
         }
         if let Some(v) = &outcome.violation {
             failures += 1;
-            println!("VIOLATION seed={seed} mode={:?} m_r={} f={}", mode, args.mr, args.f);
+            println!(
+                "VIOLATION seed={seed} mode={:?} m_r={} f={}",
+                mode, args.mr, args.f
+            );
             println!("  {v}");
             println!("  replay: {}", replay_command(&cfg, seed));
             if !args.keep_going {
@@ -147,7 +164,11 @@ fn main() -> ExitCode {
         totals.restarts_empty,
         totals.partitions,
     );
-    if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn accumulate(t: &mut teemsfs_tests::sim::Stats, s: &teemsfs_tests::sim::Stats) {

@@ -27,7 +27,11 @@ pub fn tenant(i: usize) -> TenantId {
 /// read-write at set-up, so single-writer hand-overs (`AcquireWriter`) and
 /// `NotWriter` refusals happen too.
 pub fn tenant_of_client(client: usize, clients: usize) -> TenantId {
-    if clients > 1 && client == clients - 1 { tenant(1) } else { tenant(0) }
+    if clients > 1 && client == clients - 1 {
+        tenant(1)
+    } else {
+        tenant(0)
+    }
 }
 
 pub fn key(i: usize) -> Key {
@@ -51,11 +55,24 @@ impl Plan {
 
     pub fn request(&self, value: Option<Vec<u8>>) -> Request {
         match self {
-            Plan::Read(key) => Request::Read { share: SHARE, key: *key },
-            Plan::Write(key) => Request::Write { share: SHARE, key: *key, value: value.unwrap_or_default() },
-            Plan::Delete(key) => Request::Delete { share: SHARE, key: *key },
+            Plan::Read(key) => Request::Read {
+                share: SHARE,
+                key: *key,
+            },
+            Plan::Write(key) => Request::Write {
+                share: SHARE,
+                key: *key,
+                value: value.unwrap_or_default(),
+            },
+            Plan::Delete(key) => Request::Delete {
+                share: SHARE,
+                key: *key,
+            },
             Plan::ReadPolicy => Request::ReadPolicy { share: SHARE },
-            Plan::Change(op) => Request::ChangePolicy { share: SHARE, op: op.clone() },
+            Plan::Change(op) => Request::ChangePolicy {
+                share: SHARE,
+                op: op.clone(),
+            },
         }
     }
 }
@@ -73,7 +90,10 @@ pub fn next_plan(rng: &mut impl Rng, is_owner: bool, keys: usize) -> Plan {
             // Churn the ACL of a third tenant: every change bumps the share's
             // epoch, so in-flight register writes meet epoch mismatches.
             if rng.random_bool(0.5) {
-                Plan::Change(PolicyOp::Grant { tenant: tenant(2), access: Access::ReadWrite })
+                Plan::Change(PolicyOp::Grant {
+                    tenant: tenant(2),
+                    access: Access::ReadWrite,
+                })
             } else {
                 Plan::Change(PolicyOp::Revoke { tenant: tenant(2) })
             }

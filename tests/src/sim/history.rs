@@ -46,7 +46,11 @@ pub fn encode_value(id: ValueId) -> Vec<u8> {
 
 /// The value id in bytes a read returned, if they are bytes some write used.
 pub fn decode_value(bytes: &[u8]) -> Option<ValueId> {
-    std::str::from_utf8(bytes).ok()?.strip_prefix('v')?.parse().ok()
+    std::str::from_utf8(bytes)
+        .ok()?
+        .strip_prefix('v')?
+        .parse()
+        .ok()
 }
 
 /// What a completed register operation says about the register, or why it
@@ -96,25 +100,43 @@ impl History {
 
     /// Interpret a register op's response.
     pub fn reg_outcome(rec: &OpRecord) -> RegOutcome {
-        let Some(resp) = &rec.response else { return RegOutcome::Unknown };
+        let Some(resp) = &rec.response else {
+            return RegOutcome::Unknown;
+        };
         match (&rec.request, resp) {
             (Request::Write { .. }, Response::Written { version }) => match rec.value_id {
-                Some(value) => RegOutcome::Op(RegOp::Write { value, version: Some(*version) }),
+                Some(value) => RegOutcome::Op(RegOp::Write {
+                    value,
+                    version: Some(*version),
+                }),
                 None => RegOutcome::Malformed("write without a value id".into()),
             },
             (Request::Delete { .. }, Response::Deleted { version }) => {
-                RegOutcome::Op(RegOp::Delete { version: Some(*version) })
+                RegOutcome::Op(RegOp::Delete {
+                    version: Some(*version),
+                })
             }
-            (Request::Delete { .. }, Response::Error(ErrorKind::NotFound)) => RegOutcome::Op(RegOp::ReadNotFound),
-            (Request::Read { .. }, Response::Value { value, version }) => match decode_value(value) {
-                Some(id) => RegOutcome::Op(RegOp::ReadValue { value: id, version: *version }),
-                None => RegOutcome::Malformed(format!("read returned bytes no write wrote: {value:?}")),
+            (Request::Delete { .. }, Response::Error(ErrorKind::NotFound)) => {
+                RegOutcome::Op(RegOp::ReadNotFound)
+            }
+            (Request::Read { .. }, Response::Value { value, version }) => match decode_value(value)
+            {
+                Some(id) => RegOutcome::Op(RegOp::ReadValue {
+                    value: id,
+                    version: *version,
+                }),
+                None => {
+                    RegOutcome::Malformed(format!("read returned bytes no write wrote: {value:?}"))
+                }
             },
-            (Request::Read { .. }, Response::Error(ErrorKind::NotFound)) => RegOutcome::Op(RegOp::ReadNotFound),
-            (_, Response::Error(ErrorKind::Unavailable)) => RegOutcome::Unknown,
-            (Request::Read { .. } | Request::Write { .. } | Request::Delete { .. }, Response::Error(_)) => {
-                RegOutcome::NoEffect
+            (Request::Read { .. }, Response::Error(ErrorKind::NotFound)) => {
+                RegOutcome::Op(RegOp::ReadNotFound)
             }
+            (_, Response::Error(ErrorKind::Unavailable)) => RegOutcome::Unknown,
+            (
+                Request::Read { .. } | Request::Write { .. } | Request::Delete { .. },
+                Response::Error(_),
+            ) => RegOutcome::NoEffect,
             (req, resp) => RegOutcome::Malformed(format!("response {resp:?} to {req:?}")),
         }
     }
@@ -126,25 +148,40 @@ impl History {
         let mut out: BTreeMap<Key, KeyHistory> = BTreeMap::new();
         for (i, rec) in self.ops.iter().enumerate() {
             let key = match &rec.request {
-                Request::Read { key, .. } | Request::Write { key, .. } | Request::Delete { key, .. } => *key,
+                Request::Read { key, .. }
+                | Request::Write { key, .. }
+                | Request::Delete { key, .. } => *key,
                 _ => continue,
             };
             let timed = match Self::reg_outcome(rec) {
-                RegOutcome::Op(op) => Timed { op, call: rec.call_seq, ret: rec.ret_seq },
+                RegOutcome::Op(op) => Timed {
+                    op,
+                    call: rec.call_seq,
+                    ret: rec.ret_seq,
+                },
                 RegOutcome::NoEffect => continue,
                 RegOutcome::Unknown => {
                     let op = match &rec.request {
                         Request::Write { .. } => match rec.value_id {
-                            Some(value) => RegOp::Write { value, version: None },
+                            Some(value) => RegOp::Write {
+                                value,
+                                version: None,
+                            },
                             None => continue,
                         },
                         Request::Delete { .. } => RegOp::Delete { version: None },
                         // A read with an unknown result constrains nothing.
                         _ => continue,
                     };
-                    Timed { op, call: rec.call_seq, ret: None }
+                    Timed {
+                        op,
+                        call: rec.call_seq,
+                        ret: None,
+                    }
                 }
-                RegOutcome::Malformed(why) => return Err(format!("op #{i} by client {}: {why}", rec.client)),
+                RegOutcome::Malformed(why) => {
+                    return Err(format!("op #{i} by client {}: {why}", rec.client));
+                }
             };
             out.entry(key).or_default().push((timed, i));
         }
@@ -157,13 +194,19 @@ impl History {
     pub fn latest_completed_version(&self, key: &Key, before_seq: u64) -> Option<(Version, usize)> {
         let mut best: Option<(Version, usize)> = None;
         for (i, rec) in self.ops.iter().enumerate() {
-            let (Some(ret), Some(resp)) = (rec.ret_seq, &rec.response) else { continue };
+            let (Some(ret), Some(resp)) = (rec.ret_seq, &rec.response) else {
+                continue;
+            };
             if ret >= before_seq {
                 continue;
             }
             let v = match (&rec.request, resp) {
-                (Request::Write { key: k, .. }, Response::Written { version }) if k == key => *version,
-                (Request::Delete { key: k, .. }, Response::Deleted { version }) if k == key => *version,
+                (Request::Write { key: k, .. }, Response::Written { version }) if k == key => {
+                    *version
+                }
+                (Request::Delete { key: k, .. }, Response::Deleted { version }) if k == key => {
+                    *version
+                }
                 _ => continue,
             };
             if best.is_none_or(|(b, _)| v > b) {
@@ -174,7 +217,10 @@ impl History {
     }
 
     pub fn pending(&self) -> impl Iterator<Item = (usize, &OpRecord)> {
-        self.ops.iter().enumerate().filter(|(_, r)| r.ret_seq.is_none())
+        self.ops
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.ret_seq.is_none())
     }
 
     /// Per-share policy operations (`ChangePolicy`, `ReadPolicy`).
@@ -195,10 +241,16 @@ impl History {
     pub fn describe(&self, i: usize) -> String {
         let r = &self.ops[i];
         let ret = match (r.ret_ms, &r.response) {
-            (Some(ms), Some(resp)) => format!("returned at {ms} ms (#{}): {resp:?}", r.ret_seq.unwrap_or_default()),
+            (Some(ms), Some(resp)) => format!(
+                "returned at {ms} ms (#{}): {resp:?}",
+                r.ret_seq.unwrap_or_default()
+            ),
             _ => "never returned".to_string(),
         };
-        let value = r.value_id.map(|v| format!(" value=v{v}")).unwrap_or_default();
+        let value = r
+            .value_id
+            .map(|v| format!(" value=v{v}"))
+            .unwrap_or_default();
         format!(
             "op #{i} client {} called at {} ms (#{}): {:?}{value}; {ret}",
             r.client, r.call_ms, r.call_seq, r.request

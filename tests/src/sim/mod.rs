@@ -51,7 +51,10 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
         Mode::Rr => "rr",
         Mode::Cft => "cft",
     };
-    let mut cmd = format!("scripts/sim.sh --mode {mode} --mr {} --f {} --seeds 1 --start {seed}", cfg.m_r, cfg.f);
+    let mut cmd = format!(
+        "scripts/sim.sh --mode {mode} --mr {} --f {} --seeds 1 --start {seed}",
+        cfg.m_r, cfg.f
+    );
     let defaults = SimConfig::new(cfg.mode, cfg.m_r, cfg.f);
     if cfg.ops_per_client != defaults.ops_per_client {
         cmd.push_str(&format!(" --ops {}", cfg.ops_per_client));
@@ -65,8 +68,14 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
     if !cfg.rollbacks {
         cmd.push_str(" --no-rollbacks");
     }
-    if cfg.bug_read_quorum_minus_one {
+    if cfg.bugs.read_quorum_minus_one {
         cmd.push_str(" --bug read-quorum-minus-one");
+    }
+    if cfg.bugs.stabilize_read_timestamp {
+        cmd.push_str(" --bug stabilize-read-timestamp");
+    }
+    if cfg.bugs.skip_recovery {
+        cmd.push_str(" --bug skip-recovery");
     }
     cmd.push_str(" --trace");
     cmd

@@ -58,7 +58,11 @@ impl NetworkFaults {
         if rng.random_bool(self.drop_prob) {
             return Vec::new();
         }
-        let copies = if rng.random_bool(self.duplicate_prob) { 2 } else { 1 };
+        let copies = if rng.random_bool(self.duplicate_prob) {
+            2
+        } else {
+            1
+        };
         (0..copies).map(|_| self.delay(rng)).collect()
     }
 
@@ -83,7 +87,9 @@ impl Partition {
     }
 
     pub fn isolate(cut: impl IntoIterator<Item = Endpoint>) -> Self {
-        Partition { cut: cut.into_iter().collect() }
+        Partition {
+            cut: cut.into_iter().collect(),
+        }
     }
 
     pub fn connected(&self, a: Endpoint, b: Endpoint) -> bool {

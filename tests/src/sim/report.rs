@@ -36,7 +36,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} at {} ms: {}", self.property, self.at_ms, self.detail)
+        write!(
+            f,
+            "{:?} at {} ms: {}",
+            self.property, self.at_ms, self.detail
+        )
     }
 }
 

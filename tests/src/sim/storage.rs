@@ -31,7 +31,11 @@ impl<R: Clone> Default for SealedStore<R> {
 
 impl<R: Clone> SealedStore<R> {
     pub fn new() -> Self {
-        SealedStore { lineages: vec![Vec::new()], points: vec![DurablePoint { lineage: 0, len: 0 }], current: 0 }
+        SealedStore {
+            lineages: vec![Vec::new()],
+            points: vec![DurablePoint { lineage: 0, len: 0 }],
+            current: 0,
+        }
     }
 
     /// One `Persist`: the records become durable together (one sealed write).
@@ -41,12 +45,18 @@ impl<R: Clone> SealedStore<R> {
         }
         let log = &mut self.lineages[self.current];
         log.extend_from_slice(records);
-        self.points.push(DurablePoint { lineage: self.current, len: log.len() });
+        self.points.push(DurablePoint {
+            lineage: self.current,
+            len: log.len(),
+        });
     }
 
     /// The latest state: what an honest host hands back.
     pub fn latest(&self) -> DurablePoint {
-        DurablePoint { lineage: self.current, len: self.lineages[self.current].len() }
+        DurablePoint {
+            lineage: self.current,
+            len: self.lineages[self.current].len(),
+        }
     }
 
     /// Every durable point ever reached, including the empty state.

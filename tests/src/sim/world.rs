@@ -21,8 +21,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use enclave_replica::core::{ClusterConfig, Command, DurableState, Mode, Node, PeerMessage, PolicyState, Record, Timer};
-use metadata_client::wire::{ErrorKind, PolicyOp, Request, RequestFrame, Response, ResponseFrame, TenantId};
+use enclave_replica::core::{
+    ClusterConfig, Command, DurableState, Faults, Mode, Node, PeerMessage, PolicyState, Record,
+    Timer,
+};
+use metadata_client::wire::{
+    ErrorKind, PolicyOp, Request, RequestFrame, Response, ResponseFrame, TenantId,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,8 +64,9 @@ pub struct SimConfig {
     pub client_timeout_ms: u64,
     /// Allow restarts from older or empty sealed state.
     pub rollbacks: bool,
-    /// Test-only bug switch in the cores: read quorums one too small.
-    pub bug_read_quorum_minus_one: bool,
+    /// Test-only bug switches of the cores (all off by default), to show
+    /// the checker catches them.
+    pub bugs: Faults,
     /// Record a human-readable trace (for replaying a failing seed).
     pub trace: bool,
     /// Also trace every message delivered (very long).
@@ -80,7 +86,7 @@ impl SimConfig {
             liveness_deadline_ms: 30_000,
             client_timeout_ms: 800,
             rollbacks: true,
-            bug_read_quorum_minus_one: false,
+            bugs: Faults::default(),
             trace: false,
             trace_messages: false,
         }
@@ -88,7 +94,11 @@ impl SimConfig {
 
     /// Small runs for the default test suite.
     pub fn smoke(mode: Mode, m_r: u32, f: u32) -> Self {
-        SimConfig { ops_per_client: 8, fault_phase_ms: 1_500, ..SimConfig::new(mode, m_r, f) }
+        SimConfig {
+            ops_per_client: 8,
+            fault_phase_ms: 1_500,
+            ..SimConfig::new(mode, m_r, f)
+        }
     }
 }
 
@@ -96,19 +106,41 @@ impl SimConfig {
 #[derive(Clone, Debug)]
 enum Payload {
     Peer(PeerMessage),
-    Request { client: usize, tenant: TenantId, frame: RequestFrame },
+    Request {
+        client: usize,
+        tenant: TenantId,
+        frame: RequestFrame,
+    },
     Reply(ResponseFrame),
 }
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver { from: Endpoint, to: Endpoint, payload: Payload },
-    Timer { replica: usize, incarnation: u64, generation: u64, timer: Timer },
-    ClientNext { client: usize },
-    ClientTimeout { client: usize, token: u64 },
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        payload: Payload,
+    },
+    Timer {
+        replica: usize,
+        incarnation: u64,
+        generation: u64,
+        timer: Timer,
+    },
+    ClientNext {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        token: u64,
+    },
     FaultTick,
-    Restart { replica: usize },
-    HealPartition { generation: u64 },
+    Restart {
+        replica: usize,
+    },
+    HealPartition {
+        generation: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,11 +197,11 @@ pub struct World {
 
 impl World {
     pub fn new(cfg: SimConfig, seed: u64) -> Result<World, String> {
-        let mut cluster = ClusterConfig::new(cfg.mode, cfg.m_r, cfg.f).map_err(|e| e.to_string())?;
-        cluster.faults.read_quorum_minus_one = cfg.bug_read_quorum_minus_one;
+        let mut cluster =
+            ClusterConfig::new(cfg.mode, cfg.m_r, cfg.f).map_err(|e| e.to_string())?;
+        cluster.faults = cfg.bugs.clone();
         let n = cluster.n as usize;
-        let replicas =
-            (0..n)
+        let replicas = (0..n)
             .map(|_| Replica {
                 node: None,
                 incarnation: 0,
@@ -182,7 +214,11 @@ impl World {
             .collect();
         let mut clients = Vec::new();
         for c in 0..cfg.clients {
-            clients.push(SimClient::new(tenant_of_client(c, cfg.clients), c % n, cfg.ops_per_client));
+            clients.push(SimClient::new(
+                tenant_of_client(c, cfg.clients),
+                c % n,
+                cfg.ops_per_client,
+            ));
         }
         let auditor = clients.len();
         clients.push(SimClient::new(tenant(0), 0, 0));
@@ -244,10 +280,18 @@ impl World {
         }
         // Phase 1: set-up.
         self.auditor_queue = vec![
-            Plan::Change(PolicyOp::Grant { tenant: tenant(1), access: metadata_client::wire::Access::ReadWrite }),
+            Plan::Change(PolicyOp::Grant {
+                tenant: tenant(1),
+                access: metadata_client::wire::Access::ReadWrite,
+            }),
             Plan::Change(PolicyOp::CreateShare),
         ];
-        self.schedule(0, Event::ClientNext { client: self.auditor });
+        self.schedule(
+            0,
+            Event::ClientNext {
+                client: self.auditor,
+            },
+        );
         let deadline = self.now_ms + self.cfg.liveness_deadline_ms;
         if !self.run_until(deadline, |w| w.auditor_idle()) {
             self.fail_liveness("set-up (create share, grant) did not complete on a calm network");
@@ -281,8 +325,13 @@ impl World {
         }
         let deadline = self.now_ms + self.cfg.liveness_deadline_ms;
         if !self.run_until(deadline, |w| w.all_recovered()) {
-            let stuck: Vec<usize> = (0..n).filter(|&r| !w_recovered(&w_node(&self.replicas[r]))).collect();
-            self.fail_liveness(&format!("replicas {stuck:?} still suspicious {} ms after healing", self.cfg.liveness_deadline_ms));
+            let stuck: Vec<usize> = (0..n)
+                .filter(|&r| !w_recovered(&w_node(&self.replicas[r])))
+                .collect();
+            self.fail_liveness(&format!(
+                "replicas {stuck:?} still suspicious {} ms after healing",
+                self.cfg.liveness_deadline_ms
+            ));
             return;
         }
 
@@ -304,9 +353,17 @@ impl World {
             return;
         }
         // Final reads: durability and freshness after healing.
-        self.auditor_queue = (0..self.cfg.keys).rev().map(|k| Plan::Read(key(k))).collect();
+        self.auditor_queue = (0..self.cfg.keys)
+            .rev()
+            .map(|k| Plan::Read(key(k)))
+            .collect();
         self.auditor_queue.insert(0, Plan::ReadPolicy);
-        self.schedule(0, Event::ClientNext { client: self.auditor });
+        self.schedule(
+            0,
+            Event::ClientNext {
+                client: self.auditor,
+            },
+        );
         let deadline = self.now_ms + self.cfg.liveness_deadline_ms;
         if !self.run_until(deadline, |w| w.auditor_idle()) {
             self.fail_liveness_pending("final reads did not complete");
@@ -331,12 +388,16 @@ impl World {
             if done(self) {
                 return true;
             }
-            let Some((&(at, _), _)) = self.queue.first_key_value() else { return done(self) };
+            let Some((&(at, _), _)) = self.queue.first_key_value() else {
+                return done(self);
+            };
             if at > deadline_ms {
                 self.now_ms = deadline_ms;
                 return done(self);
             }
-            let Some(((at, _), event)) = self.queue.pop_first() else { return false };
+            let Some(((at, _), event)) = self.queue.pop_first() else {
+                return false;
+            };
             self.now_ms = at;
             self.seq += 1;
             self.stats.events += 1;
@@ -363,7 +424,12 @@ impl World {
         format!("{event:?}").hash(&mut self.hasher);
         match event {
             Event::Deliver { from, to, payload } => self.deliver(from, to, payload),
-            Event::Timer { replica, incarnation, generation, timer } => {
+            Event::Timer {
+                replica,
+                incarnation,
+                generation,
+                timer,
+            } => {
                 let rep = &self.replicas[replica];
                 let latest = rep.timers.get(&timer) == Some(&generation);
                 if rep.incarnation == incarnation && rep.node.is_some() && latest {
@@ -404,7 +470,9 @@ impl World {
         let id = self.replica_id(r);
         let now = self.now_ms;
         let cluster = self.cluster.clone();
-        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Node::start(cluster, id, recovered, now, node_seed)));
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Node::start(cluster, id, recovered, now, node_seed)
+        }));
         match started {
             Ok((node, cmds)) => {
                 self.replicas[r].node = Some(node);
@@ -419,7 +487,9 @@ impl World {
 
     /// Feed one input to a live replica, catching a panic as a violation.
     fn step_node(&mut self, r: usize, f: impl FnOnce(&mut Node) -> Vec<Command>) -> Vec<Command> {
-        let Some(node) = self.replicas[r].node.as_mut() else { return Vec::new() };
+        let Some(node) = self.replicas[r].node.as_mut() else {
+            return Vec::new();
+        };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(node))) {
             Ok(cmds) => cmds,
             Err(panic) => {
@@ -447,25 +517,47 @@ impl World {
                 }
                 Command::Send { to, msg } => {
                     let Some(to_idx) = self.replica_index(to) else {
-                        self.fail(Property::BadResponse, format!("replica {r} sent to unknown replica {to:?}"));
+                        self.fail(
+                            Property::BadResponse,
+                            format!("replica {r} sent to unknown replica {to:?}"),
+                        );
                         return;
                     };
-                    self.send(Endpoint::Replica(r), Endpoint::Replica(to_idx), Payload::Peer(msg));
+                    self.send(
+                        Endpoint::Replica(r),
+                        Endpoint::Replica(to_idx),
+                        Payload::Peer(msg),
+                    );
                 }
                 Command::Reply { client, frame } => {
                     let c = client as usize;
                     if c >= self.clients.len() {
-                        self.fail(Property::BadResponse, format!("replica {r} replied to unknown client {client:?}"));
+                        self.fail(
+                            Property::BadResponse,
+                            format!("replica {r} replied to unknown client {client:?}"),
+                        );
                         return;
                     }
-                    self.send(Endpoint::Replica(r), Endpoint::Client(c), Payload::Reply(frame));
+                    self.send(
+                        Endpoint::Replica(r),
+                        Endpoint::Client(c),
+                        Payload::Reply(frame),
+                    );
                 }
                 Command::SetTimer { timer, after_ms } => {
                     let incarnation = self.replicas[r].incarnation;
                     self.seq += 1;
                     let generation = self.seq;
                     self.replicas[r].timers.insert(timer.clone(), generation);
-                    self.schedule(after_ms, Event::Timer { replica: r, incarnation, generation, timer });
+                    self.schedule(
+                        after_ms,
+                        Event::Timer {
+                            replica: r,
+                            incarnation,
+                            generation,
+                            timer,
+                        },
+                    );
                 }
             }
         }
@@ -479,19 +571,25 @@ impl World {
     /// equal states after equal prefixes, whichever way a replica got there —
     /// executing, catching up, or installing a snapshot during recovery).
     fn after_replica_step(&mut self, r: usize) {
-        let Some(status) = self.replicas[r].node.as_ref().map(|n| n.status()) else { return };
+        let Some(status) = self.replicas[r].node.as_ref().map(|n| n.status()) else {
+            return;
+        };
         let recovered = match self.cfg.mode {
             Mode::Rr => !status.suspicious,
             // CFT ignores suspicion, so nothing says when a rolled-back replica
             // has caught up; count it for the same quarantine RR applies
             // (REC-0) so both modes see the same rate of rollbacks.
-            Mode::Cft => self.now_ms >= self.replicas[r].started_at_ms + self.cluster.timing.ack_window_ms,
+            Mode::Cft => {
+                self.now_ms >= self.replicas[r].started_at_ms + self.cluster.timing.ack_window_ms
+            }
         };
         if self.replicas[r].rolled_back && recovered {
             self.replicas[r].rolled_back = false;
             self.trace_line(|| format!("replica {r} recovered from rollback"));
         }
-        let Some(node) = self.replicas[r].node.as_ref() else { return };
+        let Some(node) = self.replicas[r].node.as_ref() else {
+            return;
+        };
         let executed = node.durable().executed;
         if executed == 0 || self.replicas[r].checked_slot == Some(executed) {
             return;
@@ -514,7 +612,11 @@ impl World {
 
     fn send(&mut self, from: Endpoint, to: Endpoint, payload: Payload) {
         self.stats.messages_sent += 1;
-        let mut delays = if from == to { vec![0] } else { self.network.deliveries(&mut self.rng) };
+        let mut delays = if from == to {
+            vec![0]
+        } else {
+            self.network.deliveries(&mut self.rng)
+        };
         // Clients reach their proxy over a TLS stream: the adversary can cut
         // or stall it but not replay a frame inside it (TLS record sequence
         // numbers), so client traffic is never duplicated. Replica-to-replica
@@ -527,7 +629,14 @@ impl World {
             self.stats.messages_dropped += 1;
         }
         for d in delays {
-            self.schedule(d, Event::Deliver { from, to, payload: payload.clone() });
+            self.schedule(
+                d,
+                Event::Deliver {
+                    from,
+                    to,
+                    payload: payload.clone(),
+                },
+            );
         }
     }
 
@@ -543,20 +652,34 @@ impl World {
         }
         match (to, payload) {
             (Endpoint::Replica(r), Payload::Peer(msg)) => {
-                let Endpoint::Replica(from_r) = from else { return };
+                let Endpoint::Replica(from_r) = from else {
+                    return;
+                };
                 let from_id = self.replica_id(from_r);
                 let now = self.now_ms;
                 let cmds = self.step_node(r, |node| node.on_message(now, from_id, msg));
                 self.execute(r, cmds);
             }
-            (Endpoint::Replica(r), Payload::Request { client, tenant, frame }) => {
+            (
+                Endpoint::Replica(r),
+                Payload::Request {
+                    client,
+                    tenant,
+                    frame,
+                },
+            ) => {
                 let now = self.now_ms;
-                let cmds = self.step_node(r, |node| node.on_client_request(now, client as _, tenant, frame));
+                let cmds = self.step_node(r, |node| {
+                    node.on_client_request(now, client as _, tenant, frame)
+                });
                 self.execute(r, cmds);
             }
             (Endpoint::Client(c), Payload::Reply(frame)) => self.client_reply(c, frame),
             (to, payload) => {
-                self.fail(Property::BadResponse, format!("misrouted {payload:?} to {to:?}"));
+                self.fail(
+                    Property::BadResponse,
+                    format!("misrouted {payload:?} to {to:?}"),
+                );
             }
         }
     }
@@ -575,15 +698,24 @@ impl World {
         let latest = self.replicas[r].store.latest();
         let records = self.replicas[r].store.restart_from(latest);
         self.stats.restarts_latest += 1;
-        self.trace_line(|| format!("replica {r} restarts with its latest state ({} records)", records.len()));
+        self.trace_line(|| {
+            format!(
+                "replica {r} restarts with its latest state ({} records)",
+                records.len()
+            )
+        });
         self.start_replica(r, rebuild(&records));
     }
 
     /// Restart with the latest state, or — within the `M_R` bound — with any
     /// earlier state it ever sealed, or with nothing.
     fn restart_with_choice(&mut self, r: usize) {
-        let others_rolled_back =
-            self.replicas.iter().enumerate().filter(|(i, x)| *i != r && x.rolled_back).count() as u32;
+        let others_rolled_back = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, x)| *i != r && x.rolled_back)
+            .count() as u32;
         let may_roll_back = self.cfg.rollbacks
             && self.phase == Phase::Faults
             && others_rolled_back < self.cfg.m_r
@@ -596,7 +728,11 @@ impl World {
         let latest = self.replicas[r].store.latest();
         let older: Vec<_> = points.into_iter().filter(|p| *p != latest).collect();
         // Favour empty state now and then (a replica whose disk was lost).
-        let point = if self.rng.random_bool(0.2) { older[0] } else { older[self.rng.random_range(0..older.len())] };
+        let point = if self.rng.random_bool(0.2) {
+            older[0]
+        } else {
+            older[self.rng.random_range(0..older.len())]
+        };
         let records = self.replicas[r].store.restart_from(point);
         if records.is_empty() {
             self.stats.restarts_empty += 1;
@@ -604,7 +740,12 @@ impl World {
             self.stats.restarts_rolled_back += 1;
         }
         self.replicas[r].rolled_back = true;
-        self.trace_line(|| format!("replica {r} restarts ROLLED BACK to {} records (point {point:?})", records.len()));
+        self.trace_line(|| {
+            format!(
+                "replica {r} restarts ROLLED BACK to {} records (point {point:?})",
+                records.len()
+            )
+        });
         self.start_replica(r, rebuild(&records));
     }
 
@@ -689,11 +830,14 @@ impl World {
     /// Send the current op (again). A register op gets a new record (and a
     /// new value) per attempt; a policy op keeps its record and token.
     fn send_attempt(&mut self, c: usize, first: bool) {
-        let Some(mut w) = self.clients[c].waiting.take() else { return };
+        let Some(mut w) = self.clients[c].waiting.take() else {
+            return;
+        };
         if !first {
             w.attempt += 1;
             let n = self.replicas.len();
-            self.clients[c].proxy = (self.clients[c].proxy + 1 + self.rng.random_range(0..n - 1)) % n;
+            self.clients[c].proxy =
+                (self.clients[c].proxy + 1 + self.rng.random_range(0..n - 1)) % n;
         }
         let request_id = self.clients[c].next_request_id;
         self.clients[c].next_request_id += 1;
@@ -707,25 +851,50 @@ impl World {
                 w.idempotency = SimClient::idempotency(c, self.clients[c].logical_ops, w.attempt);
             }
             self.stats.ops_called += 1;
-            w.record = self.history.call(c, request.clone(), value_id, w.idempotency, self.seq, self.now_ms);
+            w.record = self.history.call(
+                c,
+                request.clone(),
+                value_id,
+                w.idempotency,
+                self.seq,
+                self.now_ms,
+            );
             w.records.push(w.record);
         }
-        self.clients[c].records_by_request.insert(request_id, w.record);
+        self.clients[c]
+            .records_by_request
+            .insert(request_id, w.record);
         w.request_id = request_id;
         self.timeout_tokens += 1;
         w.timeout_token = self.timeout_tokens;
-        let frame = RequestFrame { request_id, idempotency: w.idempotency, request };
+        let frame = RequestFrame {
+            request_id,
+            idempotency: w.idempotency,
+            request,
+        };
         let proxy = self.clients[c].proxy;
         let tenant = self.clients[c].tenant.clone();
         let token = w.timeout_token;
         self.clients[c].waiting = Some(w);
-        self.send(Endpoint::Client(c), Endpoint::Replica(proxy), Payload::Request { client: c, tenant, frame });
-        let timeout = self.cfg.client_timeout_ms + self.rng.random_range(0..self.cfg.client_timeout_ms / 2 + 1);
+        self.send(
+            Endpoint::Client(c),
+            Endpoint::Replica(proxy),
+            Payload::Request {
+                client: c,
+                tenant,
+                frame,
+            },
+        );
+        let timeout = self.cfg.client_timeout_ms
+            + self.rng.random_range(0..self.cfg.client_timeout_ms / 2 + 1);
         self.schedule(timeout, Event::ClientTimeout { client: c, token });
     }
 
     fn client_timeout(&mut self, c: usize, token: u64) {
-        let live = self.clients[c].waiting.as_ref().is_some_and(|w| w.timeout_token == token);
+        let live = self.clients[c]
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.timeout_token == token);
         if live {
             self.trace_line(|| format!("client {c} timed out; retrying at another proxy"));
             self.send_attempt(c, false);
@@ -734,14 +903,26 @@ impl World {
 
     fn client_reply(&mut self, c: usize, frame: ResponseFrame) {
         let Some(&record) = self.clients[c].records_by_request.get(&frame.request_id) else {
-            self.fail(Property::BadResponse, format!("client {c} got a reply to request {} it never sent", frame.request_id));
+            self.fail(
+                Property::BadResponse,
+                format!(
+                    "client {c} got a reply to request {} it never sent",
+                    frame.request_id
+                ),
+            );
             return;
         };
         if self.history.ops[record].ret_seq.is_some() {
             return; // a duplicate (or a second attempt's) answer to a finished op
         }
-        let is_current = self.clients[c].waiting.as_ref().is_some_and(|w| w.records.contains(&record));
-        let is_policy_op = !matches!(self.history.ops[record].request, Request::Read { .. } | Request::Write { .. } | Request::Delete { .. });
+        let is_current = self.clients[c]
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.records.contains(&record));
+        let is_policy_op = !matches!(
+            self.history.ops[record].request,
+            Request::Read { .. } | Request::Write { .. } | Request::Delete { .. }
+        );
         let unavailable = frame.response == Response::Error(ErrorKind::Unavailable);
         if unavailable && is_policy_op {
             // The change may still be carried out later; keep the record open
@@ -751,7 +932,8 @@ impl World {
             }
             return;
         }
-        self.history.complete(record, frame.response.clone(), self.seq, self.now_ms);
+        self.history
+            .complete(record, frame.response.clone(), self.seq, self.now_ms);
         self.stats.ops_completed += 1;
         if self.cfg.trace {
             let line = format!("client {c}: {}", self.history.describe(record));
@@ -770,7 +952,9 @@ impl World {
             Response::Written { .. } => self.stats.writes_ok += 1,
             Response::PolicyChanged { .. } => self.stats.policy_changes_ok += 1,
             Response::Error(ErrorKind::NotWriter) => {
-                if let Request::Write { key, .. } | Request::Delete { key, .. } = &self.history.ops[record].request {
+                if let Request::Write { key, .. } | Request::Delete { key, .. } =
+                    &self.history.ops[record].request
+                {
                     self.clients[c].acquire_next = Some(*key);
                 }
             }
@@ -788,13 +972,17 @@ impl World {
     fn online_checks(&mut self, record: usize) {
         let rec = &self.history.ops[record];
         if let super::history::RegOutcome::Malformed(why) = History::reg_outcome(rec)
-            && matches!(rec.request, Request::Read { .. } | Request::Write { .. } | Request::Delete { .. })
+            && matches!(
+                rec.request,
+                Request::Read { .. } | Request::Write { .. } | Request::Delete { .. }
+            )
         {
             let detail = format!("{why}\n  {}", self.history.describe(record));
             self.fail(Property::BadResponse, detail);
             return;
         }
-        if let (Request::Read { key, .. }, Some(Response::Value { version, .. })) = (&rec.request, &rec.response)
+        if let (Request::Read { key, .. }, Some(Response::Value { version, .. })) =
+            (&rec.request, &rec.response)
             && let Some((latest, by)) = self.history.latest_completed_version(key, rec.call_seq)
             && *version < latest
         {
@@ -820,16 +1008,24 @@ impl World {
             .collect();
         for i in final_reads {
             let rec = &self.history.ops[i];
-            let Request::Read { key, .. } = &rec.request else { continue };
-            let Some((latest, by)) = self.history.latest_completed_version(key, rec.call_seq) else { continue };
-            let lost = match &rec.response {
-                Some(Response::Value { version, .. }) => *version < latest,
-                Some(Response::Error(ErrorKind::NotFound)) => {
-                    // Fine only if a delete could explain it.
-                    !self.history.ops.iter().any(|o| matches!(o.request, Request::Delete { key: k, .. } if k == *key))
-                }
-                _ => false,
+            let Request::Read { key, .. } = &rec.request else {
+                continue;
             };
+            let Some((latest, by)) = self.history.latest_completed_version(key, rec.call_seq)
+            else {
+                continue;
+            };
+            let lost =
+                match &rec.response {
+                    Some(Response::Value { version, .. }) => *version < latest,
+                    Some(Response::Error(ErrorKind::NotFound)) => {
+                        // Fine only if a delete could explain it.
+                        !self.history.ops.iter().any(
+                            |o| matches!(o.request, Request::Delete { key: k, .. } if k == *key),
+                        )
+                    }
+                    _ => false,
+                };
             if lost {
                 let detail = format!(
                     "after healing, {} does not reflect completed {}",
@@ -855,13 +1051,17 @@ impl World {
             // `prepare` drops ops; map reports back through (call, ret) pairs.
             if let Err(e) = check(&RegisterSpec::STRICT, &prepared) {
                 let values_only = match check(&RegisterSpec::VALUES_ONLY, &prepared) {
-                    Ok(()) => "linearizable if versions are ignored: some write's value is reported under two versions",
+                    Ok(()) => {
+                        "linearizable if versions are ignored: some write's value is reported under two versions"
+                    }
                     Err(_) => "not linearizable even ignoring versions: a read saw the wrong value",
                 };
                 let mut what = format!("key {key} ({values_only})");
                 let split = values_under_two_versions(&prepared);
                 if !split.is_empty() {
-                    what.push_str(&format!("; values seen under more than one version: {split:?}"));
+                    what.push_str(&format!(
+                        "; values seen under more than one version: {split:?}"
+                    ));
                 }
                 let detail = self.describe_lin_error(&what, &e, &prepared, &timed, &records);
                 self.fail(Property::RegisterLinearizability, detail);
@@ -880,19 +1080,37 @@ impl World {
                 let op = match &rec.request {
                     Request::ChangePolicy { op, .. } => {
                         let token = self.policy_token(i);
-                        let result = rec.response.clone().filter(|r| *r != Response::Error(ErrorKind::Unavailable));
+                        let result = rec
+                            .response
+                            .clone()
+                            .filter(|r| *r != Response::Error(ErrorKind::Unavailable));
                         let ret = result.as_ref().and(rec.ret_seq);
-                        ops.push(Timed { op: PolicyHistOp::Change { requester, token, op: op.clone(), result }, call: rec.call_seq, ret });
+                        ops.push(Timed {
+                            op: PolicyHistOp::Change {
+                                requester,
+                                token,
+                                op: op.clone(),
+                                result,
+                            },
+                            call: rec.call_seq,
+                            ret,
+                        });
                         records.push(i);
                         continue;
                     }
                     Request::ReadPolicy { .. } => match &rec.response {
-                        Some(resp) if read_is_informative(resp) => PolicyHistOp::Read { result: resp.clone() },
+                        Some(resp) if read_is_informative(resp) => PolicyHistOp::Read {
+                            result: resp.clone(),
+                        },
                         _ => continue,
                     },
                     _ => continue,
                 };
-                ops.push(Timed { op, call: rec.call_seq, ret: rec.ret_seq });
+                ops.push(Timed {
+                    op,
+                    call: rec.call_seq,
+                    ret: rec.ret_seq,
+                });
                 records.push(i);
             }
         }
@@ -917,16 +1135,23 @@ impl World {
         records: &[usize],
     ) -> String {
         let find = |t: &Timed<O>| -> Option<usize> {
-            original.iter().position(|o| o.call == t.call).map(|p| records[p])
+            original
+                .iter()
+                .position(|o| o.call == t.call)
+                .map(|p| records[p])
         };
         match e {
             LinError::NotLinearizable { stuck, prefix } => {
-                let mut s = format!("{what}: no linearization; stuck at\n  {}\n  after linearizing {} ops:", {
-                    match checked.get(*stuck).and_then(find) {
-                        Some(r) => self.history.describe(r),
-                        None => format!("{:?}", checked.get(*stuck).map(|t| &t.op)),
-                    }
-                }, prefix.len());
+                let mut s = format!(
+                    "{what}: no linearization; stuck at\n  {}\n  after linearizing {} ops:",
+                    {
+                        match checked.get(*stuck).and_then(find) {
+                            Some(r) => self.history.describe(r),
+                            None => format!("{:?}", checked.get(*stuck).map(|t| &t.op)),
+                        }
+                    },
+                    prefix.len()
+                );
                 for p in prefix.iter().rev().take(8).rev() {
                     if let Some(r) = checked.get(*p).and_then(find) {
                         s.push_str(&format!("\n    {}", self.history.describe(r)));
@@ -934,7 +1159,9 @@ impl World {
                 }
                 s
             }
-            LinError::BudgetExhausted { steps } => format!("{what}: checker gave up after {steps} steps"),
+            LinError::BudgetExhausted { steps } => {
+                format!("{what}: checker gave up after {steps} steps")
+            }
         }
     }
 
@@ -943,7 +1170,11 @@ impl World {
     fn fail(&mut self, property: Property, detail: String) {
         if self.violation.is_none() {
             self.trace_line(|| format!("VIOLATION {property:?}: {detail}"));
-            self.violation = Some(Violation { property, at_ms: self.now_ms, detail });
+            self.violation = Some(Violation {
+                property,
+                at_ms: self.now_ms,
+                detail,
+            });
         }
     }
 
@@ -955,11 +1186,19 @@ impl World {
         let mut detail = format!("{what} within {} ms:", self.cfg.liveness_deadline_ms);
         for (c, client) in self.clients.iter().enumerate() {
             if let Some(w) = &client.waiting {
-                detail.push_str(&format!("\n  client {c} (proxy {}): {}", client.proxy, self.history.describe(w.record)));
+                detail.push_str(&format!(
+                    "\n  client {c} (proxy {}): {}",
+                    client.proxy,
+                    self.history.describe(w.record)
+                ));
             }
         }
-        let status: Vec<String> =
-            self.replicas.iter().enumerate().map(|(i, r)| format!("{i}:{:?}", r.node.as_ref().map(|n| n.status()))).collect();
+        let status: Vec<String> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{i}:{:?}", r.node.as_ref().map(|n| n.status())))
+            .collect();
         detail.push_str(&format!("\n  replicas: {}", status.join(" ")));
         self.fail(Property::Liveness, detail);
     }
@@ -971,24 +1210,36 @@ impl World {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "non-string panic".into());
         self.replicas[r].node = None;
-        self.fail(Property::Panic, format!("replica {r} panicked in {what}: {msg}"));
+        self.fail(
+            Property::Panic,
+            format!("replica {r} panicked in {what}: {msg}"),
+        );
     }
 }
 
 /// Values that a write reported, or reads returned, under different
 /// versions — the signature of one write installed under two timestamps.
-fn values_under_two_versions(ops: &[Timed<super::checker::register::RegOp>]) -> Vec<(u64, Vec<metadata_client::wire::Version>)> {
+fn values_under_two_versions(
+    ops: &[Timed<super::checker::register::RegOp>],
+) -> Vec<(u64, Vec<metadata_client::wire::Version>)> {
     use super::checker::register::RegOp;
     let mut seen: BTreeMap<u64, BTreeSet<metadata_client::wire::Version>> = BTreeMap::new();
     for t in ops {
         match t.op {
-            RegOp::Write { value, version: Some(v) } | RegOp::ReadValue { value, version: v } => {
+            RegOp::Write {
+                value,
+                version: Some(v),
+            }
+            | RegOp::ReadValue { value, version: v } => {
                 seen.entry(value).or_default().insert(v);
             }
             _ => {}
         }
     }
-    seen.into_iter().filter(|(_, v)| v.len() > 1).map(|(k, v)| (k, v.into_iter().collect())).collect()
+    seen.into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, v)| (k, v.into_iter().collect()))
+        .collect()
 }
 
 fn rebuild(records: &[Record]) -> DurableState {
@@ -1014,7 +1265,11 @@ pub fn run_seed(cfg: &SimConfig, seed: u64) -> Outcome {
         Err(why) => Outcome {
             seed,
             trace_hash: 0,
-            violation: Some(Violation { property: Property::BadResponse, at_ms: 0, detail: format!("bad configuration: {why}") }),
+            violation: Some(Violation {
+                property: Property::BadResponse,
+                at_ms: 0,
+                detail: format!("bad configuration: {why}"),
+            }),
             stats: Stats::default(),
         },
     }

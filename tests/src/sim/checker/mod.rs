@@ -95,17 +95,33 @@ pub fn check_with_budget<S: SequentialSpec>(
     for (i, t) in history.iter().enumerate() {
         events.push((t.call, true, i));
         if let Some(ret) = t.ret {
-            assert!(ret > t.call, "history op {i} returns ({ret}) before it is called ({})", t.call);
+            assert!(
+                ret > t.call,
+                "history op {i} returns ({ret}) before it is called ({})",
+                t.call
+            );
             events.push((ret, false, i));
         }
     }
     events.sort_by_key(|e| e.0);
     let mut entries: Vec<Entry> = Vec::with_capacity(events.len() + 1);
-    entries.push(Entry { op: NIL, is_call: false, matching_ret: NIL, prev: NIL, next: NIL });
+    entries.push(Entry {
+        op: NIL,
+        is_call: false,
+        matching_ret: NIL,
+        prev: NIL,
+        next: NIL,
+    });
     let mut ret_index = vec![NIL; history.len()];
     for (pos, &(_, is_call, op)) in events.iter().enumerate() {
         let idx = pos + 1;
-        entries.push(Entry { op, is_call, matching_ret: NIL, prev: idx - 1, next: NIL });
+        entries.push(Entry {
+            op,
+            is_call,
+            matching_ret: NIL,
+            prev: idx - 1,
+            next: NIL,
+        });
         entries[idx - 1].next = idx;
         if !is_call {
             ret_index[op] = idx;
@@ -236,21 +252,33 @@ mod tests {
 
     #[test]
     fn sequential_history_is_accepted() {
-        let h = [t(CounterOp::Inc, 1, Some(2)), t(CounterOp::Get(1), 3, Some(4))];
+        let h = [
+            t(CounterOp::Inc, 1, Some(2)),
+            t(CounterOp::Get(1), 3, Some(4)),
+        ];
         assert_eq!(check(&Counter, &h), Ok(()));
     }
 
     #[test]
     fn read_that_misses_a_completed_increment_is_rejected() {
-        let h = [t(CounterOp::Inc, 1, Some(2)), t(CounterOp::Get(0), 3, Some(4))];
-        assert!(matches!(check(&Counter, &h), Err(LinError::NotLinearizable { stuck: 1, .. })));
+        let h = [
+            t(CounterOp::Inc, 1, Some(2)),
+            t(CounterOp::Get(0), 3, Some(4)),
+        ];
+        assert!(matches!(
+            check(&Counter, &h),
+            Err(LinError::NotLinearizable { stuck: 1, .. })
+        ));
     }
 
     #[test]
     fn concurrent_ops_may_be_ordered_either_way() {
         // Get overlaps Inc: both 0 and 1 are legal answers.
         for seen in [0, 1] {
-            let h = [t(CounterOp::Inc, 1, Some(4)), t(CounterOp::Get(seen), 2, Some(3))];
+            let h = [
+                t(CounterOp::Inc, 1, Some(4)),
+                t(CounterOp::Get(seen), 2, Some(3)),
+            ];
             assert_eq!(check(&Counter, &h), Ok(()), "get({seen})");
         }
     }
@@ -259,7 +287,10 @@ mod tests {
     fn pending_op_is_optional_but_may_take_effect() {
         // A never-returned Inc may or may not have happened.
         for seen in [0, 1] {
-            let h = [t(CounterOp::Inc, 1, None), t(CounterOp::Get(seen), 2, Some(3))];
+            let h = [
+                t(CounterOp::Inc, 1, None),
+                t(CounterOp::Get(seen), 2, Some(3)),
+            ];
             assert_eq!(check(&Counter, &h), Ok(()), "get({seen})");
         }
         // ...but it cannot happen before it was called.
@@ -284,7 +315,13 @@ mod tests {
 
     #[test]
     fn budget_is_enforced() {
-        let h: Vec<_> = (0..40).map(|i| t(CounterOp::Inc, i, None)).chain([t(CounterOp::Get(100), 50, Some(51))]).collect();
-        assert!(matches!(check_with_budget(&Counter, &h, 1000), Err(LinError::BudgetExhausted { .. })));
+        let h: Vec<_> = (0..40)
+            .map(|i| t(CounterOp::Inc, i, None))
+            .chain([t(CounterOp::Get(100), 50, Some(51))])
+            .collect();
+        assert!(matches!(
+            check_with_budget(&Counter, &h, 1000),
+            Err(LinError::BudgetExhausted { .. })
+        ));
     }
 }

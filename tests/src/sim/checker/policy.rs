@@ -18,7 +18,12 @@ use super::SequentialSpec;
 #[derive(Clone, Debug)]
 pub enum PolicyHistOp {
     /// `change_policy`; `result` is `None` if it never returned.
-    Change { requester: TenantId, token: [u8; 16], op: PolicyOp, result: Option<Response> },
+    Change {
+        requester: TenantId,
+        token: [u8; 16],
+        op: PolicyOp,
+        result: Option<Response>,
+    },
     /// `read_policy` that returned `result`.
     Read { result: Response },
 }
@@ -40,7 +45,10 @@ impl SpecState {
 
 fn postcard_bytes(state: &PolicyState) -> Vec<u8> {
     // `DurableState::encode` is the public encoder of the core's types.
-    let durable = enclave_replica::core::DurableState { policy: state.clone(), ..Default::default() };
+    let durable = enclave_replica::core::DurableState {
+        policy: state.clone(),
+        ..Default::default()
+    };
     durable.encode()
 }
 
@@ -70,16 +78,30 @@ impl SequentialSpec for PolicySpec {
 
     fn step(&self, s: &SpecState, op: &PolicyHistOp) -> Option<SpecState> {
         match op {
-            PolicyHistOp::Change { requester, token, op, result } => {
+            PolicyHistOp::Change {
+                requester,
+                token,
+                op,
+                result,
+            } => {
                 let mut next = s.state.clone();
-                let entry = PolicyEntry::Change { share: self.share, requester: requester.clone(), token: *token, op: op.clone() };
+                let entry = PolicyEntry::Change {
+                    share: self.share,
+                    requester: requester.clone(),
+                    token: *token,
+                    op: op.clone(),
+                };
                 let outcome = next.execute(0, &entry);
                 let matches = match (result, outcome) {
                     (None, _) => true,
-                    (Some(Response::PolicyChanged { epoch }), EntryOutcome::Change(ChangeOutcome::Changed { epoch: e })) => {
-                        *epoch == e
-                    }
-                    (Some(Response::Error(kind)), EntryOutcome::Change(ChangeOutcome::Refused(k))) => *kind == k,
+                    (
+                        Some(Response::PolicyChanged { epoch }),
+                        EntryOutcome::Change(ChangeOutcome::Changed { epoch: e }),
+                    ) => *epoch == e,
+                    (
+                        Some(Response::Error(kind)),
+                        EntryOutcome::Change(ChangeOutcome::Refused(k)),
+                    ) => *kind == k,
                     _ => false,
                 };
                 matches.then(|| SpecState::new(next))
@@ -100,7 +122,10 @@ impl SequentialSpec for PolicySpec {
 /// Is this response one the checker can place (as opposed to an
 /// `Unavailable` or an access refusal, which say nothing about the order)?
 pub fn read_is_informative(resp: &Response) -> bool {
-    matches!(resp, Response::Policy { .. } | Response::Error(ErrorKind::NotFound))
+    matches!(
+        resp,
+        Response::Policy { .. } | Response::Error(ErrorKind::NotFound)
+    )
 }
 
 #[cfg(test)]
@@ -116,10 +141,21 @@ mod tests {
         TenantId(name.into())
     }
     fn change(who: &str, token: u8, op: PolicyOp, result: Option<Response>) -> PolicyHistOp {
-        PolicyHistOp::Change { requester: t(who), token: [token; 16], op, result }
+        PolicyHistOp::Change {
+            requester: t(who),
+            token: [token; 16],
+            op,
+            result,
+        }
     }
     fn policy(epoch: u64, acl: Vec<(TenantId, Access)>) -> Response {
-        Response::Policy { policy: SharePolicy { epoch, owner: Some(t("a")), acl } }
+        Response::Policy {
+            policy: SharePolicy {
+                epoch,
+                owner: Some(t("a")),
+                acl,
+            },
+        }
     }
     fn at(op: PolicyHistOp, call: u64, ret: Option<u64>) -> Timed<PolicyHistOp> {
         Timed { op, call, ret }
@@ -127,17 +163,45 @@ mod tests {
 
     #[test]
     fn sequential_policy_history_is_accepted_and_stale_policy_read_rejected() {
-        let grant = PolicyOp::Grant { tenant: t("b"), access: Access::Read };
+        let grant = PolicyOp::Grant {
+            tenant: t("b"),
+            access: Access::Read,
+        };
         let base = vec![
-            at(change("a", 1, PolicyOp::CreateShare, Some(Response::PolicyChanged { epoch: 1 })), 1, Some(2)),
-            at(change("a", 2, grant, Some(Response::PolicyChanged { epoch: 2 })), 3, Some(4)),
+            at(
+                change(
+                    "a",
+                    1,
+                    PolicyOp::CreateShare,
+                    Some(Response::PolicyChanged { epoch: 1 }),
+                ),
+                1,
+                Some(2),
+            ),
+            at(
+                change("a", 2, grant, Some(Response::PolicyChanged { epoch: 2 })),
+                3,
+                Some(4),
+            ),
         ];
         let mut fresh = base.clone();
-        fresh.push(at(PolicyHistOp::Read { result: policy(2, vec![(t("b"), Access::Read)]) }, 5, Some(6)));
+        fresh.push(at(
+            PolicyHistOp::Read {
+                result: policy(2, vec![(t("b"), Access::Read)]),
+            },
+            5,
+            Some(6),
+        ));
         assert_eq!(check(&PolicySpec { share: S }, &fresh), Ok(()));
         // After the grant completed, reading the epoch-1 policy is stale.
         let mut stale = base;
-        stale.push(at(PolicyHistOp::Read { result: policy(1, vec![]) }, 5, Some(6)));
+        stale.push(at(
+            PolicyHistOp::Read {
+                result: policy(1, vec![]),
+            },
+            5,
+            Some(6),
+        ));
         assert!(check(&PolicySpec { share: S }, &stale).is_err());
     }
 
@@ -145,24 +209,72 @@ mod tests {
     fn retried_change_is_applied_once_and_double_application_rejected() {
         let revoke = PolicyOp::Revoke { tenant: t("b") };
         let h = vec![
-            at(change("a", 1, PolicyOp::CreateShare, Some(Response::PolicyChanged { epoch: 1 })), 1, Some(2)),
+            at(
+                change(
+                    "a",
+                    1,
+                    PolicyOp::CreateShare,
+                    Some(Response::PolicyChanged { epoch: 1 }),
+                ),
+                1,
+                Some(2),
+            ),
             // The same logical change seen twice (two records, one token).
             at(change("a", 7, revoke.clone(), None), 3, None),
-            at(change("a", 7, revoke.clone(), Some(Response::PolicyChanged { epoch: 2 })), 4, Some(5)),
-            at(PolicyHistOp::Read { result: policy(2, vec![]) }, 6, Some(7)),
+            at(
+                change(
+                    "a",
+                    7,
+                    revoke.clone(),
+                    Some(Response::PolicyChanged { epoch: 2 }),
+                ),
+                4,
+                Some(5),
+            ),
+            at(
+                PolicyHistOp::Read {
+                    result: policy(2, vec![]),
+                },
+                6,
+                Some(7),
+            ),
         ];
         assert_eq!(check(&PolicySpec { share: S }, &h), Ok(()));
         // Epoch 3 after one revoke means the change ran twice.
         let mut twice = h.clone();
-        twice[3] = at(PolicyHistOp::Read { result: policy(3, vec![]) }, 6, Some(7));
+        twice[3] = at(
+            PolicyHistOp::Read {
+                result: policy(3, vec![]),
+            },
+            6,
+            Some(7),
+        );
         assert!(check(&PolicySpec { share: S }, &twice).is_err());
     }
 
     #[test]
     fn wrong_epoch_or_outcome_is_rejected() {
-        let h = vec![at(change("a", 1, PolicyOp::CreateShare, Some(Response::PolicyChanged { epoch: 2 })), 1, Some(2))];
+        let h = vec![at(
+            change(
+                "a",
+                1,
+                PolicyOp::CreateShare,
+                Some(Response::PolicyChanged { epoch: 2 }),
+            ),
+            1,
+            Some(2),
+        )];
         assert!(check(&PolicySpec { share: S }, &h).is_err());
-        let h = vec![at(change("a", 1, PolicyOp::CreateShare, Some(Response::Error(ErrorKind::Denied))), 1, Some(2))];
+        let h = vec![at(
+            change(
+                "a",
+                1,
+                PolicyOp::CreateShare,
+                Some(Response::Error(ErrorKind::Denied)),
+            ),
+            1,
+            Some(2),
+        )];
         assert!(check(&PolicySpec { share: S }, &h).is_err());
     }
 }

@@ -24,9 +24,17 @@ pub type ValueId = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegOp {
     /// `version` is `None` for a write whose outcome is unknown.
-    Write { value: ValueId, version: Option<Version> },
-    Delete { version: Option<Version> },
-    ReadValue { value: ValueId, version: Version },
+    Write {
+        value: ValueId,
+        version: Option<Version>,
+    },
+    Delete {
+        version: Option<Version>,
+    },
+    ReadValue {
+        value: ValueId,
+        version: Version,
+    },
     ReadNotFound,
 }
 
@@ -55,27 +63,46 @@ impl SequentialSpec for RegisterSpec {
     type Op = RegOp;
 
     fn init(&self) -> RegState {
-        RegState { value: None, version: Version::default() }
+        RegState {
+            value: None,
+            version: Version::default(),
+        }
     }
 
     fn step(&self, s: &RegState, op: &RegOp) -> Option<RegState> {
         if !self.versions {
             return match op {
-                RegOp::Write { value, .. } => Some(RegState { value: Some(*value), version: Version::default() }),
-                RegOp::Delete { .. } => Some(RegState { value: None, version: Version::default() }),
+                RegOp::Write { value, .. } => Some(RegState {
+                    value: Some(*value),
+                    version: Version::default(),
+                }),
+                RegOp::Delete { .. } => Some(RegState {
+                    value: None,
+                    version: Version::default(),
+                }),
                 RegOp::ReadValue { value, .. } => (s.value == Some(*value)).then_some(s.clone()),
                 RegOp::ReadNotFound => s.value.is_none().then_some(s.clone()),
             };
         }
         match op {
-            RegOp::Write { value, version: Some(v) } => {
-                (*v > s.version).then_some(RegState { value: Some(*value), version: *v })
-            }
+            RegOp::Write {
+                value,
+                version: Some(v),
+            } => (*v > s.version).then_some(RegState {
+                value: Some(*value),
+                version: *v,
+            }),
             // Unknown versions are resolved by `prepare` before checking; one
             // that is still unknown was never observed and has been dropped.
             RegOp::Write { version: None, .. } => None,
-            RegOp::Delete { version: Some(v) } => (*v > s.version).then_some(RegState { value: None, version: *v }),
-            RegOp::Delete { version: None } => Some(RegState { value: None, version: s.version }),
+            RegOp::Delete { version: Some(v) } => (*v > s.version).then_some(RegState {
+                value: None,
+                version: *v,
+            }),
+            RegOp::Delete { version: None } => Some(RegState {
+                value: None,
+                version: s.version,
+            }),
             RegOp::ReadValue { value, version } => {
                 (s.value == Some(*value) && s.version == *version).then_some(s.clone())
             }
@@ -88,7 +115,8 @@ impl SequentialSpec for RegisterSpec {
 /// drop never-returned reads and unobserved never-returned writes (they
 /// constrain nothing). Returns the history to hand to [`super::check`].
 pub fn prepare(history: &[Timed<RegOp>]) -> Vec<Timed<RegOp>> {
-    let mut observed: std::collections::HashMap<ValueId, Version> = std::collections::HashMap::new();
+    let mut observed: std::collections::HashMap<ValueId, Version> =
+        std::collections::HashMap::new();
     for t in history {
         if let RegOp::ReadValue { value, version } = t.op {
             observed.entry(value).or_insert(version);
@@ -98,9 +126,19 @@ pub fn prepare(history: &[Timed<RegOp>]) -> Vec<Timed<RegOp>> {
     for t in history {
         match &t.op {
             RegOp::ReadValue { .. } | RegOp::ReadNotFound if t.ret.is_none() => {}
-            RegOp::Write { value, version: None } => {
+            RegOp::Write {
+                value,
+                version: None,
+            } => {
                 if let Some(v) = observed.get(value) {
-                    out.push(Timed { op: RegOp::Write { value: *value, version: Some(*v) }, call: t.call, ret: t.ret });
+                    out.push(Timed {
+                        op: RegOp::Write {
+                            value: *value,
+                            version: Some(*v),
+                        },
+                        call: t.call,
+                        ret: t.ret,
+                    });
                 }
             }
             _ => out.push(t.clone()),
@@ -127,9 +165,29 @@ mod tests {
     #[test]
     fn write_then_read_is_linearizable() {
         let h = [
-            t(RegOp::Write { value: 1, version: Some(v(1, 0)) }, 1, Some(2)),
-            t(RegOp::ReadValue { value: 1, version: v(1, 0) }, 3, Some(4)),
-            t(RegOp::Delete { version: Some(v(2, 1)) }, 5, Some(6)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(1, 0)),
+                },
+                1,
+                Some(2),
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 1,
+                    version: v(1, 0),
+                },
+                3,
+                Some(4),
+            ),
+            t(
+                RegOp::Delete {
+                    version: Some(v(2, 1)),
+                },
+                5,
+                Some(6),
+            ),
             t(RegOp::ReadNotFound, 7, Some(8)),
         ];
         assert_eq!(run(&h), Ok(()));
@@ -140,17 +198,48 @@ mod tests {
     #[test]
     fn stale_read_is_rejected() {
         let h = [
-            t(RegOp::Write { value: 1, version: Some(v(1, 0)) }, 1, Some(2)),
-            t(RegOp::Write { value: 2, version: Some(v(2, 0)) }, 3, Some(4)),
-            t(RegOp::ReadValue { value: 1, version: v(1, 0) }, 5, Some(6)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(1, 0)),
+                },
+                1,
+                Some(2),
+            ),
+            t(
+                RegOp::Write {
+                    value: 2,
+                    version: Some(v(2, 0)),
+                },
+                3,
+                Some(4),
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 1,
+                    version: v(1, 0),
+                },
+                5,
+                Some(6),
+            ),
         ];
-        assert!(matches!(run(&h), Err(LinError::NotLinearizable { stuck: 2, .. })));
+        assert!(matches!(
+            run(&h),
+            Err(LinError::NotLinearizable { stuck: 2, .. })
+        ));
     }
 
     #[test]
     fn read_after_completed_write_cannot_be_not_found() {
         let h = [
-            t(RegOp::Write { value: 1, version: Some(v(1, 0)) }, 1, Some(2)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(1, 0)),
+                },
+                1,
+                Some(2),
+            ),
             t(RegOp::ReadNotFound, 3, Some(4)),
         ];
         assert!(run(&h).is_err());
@@ -160,20 +249,62 @@ mod tests {
     fn concurrent_writes_and_reads_in_version_order() {
         // Two overlapping writes; reads during them see either, but once one
         // read saw the higher version a later read may not see the lower.
-        let w1 = t(RegOp::Write { value: 1, version: Some(v(1, 0)) }, 1, Some(10));
-        let w2 = t(RegOp::Write { value: 2, version: Some(v(1, 1)) }, 2, Some(11));
+        let w1 = t(
+            RegOp::Write {
+                value: 1,
+                version: Some(v(1, 0)),
+            },
+            1,
+            Some(10),
+        );
+        let w2 = t(
+            RegOp::Write {
+                value: 2,
+                version: Some(v(1, 1)),
+            },
+            2,
+            Some(11),
+        );
         let ok = [
             w1.clone(),
             w2.clone(),
-            t(RegOp::ReadValue { value: 1, version: v(1, 0) }, 3, Some(4)),
-            t(RegOp::ReadValue { value: 2, version: v(1, 1) }, 5, Some(6)),
+            t(
+                RegOp::ReadValue {
+                    value: 1,
+                    version: v(1, 0),
+                },
+                3,
+                Some(4),
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 2,
+                    version: v(1, 1),
+                },
+                5,
+                Some(6),
+            ),
         ];
         assert_eq!(run(&ok), Ok(()));
         let backwards = [
             w1,
             w2,
-            t(RegOp::ReadValue { value: 2, version: v(1, 1) }, 3, Some(4)),
-            t(RegOp::ReadValue { value: 1, version: v(1, 0) }, 5, Some(6)),
+            t(
+                RegOp::ReadValue {
+                    value: 2,
+                    version: v(1, 1),
+                },
+                3,
+                Some(4),
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 1,
+                    version: v(1, 0),
+                },
+                5,
+                Some(6),
+            ),
         ];
         assert!(run(&backwards).is_err());
     }
@@ -181,8 +312,22 @@ mod tests {
     #[test]
     fn version_must_match_the_write() {
         let h = [
-            t(RegOp::Write { value: 1, version: Some(v(3, 0)) }, 1, Some(2)),
-            t(RegOp::ReadValue { value: 1, version: v(4, 0) }, 3, Some(4)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(3, 0)),
+                },
+                1,
+                Some(2),
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 1,
+                    version: v(4, 0),
+                },
+                3,
+                Some(4),
+            ),
         ];
         assert!(run(&h).is_err());
         // The values-only diagnostic accepts it: only the version is wrong.
@@ -194,8 +339,22 @@ mod tests {
         // The second write starts after the first completed but got a lower
         // timestamp: a reader after both would keep seeing the first value.
         let h = [
-            t(RegOp::Write { value: 1, version: Some(v(5, 0)) }, 1, Some(2)),
-            t(RegOp::Write { value: 2, version: Some(v(4, 1)) }, 3, Some(4)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(5, 0)),
+                },
+                1,
+                Some(2),
+            ),
+            t(
+                RegOp::Write {
+                    value: 2,
+                    version: Some(v(4, 1)),
+                },
+                3,
+                Some(4),
+            ),
         ];
         assert!(run(&h).is_err());
     }
@@ -203,34 +362,103 @@ mod tests {
     #[test]
     fn pending_write_seen_by_a_read_is_placed_and_unseen_one_dropped() {
         let h = [
-            t(RegOp::Write { value: 1, version: Some(v(1, 0)) }, 1, Some(2)),
-            t(RegOp::Write { value: 2, version: None }, 3, None),
-            t(RegOp::Write { value: 3, version: None }, 4, None),
-            t(RegOp::ReadValue { value: 2, version: v(2, 1) }, 5, Some(6)),
-            t(RegOp::ReadValue { value: 2, version: v(2, 1) }, 7, Some(8)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(1, 0)),
+                },
+                1,
+                Some(2),
+            ),
+            t(
+                RegOp::Write {
+                    value: 2,
+                    version: None,
+                },
+                3,
+                None,
+            ),
+            t(
+                RegOp::Write {
+                    value: 3,
+                    version: None,
+                },
+                4,
+                None,
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 2,
+                    version: v(2, 1),
+                },
+                5,
+                Some(6),
+            ),
+            t(
+                RegOp::ReadValue {
+                    value: 2,
+                    version: v(2, 1),
+                },
+                7,
+                Some(8),
+            ),
         ];
         assert_eq!(run(&h), Ok(()));
         // A read may not see the pending write's value before it was called.
         let h = [
-            t(RegOp::ReadValue { value: 2, version: v(2, 1) }, 1, Some(2)),
-            t(RegOp::Write { value: 2, version: None }, 3, None),
+            t(
+                RegOp::ReadValue {
+                    value: 2,
+                    version: v(2, 1),
+                },
+                1,
+                Some(2),
+            ),
+            t(
+                RegOp::Write {
+                    value: 2,
+                    version: None,
+                },
+                3,
+                None,
+            ),
         ];
         assert!(run(&h).is_err());
     }
 
     #[test]
     fn value_never_written_is_rejected() {
-        let h = [t(RegOp::ReadValue { value: 9, version: v(1, 0) }, 1, Some(2))];
+        let h = [t(
+            RegOp::ReadValue {
+                value: 9,
+                version: v(1, 0),
+            },
+            1,
+            Some(2),
+        )];
         assert!(run(&h).is_err());
     }
 
     #[test]
     fn pending_delete_is_optional() {
         let base = [
-            t(RegOp::Write { value: 1, version: Some(v(1, 0)) }, 1, Some(2)),
+            t(
+                RegOp::Write {
+                    value: 1,
+                    version: Some(v(1, 0)),
+                },
+                1,
+                Some(2),
+            ),
             t(RegOp::Delete { version: None }, 3, None),
         ];
-        for read in [RegOp::ReadNotFound, RegOp::ReadValue { value: 1, version: v(1, 0) }] {
+        for read in [
+            RegOp::ReadNotFound,
+            RegOp::ReadValue {
+                value: 1,
+                version: v(1, 0),
+            },
+        ] {
             let mut h = base.to_vec();
             h.push(t(read, 4, Some(5)));
             assert_eq!(run(&h), Ok(()));

@@ -1,0 +1,389 @@
+//! End-to-end tests of the filesystem through real mounts (DESIGN §10, §12, §13): the
+//! `teemsfs` binary starts a real 5-replica cluster (`teemsfs up`), mounts it with a real
+//! FUSE mount in a daemonised mount process, and the shell uses it; Redis and S3 stores are
+//! real `redis-server` and `moto_server` processes.
+//!
+//! Needs root, /dev/fuse and fusermount3, and the binaries built (`cargo build --bins`,
+//! which the test command does before `cargo test`). Fails — never skips — when any of
+//! them is missing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use teemsfs::fs::{BlobIo, Caller, Fs, FsConfig};
+use teemsfs::meta::{Key, MemTeems, ShareId};
+use teemsfs::store::{BlobStore, BlobStoreConfig, Fault, FaultyStore, LocalStore, ObjectStore};
+use teemsfs_tests::servers::{RedisServer, S3Server, S3ServerKind, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
+
+/// `target/<profile>/NAME`, next to this test binary's `deps/` directory.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --bins`; scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({})\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn teemsfs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let mut cmd = Command::new(bin("teemsfs"));
+    for a in args {
+        cmd.arg(a.as_ref());
+    }
+    // The replica binary is found next to teemsfs.
+    String::from_utf8_lossy(&run(&mut cmd).stdout).into_owned()
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let out = run(Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script).current_dir(dir));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mounted(mountpoint: &Path) -> bool {
+    teemsfs::deploy::is_fuse_mounted(mountpoint)
+}
+
+/// A deployment brought up with `teemsfs up`; `down` (also on drop) stops it.
+struct Up {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    down_done: bool,
+}
+
+impl Up {
+    fn start(config: Option<&str>) -> Up {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("deploy");
+        let out = match config {
+            Some(text) => {
+                let file = tmp.path().join("config.toml");
+                std::fs::write(&file, text).expect("config");
+                teemsfs(&[&"up", &dir, &"--config", &file])
+            }
+            None => teemsfs(&[&"up", &dir]),
+        };
+        // It says what it did.
+        for needle in ["cluster:", "stores:", "layout:", "mounted:", "teemsfs down"] {
+            assert!(out.contains(needle), "`up` output lacks {needle:?}:\n{out}");
+        }
+        let up = Up { tmp, dir, down_done: false };
+        assert!(mounted(&up.mnt()), "{} is not mounted after `up`", up.mnt().display());
+        up
+    }
+
+    fn mnt(&self) -> PathBuf {
+        self.dir.join("mnt")
+    }
+
+    fn down(mut self) {
+        let out = teemsfs(&[&"down", &self.dir]);
+        self.down_done = true;
+        assert!(out.contains("stopped 5 replicas"), "{out}");
+        assert!(!mounted(&self.mnt()), "still mounted after down");
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if !self.down_done {
+            let _ = Command::new(bin("teemsfs")).arg("down").arg(&self.dir).output();
+        }
+        let _ = &self.tmp;
+    }
+}
+
+/// A small source tree made for the untar test: nested directories, text and binary files,
+/// an empty file, a symlink, odd names.
+fn make_source_tree(root: &Path) {
+    for (i, dir) in ["src", "src/fs", "src/fs/deep/er", "docs", "empty-dir"].iter().enumerate() {
+        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        for j in 0..5 {
+            let text: String = (0..(200 * (i + 1) * (j + 1))).map(|k| char::from(b'a' + ((k * 7 + j) % 26) as u8)).collect();
+            std::fs::write(root.join(dir).join(format!("file-{j}.rs")), text).expect("write");
+        }
+    }
+    let bin: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(root.join("docs/blob.bin"), bin).expect("write");
+    std::fs::write(root.join("src/empty"), b"").expect("write");
+    std::fs::write(root.join("docs/name with spaces & ünïcode.txt"), b"x\n").expect("write");
+    std::os::unix::fs::symlink("fs/file-1.rs", root.join("src/link.rs")).expect("symlink");
+}
+
+/// The shell life of files in a mount (DESIGN §13), checked against a plain directory.
+fn shell_life(mnt: &Path, scratch: &Path, big_mib: u32) {
+    // cp, mv (within and across directories), rm -r, ln -s, ln, chmod, truncate, append.
+    sh(mnt, "echo hello > a && cp a b && mkdir -p d/e && mv b d/e/c && mv d/e/c d/c2 && ln -s a s && ln a h");
+    assert_eq!(sh(mnt, "cat s d/c2"), "hello\nhello\n");
+    assert_eq!(sh(mnt, "stat -c %h a").trim(), "2");
+    sh(mnt, "chmod 640 a && echo more >> h && truncate -s 3 d/c2");
+    assert_eq!(sh(mnt, "stat -c %a h").trim(), "640");
+    assert_eq!(sh(mnt, "cat a"), "hello\nmore\n");
+    assert_eq!(sh(mnt, "cat d/c2"), "hel");
+    sh(mnt, "rm h && rm -r d");
+    assert_eq!(sh(mnt, "stat -c %h a").trim(), "1");
+    assert_eq!(sh(mnt, "ls -A | sort | tr '\\n' ' '"), "a s ");
+    // Large sequential write, then random writes with dd, compared with the same done
+    // on a local file.
+    let script = format!(
+        "head -c {big}M /dev/urandom > {s}/big && cp {s}/big big && cmp big {s}/big && \
+         for off in 1 777 4194303 4194304 9000001 $(( {big} * 1048576 - 10 )); do \
+           head -c 5000 /dev/urandom > {s}/patch; \
+           dd if={s}/patch of=big bs=1 seek=$off conv=notrunc status=none; \
+           dd if={s}/patch of={s}/big bs=1 seek=$off conv=notrunc status=none; done && \
+         cmp big {s}/big && head -c 1000 /dev/urandom >> big && head -c 1000 big >/dev/null",
+        big = big_mib,
+        s = scratch.display()
+    );
+    sh(mnt, &script);
+    // Untar a source tree and diff it byte for byte against the original.
+    let src = scratch.join("tree");
+    make_source_tree(&src);
+    sh(scratch, "tar -C tree -cf tree.tar .");
+    sh(mnt, &format!("mkdir untarred && tar -C untarred -xf {}/tree.tar && diff -r --no-dereference {}/tree untarred", scratch.display(), scratch.display()));
+    // git init + commit inside the mount.
+    if Command::new("git").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        sh(
+            mnt,
+            "mkdir repo && cd repo && git init -q && cp -r ../untarred/src . && git add -A && \
+             git -c user.name=t -c user.email=t@example.invalid commit -qm first && \
+             echo change >> src/empty && git -c user.name=t -c user.email=t@example.invalid commit -qam second && \
+             test \"$(git rev-list --count HEAD)\" = 2 && git fsck --no-progress 2>&1",
+        );
+    }
+}
+
+/// DESIGN §12: `teemsfs up DIR` with the embedded default (local stores, (2,1)), the
+/// shell life of files, `gc --dry-run` and `fsck`, then `teemsfs down DIR`.
+#[test]
+fn up_shell_life_fsck_gc_and_down_on_local_stores() {
+    let up = Up::start(None);
+    let scratch = tempfile::tempdir().expect("scratch");
+    shell_life(&up.mnt(), scratch.path(), 12);
+    let fsck = teemsfs(&[&"fsck", &up.dir]);
+    assert!(fsck.contains("0 problems"), "{fsck}");
+    let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run"]);
+    assert!(gc.contains("gc summary") && gc.contains("dry run"), "{gc}");
+    up.down();
+}
+
+/// DESIGN §12: a config file switches the stores to Redis and S3 and the layout to (3,2).
+#[test]
+fn redis_and_s3_stores_with_a_3_2_layout_through_a_mount() {
+    let redis = RedisServer::start().expect("redis-server");
+    let s3 = S3Server::start(S3ServerKind::Moto).expect("moto_server");
+    let s3_store = |bucket: &str| {
+        format!(
+            "s3://{bucket}?endpoint={}&access_key_id={S3_ACCESS_KEY_ID}&secret_access_key={S3_SECRET_ACCESS_KEY}",
+            s3.endpoint_url()
+        )
+    };
+    let config = format!(
+        "stores = [\"{r}/1\", \"{r}/2\", \"{a}\", \"{b}\", \"{c}\"]\nlayout = {{ k = 3, m = 2 }}\nchunk_size_bytes = 1048576\n",
+        r = redis.url(),
+        a = s3_store("e2e-a"),
+        b = s3_store("e2e-b"),
+        c = s3_store("e2e-c"),
+    );
+    let up = Up::start(Some(&config));
+    let scratch = tempfile::tempdir().expect("scratch");
+    shell_life(&up.mnt(), scratch.path(), 6);
+    let fsck = teemsfs(&[&"fsck", &up.dir]);
+    assert!(fsck.contains("0 problems") && fsck.contains("0 blobs missing"), "{fsck}");
+    up.down();
+}
+
+/// DESIGN §10 freshness: a second mount of the same tenant writes a file; the first sees
+/// the new content on its next open, even though its blob cache and the kernel page cache
+/// hold the old one.
+#[test]
+fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
+    let up = Up::start(None);
+    let one = up.mnt();
+    let two = up.dir.join("mnt2");
+    let out = teemsfs(&[&"mount", &up.dir, &two]);
+    assert!(out.contains("mounted"), "{out}");
+    let mut current = "version one".to_string();
+    std::fs::write(one.join("f"), &current).expect("write");
+    for round in 0..3 {
+        // Warm the first mount's blob cache and page cache.
+        assert_eq!(std::fs::read_to_string(one.join("f")).expect("read"), current);
+        current = format!("version {round} from the second mount");
+        std::fs::write(two.join("f"), &current).expect("write from the second mount");
+        assert_eq!(std::fs::read_to_string(one.join("f")).expect("read"), current, "round {round}: stale in the first");
+        current = format!("version {round} from the first mount, longer");
+        std::fs::write(one.join("f"), &current).expect("write from the first mount");
+        assert_eq!(std::fs::read_to_string(two.join("f")).expect("read"), current, "round {round}: stale in the second");
+    }
+    std::fs::create_dir(two.join("made-in-two")).expect("mkdir");
+    assert!(one.join("made-in-two").is_dir(), "a directory made by the other mount is visible");
+    teemsfs(&[&"umount", &two]);
+    assert!(!mounted(&two));
+    up.down();
+}
+
+/// DESIGN §1 freshness against the stores: a store that returns an older, authentic
+/// fragment for a name yields the current content (when at most m stores do it) or an I/O
+/// error — never the old content. In-process `Fs` over local stores behind FaultyStore.
+#[test]
+fn stores_returning_older_objects_never_surface_old_content() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let faulty: Vec<Arc<FaultyStore>> = (0..3)
+        .map(|i| {
+            let local = LocalStore::open(tmp.path().join(format!("s{i}"))).expect("store");
+            Arc::new(FaultyStore::new(Arc::new(local), i))
+        })
+        .collect();
+    let stores: Vec<Arc<dyn ObjectStore>> = faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
+    let blobs: Arc<dyn BlobIo> =
+        Arc::new(BlobStore::new(stores.clone(), BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 })).expect("blobs"));
+    let teems = MemTeems::new();
+    let new_fs = || {
+        Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs), ShareId([5; 16]), Key([6; 16]), FsConfig::default())
+    };
+    let names = |stores: &[Arc<dyn ObjectStore>]| -> Vec<Vec<String>> {
+        rt.block_on(async {
+            let mut out = Vec::new();
+            for s in stores {
+                out.push(s.list("").await.expect("list").into_iter().map(|o| o.name).collect());
+            }
+            out
+        })
+    };
+    let writer = new_fs();
+    let me = Caller::default();
+    let key = rt.block_on(async {
+        writer.init(me).await.expect("init");
+        let (attr, o) = writer.create(writer.root(), b"f", 0o644, me).await.expect("create");
+        writer.release(o.fh).await.expect("close");
+        attr.key
+    });
+    let write = |content: &[u8]| {
+        rt.block_on(async {
+            let o = writer.open(key, true).await.expect("open");
+            writer.write(o.fh, 0, content).await.expect("write");
+            writer.release(o.fh).await.expect("close");
+        })
+    };
+    let before = names(&stores);
+    write(b"OLD content, version one");
+    let after_v1 = names(&stores);
+    write(b"NEW content, version two");
+    let after_v2 = names(&stores);
+    // Per store: v1's fragment and v2's fragment of the file.
+    let fresh = |now: &Vec<String>, then: &Vec<String>| -> Vec<String> { now.iter().filter(|n| !then.contains(n)).cloned().collect() };
+    let mut substitutions = BTreeMap::new();
+    for i in 0..3 {
+        let v1 = fresh(&after_v1[i], &before[i]);
+        let v2 = fresh(&after_v2[i], &after_v1[i]);
+        assert_eq!((v1.len(), v2.len()), (1, 1), "one fragment per store per version");
+        substitutions.insert(i, (v2[0].clone(), v1[0].clone()));
+    }
+    let read_fresh = || -> Result<Vec<u8>, String> {
+        // A new client each time: no blob cache, fresh metadata.
+        let reader = new_fs();
+        rt.block_on(async {
+            let o = reader.open(key, false).await.map_err(|e| e.to_string())?;
+            let r = reader.read(o.fh, 0, 1 << 20).await.map_err(|e| e.to_string());
+            let _ = reader.release(o.fh).await;
+            r
+        })
+    };
+    assert_eq!(read_fresh().expect("clean read"), b"NEW content, version two");
+    // Up to m = 1 store rolled back: the current content, verified.
+    for i in 0..3 {
+        let (new, old) = &substitutions[&i];
+        faulty[i].set_fault(new, Fault::Substitute { with: old.clone() });
+        assert_eq!(read_fresh().expect("read with one stale store"), b"NEW content, version two", "store {i} stale");
+        faulty[i].clear_all();
+    }
+    // Every store rolled back: an error, never the old content.
+    for (i, (new, old)) in &substitutions {
+        faulty[*i].set_fault(new, Fault::Substitute { with: old.clone() });
+    }
+    match read_fresh() {
+        Ok(content) => assert_ne!(content, b"OLD content, version one".to_vec(), "old content surfaced"),
+        Err(e) => assert!(e.contains("blob") || e.contains("storage"), "{e}"),
+    }
+    // The writer's warm cache still names the current version only.
+    let warm = rt.block_on(async {
+        let o = writer.open(key, false).await.expect("open");
+        let r = writer.read(o.fh, 0, 1 << 20).await;
+        let _ = writer.release(o.fh).await;
+        r
+    });
+    if let Ok(content) = warm {
+        assert_eq!(content, b"NEW content, version two");
+    }
+}
+
+/// Crash (DESIGN §9, §10): kill the mount process in the middle of rewriting files; after
+/// remounting every file is entirely its old or its new version, and `gc --dry-run` finds
+/// the fragments the dead process left unnamed.
+#[test]
+fn killing_the_mount_mid_writes_leaves_old_or_new_files_and_gc_finds_orphans() {
+    let up = Up::start(None);
+    let mnt = up.mnt();
+    let files = 24;
+    let size = 300_000;
+    for i in 0..files {
+        std::fs::write(mnt.join(format!("f{i}")), vec![b'A'; size]).expect("write old");
+    }
+    // Rewrite them in the background, in place (open, write, close), with B's.
+    let script = format!("for i in $(seq 0 {}); do head -c {size} /dev/zero | tr '\\0' B > f$i; done", files - 1);
+    let mut writer = Command::new("bash").arg("-c").arg(&script).current_dir(&mnt).spawn().expect("writer");
+    std::thread::sleep(Duration::from_millis(400));
+    let pid_file = std::fs::read_dir(up.dir.join("run"))
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "pid"))
+        .expect("mount pid file");
+    let pid: u32 = std::fs::read_to_string(&pid_file).expect("pid").trim().parse().expect("pid number");
+    assert!(teemsfs::deploy::is_mount_process(pid), "pid {pid} is not our mount process");
+    run(Command::new("kill").arg("-9").arg(pid.to_string()));
+    let _ = writer.wait();
+    // The dead mount is still in the table ("transport endpoint is not connected").
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&mnt).output();
+    let until = Instant::now() + Duration::from_secs(10);
+    while mounted(&mnt) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    teemsfs(&[&"mount", &up.dir, &mnt]);
+    let (mut old, mut new) = (0, 0);
+    for i in 0..files {
+        let data = std::fs::read(mnt.join(format!("f{i}"))).expect("read after remount");
+        if data == vec![b'A'; size] {
+            old += 1;
+        } else if data == vec![b'B'; size] {
+            new += 1;
+        } else {
+            panic!("f{i} is a mix of versions ({} bytes)", data.len());
+        }
+    }
+    assert_eq!(old + new, files);
+    let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run", &"--grace", &"0"]);
+    assert!(gc.lines().any(|l| l.starts_with("orphan ")), "gc --dry-run found no orphans:\n{gc}");
+    let fsck = teemsfs(&[&"fsck", &up.dir]);
+    assert!(fsck.contains("0 problems"), "{fsck}");
+    up.down();
+}

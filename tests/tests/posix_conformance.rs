@@ -1,0 +1,120 @@
+//! POSIX conformance through a real mount (DESIGN §13, docs/SEMANTICS.md §6): a short
+//! subset of pjdfstest and a few thousand fsx operations. The full pjdfstest run and
+//! 100,000 fsx operations are `scripts/pjdfstest.sh`.
+//!
+//! Needs `pjdfstest` and `fsx` (`cargo install pjdfstest fsx --locked`; scripts/setup.sh
+//! installs them), root, /dev/fuse, and the binaries built. Fails when any is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// pjdfstest groups run here; each is a test-name filter.
+const GROUPS: [&str; 7] = ["chmod::", "mkdir::", "rename::", "unlink::", "symlink::", "link::", "truncate::"];
+/// fsx operations in the default run.
+const FSX_OPS: u32 = 2_000;
+
+fn tool(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found: run scripts/setup.sh (cargo install {name} --locked)"))
+}
+
+fn teemsfs_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join("teemsfs");
+    assert!(path.is_file(), "{} is missing: build the binaries first (`cargo build --bins`)", path.display());
+    path
+}
+
+struct Deployment {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = Command::new(teemsfs_bin()).arg("down").arg(&self.dir).output();
+    }
+}
+
+fn up() -> Deployment {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("deploy");
+    let config = tmp.path().join("teemsfs.toml");
+    // pjdfstest switches to other users: the mount must let them in.
+    std::fs::write(&config, "[mount]\nallow_other = true\n").expect("config");
+    let out = Command::new(teemsfs_bin()).arg("up").arg(&dir).arg("--config").arg(&config).output().expect("up");
+    assert!(out.status.success(), "teemsfs up failed: {}", String::from_utf8_lossy(&out.stderr));
+    Deployment { _tmp: tmp, dir }
+}
+
+/// `Summary: N failed, N skipped, N passed, …` → (passed, failed).
+fn summary(log: &str) -> Option<(u32, u32)> {
+    let line = log.lines().rev().find(|l| l.starts_with("Summary:"))?;
+    let number_before = |word: &str| -> Option<u32> {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let i = words.iter().position(|w| *w == word)?;
+        words.get(i.checked_sub(1)?)?.parse().ok()
+    };
+    Some((number_before("passed")?, number_before("failed")?))
+}
+
+#[test]
+fn pjdfstest_subset_and_fsx_pass_through_a_real_mount() {
+    let pjdfstest = tool("pjdfstest");
+    let fsx = tool("fsx");
+    let d = up();
+    let mnt = d.dir.join("mnt");
+    let work = mnt.join("pjdfstest");
+    std::fs::create_dir(&work).expect("mkdir");
+    assert!(Command::new("chmod").arg("0777").arg(&work).status().expect("chmod").success());
+    let conf = d._tmp.path().join("pjdfstest.toml");
+    std::fs::write(
+        &conf,
+        "[features]\nutime_now = {}\nutimensat = {}\n[settings]\nnaptime = 0.01\n\
+         [dummy_auth]\nentries = [[\"nobody\", \"nogroup\"], [\"daemon\", \"daemon\"]]\n",
+    )
+    .expect("pjdfstest config");
+    let out = Command::new(&pjdfstest)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&work)
+        .args(GROUPS)
+        .current_dir(&work)
+        .output()
+        .expect("run pjdfstest");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (passed, failed) = summary(&log).unwrap_or_else(|| panic!("no pjdfstest summary:\n{log}"));
+    println!("pjdfstest subset: {passed} passed, {failed} failed");
+    let failures: Vec<&str> = log.lines().filter(|l| l.contains("FAILED")).collect();
+    assert!(passed > 100, "suspiciously few cases ran: {passed}\n{log}");
+    assert_eq!(failed, 0, "pjdfstest failures:\n{}", failures.join("\n"));
+
+    let fsx_dir = mnt.join("fsx");
+    std::fs::create_dir(&fsx_dir).expect("mkdir");
+    let out = Command::new(&fsx)
+        .arg("-N")
+        .arg(FSX_OPS.to_string())
+        .arg("-S")
+        .arg("7")
+        .arg("-P")
+        .arg(d._tmp.path())
+        .arg("testfile")
+        .current_dir(&fsx_dir)
+        .output()
+        .expect("run fsx");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && log.contains("All operations completed A-OK"), "fsx failed:\n{log}");
+}
+
+#[test]
+fn the_summary_parser_reads_pjdfstest_output() {
+    assert_eq!(summary("x\nSummary: 3 failed, 28 skipped, 349 passed, 0 expected failures, 380 total\n"), Some((349, 3)));
+    assert_eq!(summary("no summary"), None);
+}
