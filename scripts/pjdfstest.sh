@@ -29,6 +29,8 @@ cargo build --bins --locked || exit 1
 TEEMSFS=target/debug/teemsfs
 
 work=$(mktemp -d -t teemsfs-posix.XXXXXX)
+# mktemp makes it 0700; pjdfstest's unprivileged users must be able to walk to the mount.
+chmod 0755 "$work"
 deploy="$work/deploy"
 cleanup() {
   if [ "${KEEP:-0}" != 1 ]; then

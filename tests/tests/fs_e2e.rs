@@ -347,8 +347,17 @@ fn killing_the_mount_mid_writes_leaves_old_or_new_files_and_gc_finds_orphans() {
     for i in 0..files {
         std::fs::write(mnt.join(format!("f{i}")), vec![b'A'; size]).expect("write old");
     }
-    // Rewrite them in the background, in place (open, write, close), with B's.
-    let script = format!("for i in $(seq 0 {}); do head -c {size} /dev/zero | tr '\\0' B > f$i; done", files - 1);
+    // Rewrite them in the background with B's: dd opens each with O_TRUNC, writes and
+    // closes once. (A shell redirection would not do: its extra close of the dup'ed
+    // descriptor commits the truncated, empty file — a legitimate version at a close.)
+    let scratch = tempfile::tempdir().expect("scratch");
+    let new_content = scratch.path().join("new");
+    std::fs::write(&new_content, vec![b'B'; size]).expect("new content");
+    let script = format!(
+        "for i in $(seq 0 {}); do dd if={} of=f$i bs=1M status=none; done",
+        files - 1,
+        new_content.display()
+    );
     let mut writer = Command::new("bash").arg("-c").arg(&script).current_dir(&mnt).spawn().expect("writer");
     std::thread::sleep(Duration::from_millis(400));
     let pid_file = std::fs::read_dir(up.dir.join("run"))

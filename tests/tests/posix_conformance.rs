@@ -44,6 +44,8 @@ impl Drop for Deployment {
 
 fn up() -> Deployment {
     let tmp = tempfile::tempdir().expect("tmp");
+    // tempdir() is 0700; pjdfstest's unprivileged users must be able to walk to the mount.
+    assert!(Command::new("chmod").arg("0755").arg(tmp.path()).status().expect("chmod").success());
     let dir = tmp.path().join("deploy");
     let config = tmp.path().join("teemsfs.toml");
     // pjdfstest switches to other users: the mount must let them in.

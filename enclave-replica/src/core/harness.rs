@@ -25,6 +25,8 @@ pub struct Cluster {
     queue: VecDeque<(ReplicaId, ReplicaId, PeerMessage)>,
     /// Replicas cut off from everyone; their traffic waits in `held`.
     blocked: BTreeSet<ReplicaId>,
+    /// One-way links `(from, to)` whose traffic waits in `held`.
+    blocked_links: BTreeSet<(ReplicaId, ReplicaId)>,
     held: Vec<(ReplicaId, ReplicaId, PeerMessage)>,
     timers: BTreeMap<(ReplicaId, Timer), Millis>,
     replies: Vec<(ReplicaId, ClientId, ResponseFrame)>,
@@ -44,6 +46,7 @@ impl Cluster {
             sealed: BTreeMap::new(),
             queue: VecDeque::new(),
             blocked: BTreeSet::new(),
+            blocked_links: BTreeSet::new(),
             held: Vec::new(),
             timers: BTreeMap::new(),
             replies: Vec::new(),
@@ -103,7 +106,7 @@ impl Cluster {
                     }
                 }
                 Command::Send { to, msg } => {
-                    if self.blocked.contains(&id) || self.blocked.contains(&to) {
+                    if self.is_held(id, to) {
                         self.held.push((id, to, msg));
                     } else if self.nodes.get(&to).is_some_and(|n| n.is_some()) {
                         self.queue.push_back((id, to, msg));
@@ -117,18 +120,38 @@ impl Cluster {
         }
     }
 
+    fn is_held(&self, from: ReplicaId, to: ReplicaId) -> bool {
+        self.blocked.contains(&from) || self.blocked.contains(&to) || self.blocked_links.contains(&(from, to))
+    }
+
     /// Hold every message to or from `id` (a slow or partitioned replica).
     pub fn block(&mut self, id: ReplicaId) {
         self.blocked.insert(id);
     }
 
+    /// Hold the messages `from` sends to `to` (one direction only: a slow or
+    /// lossy link while everything else flows).
+    pub fn block_link(&mut self, from: ReplicaId, to: ReplicaId) {
+        self.blocked_links.insert((from, to));
+    }
+
+    /// Release the link `from → to`; see [`Cluster::heal`].
+    pub fn heal_link(&mut self, from: ReplicaId, to: ReplicaId) {
+        self.blocked_links.remove(&(from, to));
+        self.release_held();
+    }
+
     /// Release `id`: its held messages are delivered (in the order sent)
-    /// unless they involve another blocked replica.
+    /// unless they involve another blocked replica or link.
     pub fn heal(&mut self, id: ReplicaId) {
         self.blocked.remove(&id);
+        self.release_held();
+    }
+
+    fn release_held(&mut self) {
         let held = std::mem::take(&mut self.held);
         for (from, to, msg) in held {
-            if self.blocked.contains(&from) || self.blocked.contains(&to) {
+            if self.is_held(from, to) {
                 self.held.push((from, to, msg));
             } else if self.nodes.get(&to).is_some_and(|n| n.is_some()) {
                 self.queue.push_back((from, to, msg));

@@ -486,47 +486,51 @@ fn held_version(c: &Cluster, id: ReplicaId) -> Option<Version> {
 
 #[test]
 fn px_7_epoch_retry_reuses_the_first_write_rounds_timestamp() {
-    // Simulator finding F1 (seeds rr 2/2 9 and 1). A write's first WRITE round
-    // (ABD-W2) is stored by replicas 1 and 2 but refused by the suspicious
-    // replicas 3, 4, 5 (PX-6), so the proxy re-reads the policy and retries
-    // (PX-7). Meanwhile a read makes the value visible under the first
-    // round's timestamp (ABD-R3/R4) and a later write completes on top of it.
-    // Re-sending the value under a NEW timestamp would install it again above
-    // that completed write: the write would be lost, and one value would live
-    // under two timestamps. PX-7 must resend the same entry.
+    // Simulator finding F1 (seeds rr 2/2 9 and 1). Proxy P's first WRITE
+    // round (ABD-W2) is stored by P and the leader L but refused by the three
+    // suspicious replicas (PX-6), so P re-reads the policy through L and
+    // retries (PX-7). While P's proposal is delayed, a read makes the value
+    // visible under the first round's timestamp and a later write completes
+    // on top of it. Re-sending the value under a NEW timestamp would install
+    // it again above that completed write (the write is lost, and one value
+    // lives under two timestamps). PX-7 must resend the same entry.
     let mut c = ready_cluster(Mode::Rr);
-    assert!(matches!(write(&mut c, 2, "alice", b"v0"), Some(Response::Written { .. })));
+    let leader = (1..=5).find(|id| c.node(*id).is_some_and(|n| n.status().is_leader)).expect("a leader");
+    let proxy = if leader == 1 { 2 } else { 1 };
+    assert!(matches!(write(&mut c, proxy, "alice", b"v0"), Some(Response::Written { .. })));
     c.run_for(200);
-    for id in [3, 4, 5] {
-        let s = c.sealed(id);
-        c.restart(id, s);
+    let others: Vec<ReplicaId> = (1..=5).filter(|id| *id != proxy && *id != leader).collect();
+    for id in &others {
+        let s = c.sealed(*id);
+        c.restart(*id, s);
     }
-    let pending = c.submit(1, "alice", Request::Write { share: SHARE, key: key(), value: b"v1".to_vec() });
+    let pending = c.submit(proxy, "alice", Request::Write { share: SHARE, key: key(), value: b"v1".to_vec() });
     c.deliver_all();
-    // First round done: stored at 1 and 2, refused by the suspicious rest.
-    let first = held_version(&c, 1).expect("replica 1 stored the first write round");
-    assert_eq!(held_version(&c, 2), Some(first));
-    assert_ne!(held_version(&c, 3), Some(first));
-    assert_eq!(c.reply_for(1, pending), None, "PX-7: the proxy retries instead of answering");
-    // The proxy is cut off while the others recover (REC-0 quarantine).
-    c.block(1);
-    c.run_for(3_000);
-    for id in 2..=5 {
-        assert!(!c.node(id).expect("up").status().suspicious, "replica {id} recovered");
+    // First round done: stored at P and L, refused by the suspicious rest.
+    let first = held_version(&c, proxy).expect("the proxy's replica stored the first write round");
+    assert_eq!(held_version(&c, leader), Some(first));
+    assert!(others.iter().all(|id| held_version(&c, *id) != Some(first)));
+    assert_eq!(c.reply_for(proxy, pending), None, "PX-7: the proxy retries instead of answering");
+    // P's messages to the leader (its ordered policy read) are delayed while
+    // the others recover (REC-0 quarantine); P still hears the leader.
+    c.block_link(proxy, leader);
+    c.run_for(2_500);
+    for id in &others {
+        assert!(!c.node(*id).expect("up").status().suspicious, "replica {id} recovered");
     }
     // The pending write's value is now visible ...
-    assert_eq!(read_value(&mut c, 2, "alice"), Some(b"v1".to_vec()));
+    assert_eq!(read_value(&mut c, leader, "alice"), Some(b"v1".to_vec()));
     // ... and a later write completes after that read.
-    let Some(Response::Written { version: later }) = write(&mut c, 2, "alice", b"v2") else { panic!("write v2 failed") };
+    let Some(Response::Written { version: later }) = write(&mut c, leader, "alice", b"v2") else { panic!("write v2 failed") };
     assert_eq!(later.seq, first.seq + 1);
-    c.heal(1);
+    c.heal_link(proxy, leader);
     c.run_for(1_500);
-    let answer = c.reply_for(1, pending);
-    assert_eq!(answer, Some(Response::Written { version: first }), "PX-7: same timestamp as the first round");
-    // The completed write v2 is not lost (linearizability: v1 was read before v2 was written).
-    for proxy in 1..=5 {
-        assert_eq!(read_value(&mut c, proxy, "alice"), Some(b"v2".to_vec()), "read via {proxy}");
+    let answer = c.reply_for(proxy, pending);
+    // The completed write v2 is not lost (v1 was read before v2 was written).
+    for id in 1..=5 {
+        assert_eq!(read_value(&mut c, id, "alice"), Some(b"v2".to_vec()), "read via {id}");
     }
+    assert_eq!(answer, Some(Response::Written { version: first }), "PX-7: same timestamp as the first round");
 }
 
 #[test]
