@@ -11,7 +11,9 @@ use super::state::{CoreDecodeError, RegisterEntry};
 use super::{Ballot, ReplicaId, Slot};
 
 /// Identifies one client operation at its proxy; replies go back to the
-/// sender, so (proxy, op) is unique cluster-wide.
+/// sender, so (proxy, op) is unique cluster-wide. Each proxy incarnation
+/// counts up from its own random base (PX-1), so replies meant for an
+/// operation of an earlier incarnation match nothing after a restart.
 pub type OpId = u64;
 
 /// Epochs a proxy checked before a register write (DESIGN §7, PX-5).

@@ -186,7 +186,7 @@ impl PolicyState {
                 state.policy.acl.retain(|(t, _)| t != tenant);
                 state.policy.acl.push((tenant.clone(), *access));
                 state.policy.acl.sort_by(|a, b| a.0.cmp(&b.0));
-                state.policy.epoch += 1;
+                state.policy.epoch = state.policy.epoch.saturating_add(1);
                 Changed { epoch: state.policy.epoch }
             }
             PolicyOp::Revoke { tenant } => {
@@ -195,7 +195,7 @@ impl PolicyState {
                     return Refused(ErrorKind::Denied);
                 }
                 state.policy.acl.retain(|(t, _)| t != tenant);
-                state.policy.epoch += 1;
+                state.policy.epoch = state.policy.epoch.saturating_add(1);
                 Changed { epoch: state.policy.epoch }
             }
             PolicyOp::AcquireWriter { key } => {
@@ -209,7 +209,7 @@ impl PolicyState {
                     .entry(*key)
                     .or_insert(FileState { writer: requester.clone(), epoch: 0 });
                 file.writer = requester.clone();
-                file.epoch += 1;
+                file.epoch = file.epoch.saturating_add(1);
                 Changed { epoch: file.epoch }
             }
             PolicyOp::TransferOwner { to } => {
@@ -218,7 +218,7 @@ impl PolicyState {
                     return Refused(ErrorKind::Denied);
                 }
                 state.policy.owner = Some(to.clone());
-                state.policy.epoch += 1;
+                state.policy.epoch = state.policy.epoch.saturating_add(1);
                 Changed { epoch: state.policy.epoch }
             }
         }

@@ -71,11 +71,17 @@ struct ClientOp {
     /// operation fails now, its outcome is unknown (PX-8).
     write_sent: bool,
     epoch_retries: u32,
+    /// The entry of the WRITE round refused for epochs (PX-7). A retry sends
+    /// exactly this entry again: some replicas may already hold it, and a
+    /// reader may have written it back, so the value must keep its timestamp.
+    retry_entry: Option<RegisterEntry>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ProxyVolatile {
-    next_op: OpId,
+    /// Next operation id; `None` until the first operation of this
+    /// incarnation draws a random base (PX-1: ids differ across restarts).
+    next_op: Option<OpId>,
     ops: BTreeMap<OpId, ClientOp>,
     /// Highest sequence number this incarnation used per key, so two
     /// concurrent writes through this proxy never share a timestamp.
@@ -130,11 +136,26 @@ impl Node {
         w
     }
 
+    /// PX-1: a fresh operation id. Replies (QueryReply, WriteReply,
+    /// ProposeReply) are matched to operations by id alone, and replies to a
+    /// previous incarnation's operations may still arrive after a restart
+    /// (the leader keeps its waiters). So ids start at a random base drawn
+    /// once per incarnation (high 32 bits) and count up from there: a new
+    /// incarnation does not reuse its predecessor's ids, except with
+    /// negligible probability.
+    fn next_op_id(&mut self) -> OpId {
+        let id = match self.proxy.next_op {
+            Some(id) => id,
+            None => self.rng.next() << 32,
+        };
+        self.proxy.next_op = Some(id.wrapping_add(1));
+        id
+    }
+
     /// PX-1: accept a tenant request and start its first round.
     pub(crate) fn proxy_on_request(&mut self, now: Millis, client: ClientId, tenant: TenantId, frame: RequestFrame) {
         let RequestFrame { request_id, idempotency, request } = frame;
-        let op_id = self.proxy.next_op;
-        self.proxy.next_op += 1;
+        let op_id = self.next_op_id();
         let share = request_share(&request);
         let (policy, register, ordered) = match &request {
             Request::Read { .. } | Request::Write { .. } | Request::Delete { .. } => (PolicyStep::Fast, RegStep::Query, None),
@@ -156,6 +177,7 @@ impl Node {
             ordered,
             write_sent: false,
             epoch_retries: 0,
+            retry_entry: None,
         };
         let needs_query = matches!(op.policy, PolicyStep::Fast);
         self.proxy.ops.insert(op_id, op);
@@ -466,7 +488,7 @@ impl Node {
                     // PX-7: too many refusals for a write quorum → re-read the
                     // policy through the leader and retry with its epochs.
                     let share = request_share(&op.request);
-                    let current = current.clone();
+                    let (current, refused_entry) = (current.clone(), entry.clone());
                     let retries = op.epoch_retries + 1;
                     if retries > EPOCH_RETRIES {
                         self.proxy_finish(op_id, Response::Error(ErrorKind::Unavailable));
@@ -474,6 +496,7 @@ impl Node {
                     }
                     if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                         op.epoch_retries = retries;
+                        op.retry_entry = Some(refused_entry);
                         op.register = RegStep::Ready { current };
                         op.policy = PolicyStep::Slow;
                         op.ordered = Some(Ordered { entry: PolicyEntry::Read { share, key }, target: None, last_sent_ms: None });
@@ -548,11 +571,18 @@ impl Node {
                 let epochs = Epochs { share, share_epoch: view.share_epoch(), file_epoch: view.file_epoch() };
                 let current = current.clone();
                 let k = key.unwrap_or(Key([0; 16]));
-                let base_seq = current.as_ref().map_or(0, |c| c.version.seq);
-                let seq = base_seq.max(self.proxy.last_seq.get(&k).copied().unwrap_or(0)) + 1;
-                self.proxy.last_seq.insert(k, seq);
-                let version = Version { seq, writer: self.writer_id() };
-                let entry = RegisterEntry { version, stable: false, value: StoredValue { share, creator, data } };
+                let entry = match op.retry_entry.clone() {
+                    // PX-7: a retry resends the refused round's entry, same
+                    // timestamp and bytes, only with the re-read epochs.
+                    Some(entry) => entry,
+                    None => {
+                        let base_seq = current.as_ref().map_or(0, |c| c.version.seq);
+                        let seq = base_seq.max(self.proxy.last_seq.get(&k).copied().unwrap_or(0)) + 1;
+                        self.proxy.last_seq.insert(k, seq);
+                        let version = Version { seq, writer: self.writer_id() };
+                        RegisterEntry { version, stable: false, value: StoredValue { share, creator, data } }
+                    }
+                };
                 let mut acks = Collector::default();
                 let attempt = acks.next_attempt(now, window);
                 let msg = PeerMessage::Write { op: op_id, attempt, key: k, entry: entry.clone(), epochs: Some(epochs) };

@@ -139,7 +139,8 @@ impl DurableState {
                 changed
             }
             Record::Execute { slot, entry } => {
-                if *slot != self.executed + 1 {
+                // checked: a restored state may claim any executed slot.
+                if self.executed.checked_add(1) != Some(*slot) {
                     return false;
                 }
                 self.policy.execute(*slot, entry);
@@ -160,8 +161,10 @@ impl DurableState {
     }
 
     fn prune_accepted(&mut self) {
-        let keep = self.accepted.split_off(&(self.executed + 1));
-        self.accepted = keep;
+        match self.executed.checked_add(1) {
+            Some(first_open) => self.accepted = self.accepted.split_off(&first_open),
+            None => self.accepted.clear(),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {

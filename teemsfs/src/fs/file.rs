@@ -568,3 +568,56 @@ impl Fs {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::fs::{Caller, Fs, FsConfig, MemBlobs, SetAttr};
+    use crate::meta::{Key, MemTeems, ShareId};
+
+    /// fsx through a mount (SEMANTICS §6): grow by truncate (committed at once), write past
+    /// the new end (buffered), then the kernel revalidates the size with a getattr while a
+    /// read of the same open file is still being served. The getattr must report the
+    /// buffered size: the kernel believes it, and a smaller size makes it drop the cached
+    /// pages past it and the file's tail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn getattr_during_a_read_reports_the_buffered_size() {
+        let fs = Arc::new(Fs::new(
+            Arc::new(MemTeems::new()),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        ));
+        let me = Caller::default();
+        fs.init(me).await.expect("init");
+        let (attr, opened) = fs.create(fs.root(), b"fsx", 0o600, me).await.expect("create");
+        fs.write(opened.fh, 0, &[1u8; 100]).await.expect("write");
+        fs.flush(opened.fh).await.expect("flush");
+        fs.setattr(attr.key, SetAttr { size: Some(200), ..SetAttr::default() }).await.expect("grow");
+        fs.write(opened.fh, 300, &[2u8; 100]).await.expect("write past the end");
+
+        // A read in progress holds the open state (as one waiting on a store fetch does).
+        let state = fs.files.lock().expect("table").by_key.get(&attr.key).cloned().expect("open state");
+        let busy = state.lock().await;
+        let stat = {
+            let fs = Arc::clone(&fs);
+            tokio::spawn(async move { fs.getattr(attr.key).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(busy);
+        let got = tokio::time::timeout(Duration::from_secs(10), stat)
+            .await
+            .expect("getattr finishes once the read is done")
+            .expect("join")
+            .expect("getattr");
+        assert_eq!(got.size, 400, "getattr must include the buffered write past the end");
+
+        // And with nothing in progress, and after the commit, the same size.
+        assert_eq!(fs.getattr(attr.key).await.expect("getattr").size, 400);
+        fs.release(opened.fh).await.expect("close");
+        assert_eq!(fs.getattr(attr.key).await.expect("getattr").size, 400);
+    }
+}

@@ -236,7 +236,7 @@ impl Fs {
 
     async fn read_inode(&self, key: Key) -> FsResult<(Inode, Version)> {
         let (bytes, version) = self.teems.read(self.share, key).await?;
-        let inode: Inode = format::decode("inode metadata", &bytes)?;
+        let inode = format::decode_inode(&bytes)?;
         Ok((inode, version))
     }
 
@@ -245,7 +245,23 @@ impl Fs {
     }
 
     fn attr_of(&self, key: Key, inode: &Inode, version: Version) -> Attr {
-        let mut attr = Attr {
+        let mut attr = Self::stored_attr(key, inode, version);
+        // This client's own uncommitted writes are visible to itself. Best effort: while
+        // the open state is busy (a read, write or commit in progress) this reports the
+        // stored attributes; `getattr`, which the kernel uses to revalidate an open
+        // file's size, waits for the state instead.
+        if let Ok(files) = self.files.lock()
+            && let Some(open) = files.by_key.get(&key)
+            && let Ok(state) = open.try_lock()
+        {
+            Self::overlay_open(&mut attr, &state);
+        }
+        attr
+    }
+
+    /// Attributes as the stored metadata has them.
+    fn stored_attr(key: Key, inode: &Inode, version: Version) -> Attr {
+        Attr {
             key,
             kind: inode.kind,
             perm: inode.perm,
@@ -258,18 +274,16 @@ impl Fs {
             ctime: inode.ctime.to_system(),
             nlink: inode.nlink,
             version,
-        };
-        // This client's own uncommitted writes are visible to itself.
-        if let Ok(files) = self.files.lock()
-            && let Some(open) = files.by_key.get(&key)
-            && let Ok(state) = open.try_lock()
-            && state.modified
-        {
+        }
+    }
+
+    /// Size and times of this client's buffered, uncommitted changes.
+    fn overlay_open(attr: &mut Attr, state: &file::OpenState) {
+        if state.modified {
             attr.size = state.size;
             attr.mtime = state.mtime.to_system();
             attr.ctime = state.mtime.to_system();
         }
-        attr
     }
 
     /// Fetches a blob's plaintext: from the blob cache if fresh metadata (the caller's
@@ -404,9 +418,27 @@ impl Fs {
 
     // ---- attributes -------------------------------------------------------------------
 
+    /// Fresh attributes; for a file open in this client, including its buffered writes.
+    ///
+    /// The kernel takes the size in this reply as the file's size (a smaller one drops
+    /// the page cache past it), so for an open file it must be exact: the open state is
+    /// held while the metadata is read. Without that, a getattr that met a read in
+    /// progress reported the committed size without the buffered writes, and one that
+    /// read the metadata just before a commit and looked at the state just after it
+    /// reported the size before the commit (fsx through a mount, SEMANTICS §6).
     pub async fn getattr(&self, key: Key) -> FsResult<Attr> {
+        let open = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        let Some(open) = open else {
+            let (inode, version) = self.read_inode(key).await?;
+            return Ok(self.attr_of(key, &inode, version));
+        };
+        // Lock order as in a commit: open state first, then (none needed here) the
+        // inode lock; no caller of getattr holds either.
+        let state = open.lock().await;
         let (inode, version) = self.read_inode(key).await?;
-        Ok(self.attr_of(key, &inode, version))
+        let mut attr = Self::stored_attr(key, &inode, version);
+        Self::overlay_open(&mut attr, &state);
+        Ok(attr)
     }
 
     pub async fn setattr(&self, key: Key, set: SetAttr) -> FsResult<Attr> {
@@ -451,6 +483,14 @@ impl Fs {
         inode.ctime = Time::now();
         let version = self.write_inode(key, &inode).await?;
         self.note_version(key, version);
+        let open_here = self.files.lock().is_ok_and(|f| f.by_key.contains_key(&key));
+        if open_here {
+            // The reply's size must include buffered writes exactly (see `getattr`),
+            // which needs the open state; a commit holding it waits for the inode lock.
+            drop(_inode_lock);
+            drop(_ns);
+            return self.getattr(key).await;
+        }
         Ok(self.attr_of(key, &inode, version))
     }
 

@@ -1,0 +1,10 @@
+//! Fuzz `FrameCodec::decode` with arbitrary bytes in arbitrary chunks, as a peer sends them.
+//! The body is shared with `metadata-client/tests/decoders_never_panic.rs`.
+#![no_main]
+
+#[path = "../../tests/support/decoder_bodies.rs"]
+mod decoder_bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    decoder_bodies::frame_codec(data);
+});
