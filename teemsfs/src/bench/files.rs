@@ -1,0 +1,423 @@
+//! `teemsfs bench files`: what a user feels on a mounted filesystem — big
+//! sequential transfers, 4 KiB random I/O and many small files — measured
+//! through plain system calls on any directory, so the same run covers a
+//! teemsfs mount, a JuiceFS mount and a null FUSE filesystem (bindfs) and
+//! prints their ratios.
+//!
+//! Phases, in order, each in a fresh sub-directory of the target:
+//! 1. sequential write of one big file (`io_bytes` writes, then `fsync`);
+//! 2. sequential read after dropping the kernel page cache (when allowed);
+//! 3. the same read again without dropping it (the "cached re-read");
+//! 4. 4 KiB reads at random aligned offsets of the big file (page cache dropped first);
+//! 5. 4 KiB writes at random aligned offsets, then `fsync` (inside the timing);
+//! 6. small files: create+write+close, stat, open+read+close, unlink of N files.
+//!
+//! Every block written carries its index, and reads check it, so a benchmark
+//! of a filesystem that returns wrong bytes fails instead of printing a number.
+//!
+//! Not a timed test: run on demand (`scripts/bench-files.sh` sets up the
+//! three filesystems); results go to `BENCHMARKS.md`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesBenchError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{path}: block {block} read back wrong bytes (the filesystem returned data it was not given)")]
+    WrongData { path: PathBuf, block: u64 },
+    #[error("bad target {0:?}: expected NAME=PATH or PATH")]
+    BadTarget(String),
+    #[error("bad options: {0}")]
+    BadOptions(String),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FilesBenchError + 'a {
+    move |source| FilesBenchError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct FilesBenchOptions {
+    /// Size of the big file. Default 1 GiB.
+    pub big_file_bytes: u64,
+    /// Size of one sequential read or write. Default 1 MiB.
+    pub io_bytes: usize,
+    /// Upper bound on random reads and on random writes. Default 20,000.
+    pub random_ops: u64,
+    /// Upper bound on the time of each random phase. Default 15 s.
+    pub random_time: Duration,
+    /// Number of small files. Default 10,000.
+    pub small_files: u64,
+    /// Size of one small file. Default 4 KiB.
+    pub small_file_bytes: usize,
+    /// Drop the kernel page cache before cold reads (needs root). Default true.
+    pub drop_caches: bool,
+    pub seed: u64,
+}
+
+impl Default for FilesBenchOptions {
+    fn default() -> Self {
+        FilesBenchOptions {
+            big_file_bytes: 1 << 30,
+            io_bytes: 1 << 20,
+            random_ops: 20_000,
+            random_time: Duration::from_secs(15),
+            small_files: 10_000,
+            small_file_bytes: 4096,
+            drop_caches: true,
+            seed: 1,
+        }
+    }
+}
+
+pub const RANDOM_IO_BYTES: usize = 4096;
+
+/// One filesystem to measure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Target {
+    /// `NAME=PATH`, or `PATH` (named after itself).
+    pub fn parse(s: &str) -> Result<Target, FilesBenchError> {
+        let (name, path) = match s.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !p.is_empty() => (n.to_string(), p),
+            Some(_) => return Err(FilesBenchError::BadTarget(s.to_string())),
+            None if !s.is_empty() => (s.to_string(), s),
+            None => return Err(FilesBenchError::BadTarget(s.to_string())),
+        };
+        Ok(Target { name, path: PathBuf::from(path) })
+    }
+}
+
+/// One measured number.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Measure {
+    pub phase: &'static str,
+    /// `MB/s` (10^6 bytes) or `ops/s`.
+    pub unit: &'static str,
+    pub value: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TargetResult {
+    pub name: String,
+    pub path: PathBuf,
+    /// Whether the page cache could be dropped before the cold reads.
+    pub caches_dropped: bool,
+    pub measures: Vec<Measure>,
+}
+
+/// Small, fast, seeded generator (xorshift64*): offsets and fill bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Stamp `buf` as block `index` of a run: its first 16 bytes are the index and a tag.
+fn stamp(buf: &mut [u8], index: u64, tag: u64) {
+    if buf.len() >= 16 {
+        buf[..8].copy_from_slice(&index.to_le_bytes());
+        buf[8..16].copy_from_slice(&tag.to_le_bytes());
+    }
+}
+
+fn stamped(buf: &[u8], index: u64, tag: u64) -> bool {
+    buf.len() < 16 || (buf[..8] == index.to_le_bytes() && buf[8..16] == tag.to_le_bytes())
+}
+
+fn drop_page_cache() -> bool {
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
+    fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+fn ops_per_s(ops: u64, d: Duration) -> f64 {
+    ops as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// A progress line on stderr, so stdout stays the table.
+fn progress(target: &str, m: &Measure) {
+    eprintln!("  {target}: {:<22} {:>10.1} {:<5} ({:.1} s)", m.phase, m.value, m.unit, m.seconds);
+}
+
+/// Run every phase on `target`, in `target.path/teemsfs-bench-<pid>`, removed afterwards.
+pub fn run_target(target: &Target, opts: &FilesBenchOptions) -> Result<TargetResult, FilesBenchError> {
+    if opts.io_bytes < RANDOM_IO_BYTES || opts.io_bytes % RANDOM_IO_BYTES != 0 {
+        return Err(FilesBenchError::BadOptions(format!("io size must be a multiple of {RANDOM_IO_BYTES}")));
+    }
+    if opts.big_file_bytes < opts.io_bytes as u64 {
+        return Err(FilesBenchError::BadOptions("the big file must hold at least one io-size block".into()));
+    }
+    let work = target.path.join(format!("teemsfs-bench-{}", std::process::id()));
+    fs::create_dir(&work).map_err(io("creating", &work))?;
+    eprintln!("{}: {}", target.name, work.display());
+    let result = phases(target, &work, opts);
+    let cleanup = fs::remove_dir_all(&work).map_err(io("removing", &work));
+    let result = result?;
+    cleanup?;
+    Ok(result)
+}
+
+fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<TargetResult, FilesBenchError> {
+    let mut measures = Vec::new();
+    let mut push = |m: Measure| {
+        progress(&target.name, &m);
+        measures.push(m);
+    };
+    let big = work.join("big");
+    let blocks = opts.big_file_bytes / opts.io_bytes as u64;
+    let bytes = blocks * opts.io_bytes as u64;
+    let tag = opts.seed;
+    let mut rng = Rng::new(opts.seed);
+    let mut buf = vec![0u8; opts.io_bytes];
+    rng.fill(&mut buf);
+
+    // 1. Sequential write.
+    let t = Instant::now();
+    {
+        let mut f = File::create(&big).map_err(io("creating", &big))?;
+        for i in 0..blocks {
+            stamp(&mut buf, i, tag);
+            f.write_all(&buf).map_err(io("writing", &big))?;
+        }
+        f.sync_all().map_err(io("fsync of", &big))?;
+    }
+    let d = t.elapsed();
+    push(Measure { phase: "seq write", unit: "MB/s", value: mb_per_s(bytes, d), seconds: d.as_secs_f64() });
+
+    // 2, 3. Sequential reads: cold (page cache dropped) and cached.
+    let caches_dropped = opts.drop_caches && drop_page_cache();
+    for phase in ["seq read", "seq read (cached)"] {
+        let t = Instant::now();
+        let mut f = File::open(&big).map_err(io("opening", &big))?;
+        for i in 0..blocks {
+            f.read_exact(&mut buf).map_err(io("reading", &big))?;
+            if !stamped(&buf, i, tag) {
+                return Err(FilesBenchError::WrongData { path: big.clone(), block: i });
+            }
+        }
+        let d = t.elapsed();
+        push(Measure { phase, unit: "MB/s", value: mb_per_s(bytes, d), seconds: d.as_secs_f64() });
+    }
+
+    // 4. Random 4 KiB reads: each read's block lies inside one stamped io block, so only
+    // reads at the start of an io block can be checked by stamp; all are checked for length.
+    if opts.drop_caches {
+        drop_page_cache();
+    }
+    let pages = bytes / RANDOM_IO_BYTES as u64;
+    let per_block = (opts.io_bytes / RANDOM_IO_BYTES) as u64;
+    let mut page = vec![0u8; RANDOM_IO_BYTES];
+    let f = File::open(&big).map_err(io("opening", &big))?;
+    let t = Instant::now();
+    let mut ops = 0;
+    while ops < opts.random_ops && t.elapsed() < opts.random_time {
+        let p = rng.next() % pages;
+        f.read_exact_at(&mut page, p * RANDOM_IO_BYTES as u64).map_err(io("reading", &big))?;
+        if p % per_block == 0 && !stamped(&page, p / per_block, tag) {
+            return Err(FilesBenchError::WrongData { path: big.clone(), block: p / per_block });
+        }
+        ops += 1;
+    }
+    let d = t.elapsed();
+    push(Measure { phase: "4 KiB random read", unit: "ops/s", value: ops_per_s(ops, d), seconds: d.as_secs_f64() });
+    drop(f);
+
+    // 5. Random 4 KiB writes, fsync inside the timing.
+    let f = OpenOptions::new().write(true).open(&big).map_err(io("opening", &big))?;
+    rng.fill(&mut page);
+    let t = Instant::now();
+    let mut ops = 0;
+    while ops < opts.random_ops && t.elapsed() < opts.random_time {
+        let p = rng.next() % pages;
+        f.write_all_at(&page, p * RANDOM_IO_BYTES as u64).map_err(io("writing", &big))?;
+        ops += 1;
+    }
+    f.sync_all().map_err(io("fsync of", &big))?;
+    drop(f);
+    let d = t.elapsed();
+    push(Measure { phase: "4 KiB random write", unit: "ops/s", value: ops_per_s(ops, d), seconds: d.as_secs_f64() });
+    fs::remove_file(&big).map_err(io("removing", &big))?;
+
+    // 6. Small files.
+    let dir = work.join("small");
+    fs::create_dir(&dir).map_err(io("creating", &dir))?;
+    let name = |i: u64| dir.join(format!("f{i:06}"));
+    let mut small = vec![0u8; opts.small_file_bytes];
+    rng.fill(&mut small);
+    let n = opts.small_files;
+
+    let t = Instant::now();
+    for i in 0..n {
+        let p = name(i);
+        stamp(&mut small, i, tag);
+        let mut f = File::create(&p).map_err(io("creating", &p))?;
+        f.write_all(&small).map_err(io("writing", &p))?;
+    }
+    let d = t.elapsed();
+    push(Measure { phase: "small create", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+
+    let t = Instant::now();
+    for i in 0..n {
+        let p = name(i);
+        let md = fs::metadata(&p).map_err(io("stat of", &p))?;
+        if md.len() != opts.small_file_bytes as u64 {
+            return Err(FilesBenchError::WrongData { path: p, block: 0 });
+        }
+    }
+    let d = t.elapsed();
+    push(Measure { phase: "small stat", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+
+    let t = Instant::now();
+    for i in 0..n {
+        let p = name(i);
+        let mut f = File::open(&p).map_err(io("opening", &p))?;
+        f.read_exact(&mut small).map_err(io("reading", &p))?;
+        if !stamped(&small, i, tag) {
+            return Err(FilesBenchError::WrongData { path: p, block: 0 });
+        }
+    }
+    let d = t.elapsed();
+    push(Measure { phase: "small read", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+
+    let t = Instant::now();
+    for i in 0..n {
+        let p = name(i);
+        fs::remove_file(&p).map_err(io("removing", &p))?;
+    }
+    let d = t.elapsed();
+    push(Measure { phase: "small delete", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+
+    Ok(TargetResult { name: target.name.clone(), path: target.path.clone(), caches_dropped, measures })
+}
+
+/// The results as a Markdown table: one column per target, then the first
+/// target's value divided by each other target's (higher is better for the first).
+pub fn markdown(results: &[TargetResult]) -> String {
+    let mut out = String::new();
+    let Some(first) = results.first() else { return out };
+    out.push_str("| phase | unit |");
+    for r in results {
+        out.push_str(&format!(" {} |", r.name));
+    }
+    for r in &results[1..] {
+        out.push_str(&format!(" {} ÷ {} |", first.name, r.name));
+    }
+    out.push('\n');
+    out.push_str("|---|---|");
+    for _ in 0..(2 * results.len() - 1) {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for (i, m) in first.measures.iter().enumerate() {
+        out.push_str(&format!("| {} | {} |", m.phase, m.unit));
+        for r in results {
+            match r.measures.get(i) {
+                Some(x) => out.push_str(&format!(" {} |", fmt_value(x.value))),
+                None => out.push_str(" – |"),
+            }
+        }
+        for r in &results[1..] {
+            match r.measures.get(i) {
+                Some(x) if x.value > 0.0 => out.push_str(&format!(" {:.2} |", m.value / x.value)),
+                _ => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn fmt_value(v: f64) -> String {
+    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_opts() -> FilesBenchOptions {
+        FilesBenchOptions {
+            big_file_bytes: 1 << 20,
+            io_bytes: 64 << 10,
+            random_ops: 50,
+            random_time: Duration::from_secs(5),
+            small_files: 20,
+            small_file_bytes: 4096,
+            drop_caches: false,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn targets_parse_with_and_without_a_name() {
+        assert_eq!(Target::parse("tfs=/mnt/a").unwrap(), Target { name: "tfs".into(), path: "/mnt/a".into() });
+        assert_eq!(Target::parse("/mnt/b").unwrap(), Target { name: "/mnt/b".into(), path: "/mnt/b".into() });
+        assert!(Target::parse("=/x").is_err());
+        assert!(Target::parse("name=").is_err());
+        assert!(Target::parse("").is_err());
+    }
+
+    #[test]
+    fn a_run_measures_every_phase_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target { name: "local".into(), path: dir.path().to_path_buf() };
+        let r = run_target(&t, &small_opts()).unwrap();
+        let phases: Vec<_> = r.measures.iter().map(|m| m.phase).collect();
+        assert_eq!(phases.len(), 9, "{phases:?}");
+        assert!(r.measures.iter().all(|m| m.value > 0.0), "{:?}", r.measures);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "the work directory is removed");
+        let table = markdown(&[r.clone(), r]);
+        assert!(table.contains("| seq write | MB/s |"), "{table}");
+        assert!(table.contains(" 1.00 |"), "a target against itself is 1.00: {table}");
+    }
+
+    #[test]
+    fn stamps_catch_a_block_from_elsewhere() {
+        let mut b = vec![0u8; 4096];
+        stamp(&mut b, 3, 9);
+        assert!(stamped(&b, 3, 9));
+        assert!(!stamped(&b, 4, 9));
+        assert!(!stamped(&b, 3, 8));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target { name: "x".into(), path: dir.path().to_path_buf() };
+        let mut o = small_opts();
+        o.io_bytes = 1000;
+        assert!(matches!(run_target(&t, &o), Err(FilesBenchError::BadOptions(_))));
+        let mut o = small_opts();
+        o.big_file_bytes = 10;
+        assert!(matches!(run_target(&t, &o), Err(FilesBenchError::BadOptions(_))));
+    }
+}
