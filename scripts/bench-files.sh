@@ -25,8 +25,12 @@ out_dir="target/bench-files"
 mkdir -p "$out_dir"
 pids=()
 mounts=()
+ok=0
 cleanup() {
   set +e
+  if [ "$ok" != 1 ]; then
+    for log in "$work"/*.log; do [ -f "$log" ] && { echo "== $log"; tail -20 "$log"; } >&2; done
+  fi
   for m in "${mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
   [ -f "$work/teemsfs/teemsfs.toml" ] && teemsfs down "$work/teemsfs" >/dev/null 2>&1
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
@@ -66,7 +70,9 @@ layout = { k = 2, m = 1 }
 EOF
 teemsfs up "$work/teemsfs" --config "$work/teemsfs.toml"
 
-# JuiceFS: metadata in Redis db 2, data in bucket jfs of the same S3 server.
+# JuiceFS: metadata in Redis db 2, data in bucket jfs of the same S3 server (JuiceFS
+# asks for a location constraint moto refuses, so the bucket is made beforehand).
+curl -sf -X PUT "$s3/jfs" >/dev/null
 juicefs format --storage s3 --bucket "$s3/jfs" --access-key "$key" --secret-key "$secret" \
   "redis://127.0.0.1:$redis_port/2" bench >"$work/juicefs-format.log" 2>&1
 mkdir -p "$work/jfs-mnt" "$work/jfs-cache"
@@ -87,3 +93,4 @@ mounts+=("$work/bind-mnt")
 
 teemsfs bench files "teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" "bindfs=$work/bind-mnt" \
   --out "$out_dir/results.md" "$@"
+ok=1
