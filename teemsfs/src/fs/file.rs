@@ -335,7 +335,9 @@ impl Fs {
         Ok(data.len() as u32)
     }
 
-    /// Uploads every complete dirty chunk now and keeps only its reference.
+    /// Uploads every complete dirty chunk now (up to `COMMIT_PARALLEL` at once) and keeps
+    /// only its reference. A chunk whose upload fails stays dirty, so nothing written is
+    /// lost; the first error is returned.
     async fn upload_full_chunks(&self, key: Key, s: &mut OpenState) -> FsResult<()> {
         let cs = s.chunk_size as usize;
         let full: Vec<u64> = s
@@ -344,15 +346,36 @@ impl Fs {
             .filter(|(_, d)| matches!(d, Dirty::Bytes(b) if b.len() == cs))
             .map(|(i, _)| *i)
             .collect();
+        let mut jobs = Vec::with_capacity(full.len());
         for idx in full {
             if let Some(Dirty::Bytes(bytes)) = s.dirty.remove(&idx) {
                 s.next_seq += 1;
-                s.dirty_bytes = s.dirty_bytes.saturating_sub(bytes.len());
-                let blob = self.put_blob(derive_id(&key, "chunk", idx), s.next_seq, bytes).await?;
-                s.dirty.insert(idx, Dirty::Uploaded(blob));
+                jobs.push((idx, s.next_seq, Arc::new(bytes)));
             }
         }
-        Ok(())
+        let done: Vec<_> = stream::iter(jobs)
+            .map(|(idx, seq, bytes)| async move {
+                let put = self.put_shared_blob(derive_id(&key, "chunk", idx), seq, &bytes).await;
+                (idx, bytes, put)
+            })
+            .buffered(COMMIT_PARALLEL)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (idx, bytes, put) in done {
+            match put {
+                Ok(blob) => {
+                    s.dirty_bytes = s.dirty_bytes.saturating_sub(bytes.len());
+                    s.dirty.insert(idx, Dirty::Uploaded(blob));
+                }
+                Err(e) => {
+                    let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
+                    s.dirty.insert(idx, Dirty::Bytes(bytes));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Sets the size of an open state (truncate or extend).
@@ -576,6 +599,69 @@ mod tests {
 
     use crate::fs::{Caller, Fs, FsConfig, MemBlobs, SetAttr};
     use crate::meta::{Key, MemTeems, ShareId};
+
+    /// Blobs whose puts fail while `failing` is set (a store outage during a long write).
+    struct OutageBlobs {
+        inner: MemBlobs,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::fs::BlobIo for OutageBlobs {
+        async fn put(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> crate::fs::FsResult<crate::fs::BlobRef> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::fs::FsError::Blob("stores unreachable".into()));
+            }
+            self.inner.put(id, version, plain).await
+        }
+        async fn get(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<Vec<u8>> {
+            self.inner.get(blob).await
+        }
+        async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
+            self.inner.delete(blob).await
+        }
+    }
+
+    /// A long sequential write uploads complete chunks early (past `WRITE_BUFFER_BYTES`).
+    /// When those uploads fail, the write reports the error and the chunks stay buffered:
+    /// once the stores are back, the commit stores every byte written, none lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_early_upload_loses_no_written_bytes() {
+        let blobs = Arc::new(OutageBlobs { inner: MemBlobs::new(), failing: true.into() });
+        let fs = Fs::new(
+            Arc::new(MemTeems::new()),
+            Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        );
+        let me = Caller::default();
+        blobs.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        fs.init(me).await.expect("init");
+        let (attr, opened) = fs.create(fs.root(), b"big", 0o600, me).await.expect("create");
+        blobs.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+
+        let block = 1usize << 20;
+        let blocks = super::WRITE_BUFFER_BYTES / block + 8;
+        let fill = |i: usize| vec![(i % 251) as u8 + 1; block];
+        let mut failed = 0;
+        for i in 0..blocks {
+            if fs.write(opened.fh, (i * block) as u64, &fill(i)).await.is_err() {
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "with the stores down, the early upload must report an error");
+
+        blobs.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        fs.flush(opened.fh).await.expect("flush once the stores are back");
+        fs.release(opened.fh).await.expect("close");
+        let reader = fs.open(attr.key, false).await.expect("open");
+        for i in 0..blocks {
+            let got = fs.read(reader.fh, (i * block) as u64, block as u32).await.expect("read");
+            assert!(got == fill(i), "block {i} lost or wrong after the failed early upload");
+        }
+        fs.release(reader.fh).await.expect("close");
+    }
 
     /// fsx through a mount (SEMANTICS §6): grow by truncate (committed at once), write past
     /// the new end (buffered), then the kernel revalidates the size with a getattr while a

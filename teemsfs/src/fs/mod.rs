@@ -305,9 +305,13 @@ impl Fs {
     }
 
     async fn put_blob(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> FsResult<BlobRef> {
-        let shared = Arc::new(plain);
+        self.put_shared_blob(id, version, &Arc::new(plain)).await
+    }
+
+    /// [`Fs::put_blob`] for a caller that keeps the plaintext (to retry after a failure).
+    async fn put_shared_blob(&self, id: [u8; 16], version: u64, shared: &Arc<Vec<u8>>) -> FsResult<BlobRef> {
         let blob = self.blobs.put(id, version, shared.as_ref().clone()).await?;
-        self.blob_cache.insert(&blob, shared);
+        self.blob_cache.insert(&blob, Arc::clone(shared));
         Ok(blob)
     }
 
