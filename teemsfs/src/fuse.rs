@@ -37,7 +37,7 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-use crate::fs::{Attr, Caller, Fs, FsError, Kind, RenameFlags, SetAttr};
+use crate::fs::{Attr, Caller, Fs, FsError, FsResult, Kind, RenameFlags, SetAttr};
 use crate::meta::Key;
 
 /// Options of one mount; every field has a documented default.
@@ -398,6 +398,19 @@ impl FuseAdapter {
     {
         self.rt.spawn(work(self.ctx()));
     }
+
+    /// Runs `op` on the key of `ino` and answers `reply` with its outcome.
+    fn keyed_empty<F>(&self, ino: INodeNo, reply: ReplyEmpty, op: impl FnOnce(Arc<Fs>, Key) -> F + Send + 'static)
+    where
+        F: std::future::Future<Output = FsResult<()>> + Send + 'static,
+    {
+        self.spawn(|c| async move {
+            match c.key(ino) {
+                Ok(key) => reply_empty(reply, op(Arc::clone(&c.fs), key).await),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
 }
 
 impl Filesystem for FuseAdapter {
@@ -553,30 +566,12 @@ impl Filesystem for FuseAdapter {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|c| async move {
-            let parent = match c.key(parent) {
-                Ok(k) => k,
-                Err(e) => return reply.error(e),
-            };
-            match c.fs.unlink(parent, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.unlink(parent, &name).await });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|c| async move {
-            let parent = match c.key(parent) {
-                Ok(k) => k,
-                Err(e) => return reply.error(e),
-            };
-            match c.fs.rmdir(parent, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.rmdir(parent, &name).await });
     }
 
     fn symlink(
@@ -621,10 +616,7 @@ impl Filesystem for FuseAdapter {
                 (Ok(s), Ok(d)) => (s, d),
                 (Err(e), _) | (_, Err(e)) => return reply.error(e),
             };
-            match c.fs.rename(src, &name, dst, &newname, flags).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, c.fs.rename(src, &name, dst, &newname, flags).await);
         });
     }
 
@@ -716,10 +708,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(|c| async move {
-            match c.fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, c.fs.flush(fh.0).await);
         });
     }
 
@@ -734,19 +723,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(|c| async move {
-            match c.fs.release(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, c.fs.release(fh.0).await);
         });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.spawn(|c| async move {
-            match c.fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, c.fs.fsync(fh.0).await);
         });
     }
 
@@ -869,16 +852,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
-        self.spawn(|c| async move {
-            let key = match c.key(ino) {
-                Ok(k) => k,
-                Err(e) => return reply.error(e),
-            };
-            match c.fs.setxattr(key, &name, &value, flags).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.keyed_empty(ino, reply, move |fs, key| async move { fs.setxattr(key, &name, &value, flags).await });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -917,30 +891,12 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|c| async move {
-            let key = match c.key(ino) {
-                Ok(k) => k,
-                Err(e) => return reply.error(e),
-            };
-            match c.fs.removexattr(key, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.keyed_empty(ino, reply, move |fs, key| async move { fs.removexattr(key, &name).await });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let who = caller(req);
-        self.spawn(|c| async move {
-            let key = match c.key(ino) {
-                Ok(k) => k,
-                Err(e) => return reply.error(e),
-            };
-            match c.fs.access(key, mask.bits() as u32, who).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.keyed_empty(ino, reply, move |fs, key| async move { fs.access(key, mask.bits() as u32, who).await });
     }
 
     fn create(
@@ -981,6 +937,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         reply.error(errno(&FsError::Unsupported("fallocate")));
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: FsResult<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
     }
 }
 
