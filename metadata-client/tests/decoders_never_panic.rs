@@ -7,8 +7,11 @@
 
 #[path = "support/decoder_bodies.rs"]
 mod decoder_bodies;
+#[path = "support/fuzz_inputs.rs"]
+mod fuzz_inputs;
 
 use decoder_bodies::*;
+use fuzz_inputs::{mutation_input, raw_input};
 use metadata_client::transport::{DEFAULT_MAX_FRAME_BYTES, FrameCodec};
 use proptest::prelude::*;
 
@@ -106,18 +109,6 @@ fn oversized_and_empty_prefixes_are_refused_before_buffering() {
     assert!(buffer.capacity() < 1024, "reserved {} bytes for a refused frame", buffer.capacity());
     let mut buffer = BytesMut::from(&[0, 0, 0, 0, 1][..]);
     assert!(codec.decode(&mut buffer).is_err());
-}
-
-fn mutation_input() -> impl Strategy<Value = Vec<u8>> {
-    (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(pick, script)| {
-        let mut input = vec![1, pick];
-        input.extend(script);
-        input
-    })
-}
-
-fn raw_input() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), 0..600)
 }
 
 proptest! {

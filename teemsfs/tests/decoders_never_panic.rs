@@ -7,8 +7,11 @@
 
 #[path = "support/decoder_bodies.rs"]
 mod decoder_bodies;
+#[path = "../../metadata-client/tests/support/fuzz_inputs.rs"]
+mod fuzz_inputs;
 
 use decoder_bodies::*;
+use fuzz_inputs::{mutation_input, raw_input};
 use proptest::prelude::*;
 use teemsfs::fs::format::{self, Bucket, Inode, RenameIntent, Xattrs};
 use teemsfs::store::StoredBlob;
@@ -83,20 +86,6 @@ fn every_bit_flip_of_a_genuine_fs_encoding_is_rejected_or_round_trips() {
             }
         }
     }
-}
-
-/// A fuzz input in "mutate a genuine encoding" mode: odd mode byte, fixture pick,
-/// then a mutation script.
-fn mutation_input() -> impl Strategy<Value = Vec<u8>> {
-    (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(pick, script)| {
-        let mut input = vec![1, pick];
-        input.extend(script);
-        input
-    })
-}
-
-fn raw_input() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(any::<u8>(), 0..600)
 }
 
 proptest! {
