@@ -679,11 +679,34 @@ fn validity_years() -> (i32, i32) {
     (year - 1, year + 20)
 }
 
-/// Ask the kernel for `count` distinct free ports, holding every listener
-/// until all are chosen so none is handed out twice.
+/// Lowest port [`free_ports`] picks at random.
+const RANDOM_PORT_FLOOR: u16 = 10_000;
+
+/// `count` distinct ports that are free now, holding every listener until all are chosen
+/// so none is handed out twice. `cluster init` and `cluster start` are separate steps, so
+/// a port must stay free in between: ports are drawn at random *below* the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`), where no outgoing connection and no
+/// `bind(:0)` of another process (a test's Redis or S3 server, say) can take them. Only
+/// when that space is too small does the kernel choose.
 fn free_ports(ip: IpAddr, count: usize) -> Result<Vec<SocketAddr>, ProvisionError> {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|lo| lo.parse::<u16>().ok()))
+        .unwrap_or(32_768);
     let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count {
+    if ephemeral_low > RANDOM_PORT_FLOOR + 1_000 {
+        let span = u64::from(ephemeral_low - RANDOM_PORT_FLOOR);
+        for _ in 0..count * 50 {
+            if listeners.len() == count {
+                break;
+            }
+            let port = RANDOM_PORT_FLOOR + (random_u64() % span) as u16;
+            if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port)) {
+                listeners.push(l);
+            }
+        }
+    }
+    while listeners.len() < count {
         let l = TcpListener::bind(SocketAddr::new(ip, 0))
             .map_err(|source| ProvisionError::Ports { ip, source })?;
         listeners.push(l);
@@ -695,6 +718,20 @@ fn free_ports(ip: IpAddr, count: usize) -> Result<Vec<SocketAddr>, ProvisionErro
                 .map_err(|source| ProvisionError::Ports { ip, source })
         })
         .collect()
+}
+
+/// A random number from the standard library's per-process random hash keys (port
+/// choice needs no cryptographic randomness).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), ProvisionError> {

@@ -347,3 +347,29 @@ async fn provisioned_replicas_attest_each_other_over_mtls() {
         .expect("replica-2 attests");
     assert_eq!((seen_by_1.replica_id, seen_by_1.measurement), (2, m));
 }
+
+/// Replica ports come from below the ephemeral range, so a port picked at `cluster init`
+/// cannot be handed to another process's `bind(:0)` or outgoing connection before
+/// `cluster start` listens on it (seen as "Address already in use" in parallel tests).
+#[test]
+fn replica_ports_are_distinct_and_below_the_ephemeral_range() {
+    let ip: std::net::IpAddr = [127, 0, 0, 1].into();
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(32_768);
+    for _ in 0..20 {
+        let addrs = free_ports(ip, 14).expect("ports");
+        let distinct: std::collections::HashSet<_> = addrs.iter().map(|a| a.port()).collect();
+        assert_eq!(distinct.len(), 14, "{addrs:?}");
+        if low > RANDOM_PORT_FLOOR + 1_000 {
+            assert!(
+                addrs.iter().all(|a| (RANDOM_PORT_FLOOR..low).contains(&a.port())),
+                "{addrs:?} not in {RANDOM_PORT_FLOOR}..{low}"
+            );
+        }
+        for a in &addrs {
+            std::net::TcpListener::bind(a).expect("a chosen port is free once released");
+        }
+    }
+}
