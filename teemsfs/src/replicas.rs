@@ -166,15 +166,36 @@ pub fn start(cluster_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, u32, bool)>, R
         started.push((id, child, dir));
         out.push((id, pid, true));
     }
-    // Wait for all of them together: replicas start in parallel.
+    // Wait for all of them together: replicas start in parallel. If one fails, stop the
+    // others this call started, so a failed start leaves nothing running behind it.
+    if let Err(e) = wait_started(&mut started) {
+        for (_, child, dir) in &mut started {
+            signal(child.id(), libc::SIGTERM);
+            let until = Instant::now() + STOP_GRACE;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = fs::remove_file(dir.join(PID_FILE));
+        }
+        return Err(e);
+    }
+    // The processes live on after we return; nobody will wait() for them here, the init
+    // process reaps them once they exit.
+    Ok(out)
+}
+
+/// Waits until every started replica answers its status endpoint.
+fn wait_started(started: &mut [(u32, std::process::Child, PathBuf)]) -> Result<(), ReplicaCtlError> {
     let until = Instant::now() + START_TIMEOUT;
-    for (id, mut child, dir) in started {
+    for (id, child, dir) in started.iter_mut() {
+        let id = *id;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let _ = fs::remove_file(dir.join(PID_FILE));
                 return Err(ReplicaCtlError::ExitedAtStart { id, status: status.to_string(), output: tail(&dir.join(STDOUT_FILE)) });
             }
-            if status_of_dir(&dir).is_some() {
+            if status_of_dir(dir).is_some() {
                 break;
             }
             if Instant::now() >= until {
@@ -182,11 +203,8 @@ pub fn start(cluster_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, u32, bool)>, R
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // The process lives on after we return; nobody will wait() for it
-        // here, the init process reaps it once it exits.
-        drop(child);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn tail(path: &Path) -> String {

@@ -455,3 +455,37 @@ fn rr_survives_the_rollback_that_breaks_cft() -> Result<()> {
         Ok::<(), anyhow::Error>(())
     })
 }
+
+/// Processes whose command line names `needle` (the cluster's config file).
+fn processes_naming(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A replica that cannot start (its port is taken) fails `cluster start` with its
+/// output, and the replicas that did start are stopped again: a failed start (or a
+/// failed `teemsfs up`) leaves no process behind. Once the port is free, start works.
+#[test]
+fn a_failed_start_leaves_no_replica_running() -> Result<()> {
+    let _one_at_a_time = serial();
+    let c = TestCluster::init("rr")?;
+    let config = enclave_replica::provision::ClusterFile::path_in(c.path());
+    let config = config.to_string_lossy().into_owned();
+    let blocker = std::net::TcpListener::bind(c.file.replicas[2].peer_addr)?;
+    let err = c.start(None).expect_err("replica 3's port is taken");
+    ensure!(err.to_string().contains("replica 3 exited during start"), "{err}");
+    let left = processes_naming(&config);
+    ensure!(left.is_empty(), "replicas left running after the failed start: {left:?}");
+    drop(blocker);
+    c.start(None)?;
+    ensure!(processes_naming(&config).len() == 5, "all five replicas run once the port is free");
+    Ok(())
+}
