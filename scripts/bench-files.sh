@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Filesystem benchmark (issue 5): `teemsfs bench files` on three mounts in one go,
 #   teemsfs  — `teemsfs up` with fragments on S3 (moto) and Redis, layout (2,1),
-#   juicefs  — metadata in the same Redis, data in the same S3 server,
+#   juicefs  — metadata in the same Redis, data in the same S3 server (its defaults:
+#              1 s kernel attribute/entry caches, metadata in a Redis without fsync),
+#   juicefs-strict — the same, held to teemsfs's contract: no kernel attribute/entry
+#              caches (every stat/lookup asks the metadata engine) and metadata in a
+#              Redis that fsyncs every write (appendfsync always), as TEEMS does,
 #   bindfs   — a FUSE filesystem that passes through to a local directory (the
 #              ceiling for any FUSE filesystem on this machine),
 # and prints the table with teemsfs's ratio to each (target/bench-files/results.md).
@@ -53,6 +57,13 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
   --dir "$work" --logfile "$work/redis.log" &
 pids+=("$!")
 wait_for "redis-server" redis-cli -p "$redis_port" ping
+# The durable metadata Redis for juicefs-strict.
+mkdir -p "$work/redis-durable"
+durable_port="$(free_port)"
+redis-server --port "$durable_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+  --dir "$work/redis-durable" --logfile "$work/redis-durable.log" &
+pids+=("$!")
+wait_for "redis-server (durable)" redis-cli -p "$durable_port" ping
 
 s3_port="$(free_port)"
 moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
@@ -80,6 +91,15 @@ juicefs mount -d --cache-dir "$work/jfs-cache" --log "$work/juicefs.log" \
   "redis://127.0.0.1:$redis_port/2" "$work/jfs-mnt" >"$work/juicefs-mount.log" 2>&1
 mounts+=("$work/jfs-mnt")
 
+curl -sf -X PUT "$s3/jfs-strict" >/dev/null
+juicefs format --storage s3 --bucket "$s3/jfs-strict" --access-key "$key" --secret-key "$secret" \
+  "redis://127.0.0.1:$durable_port/1" bench-strict >"$work/juicefs-strict-format.log" 2>&1
+mkdir -p "$work/jfs-strict-mnt" "$work/jfs-strict-cache"
+juicefs mount -d --cache-dir "$work/jfs-strict-cache" --log "$work/juicefs-strict.log" \
+  --attr-cache 0 --entry-cache 0 --dir-entry-cache 0 \
+  "redis://127.0.0.1:$durable_port/1" "$work/jfs-strict-mnt" >"$work/juicefs-strict-mount.log" 2>&1
+mounts+=("$work/jfs-strict-mnt")
+
 # bindfs over a local directory.
 mkdir -p "$work/bind-src" "$work/bind-mnt"
 bindfs "$work/bind-src" "$work/bind-mnt"
@@ -91,6 +111,7 @@ mounts+=("$work/bind-mnt")
   echo "juicefs: $(juicefs version 2>/dev/null | head -1), bindfs: $(bindfs --version 2>/dev/null | head -1)"
 } | tee "$out_dir/machine.txt"
 
-teemsfs bench files "teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" "bindfs=$work/bind-mnt" \
+teemsfs bench files "teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" \
+  "juicefs-strict=$work/jfs-strict-mnt" "bindfs=$work/bind-mnt" \
   --out "$out_dir/results.md" "$@"
 ok=1

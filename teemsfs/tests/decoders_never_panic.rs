@@ -133,10 +133,10 @@ proptest! {
 #[test]
 fn damaged_bucket_bits_are_corrupt_not_a_panic() {
     use teemsfs::fs::FsError;
-    use teemsfs::fs::format::{Data, MAX_BUCKET_BITS};
+    use teemsfs::fs::format::{BucketData, Data, MAX_BUCKET_BITS};
     let mut dir = inode_fixtures()[4].clone();
     for bits in [MAX_BUCKET_BITS + 1, 64, 68, u8::MAX] {
-        dir.data = Data::Dir { bucket_bits: bits, single: None };
+        dir.data = Data::Dir { bucket_bits: bits, single: BucketData::Empty };
         let bytes = format::encode(&dir);
         assert!(
             matches!(format::decode_inode(&bytes), Err(FsError::Corrupt { .. })),
@@ -144,7 +144,7 @@ fn damaged_bucket_bits_are_corrupt_not_a_panic() {
         );
         assert!(!check_inode(&bytes));
     }
-    dir.data = Data::Dir { bucket_bits: MAX_BUCKET_BITS, single: None };
+    dir.data = Data::Dir { bucket_bits: MAX_BUCKET_BITS, single: BucketData::Empty };
     assert!(check_inode(&format::encode(&dir)), "largest legal bucket_bits refused");
 }
 

@@ -228,7 +228,16 @@ impl System {
             BlobStore::new(stores, BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 }))
                 .expect("blob store"),
         );
-        let config = FsConfig { chunk_size_bytes: CHUNK, dir_bucket_max_entries: 4, ..FsConfig::default() };
+        // Files of ≤ 24 bytes inline, ≤ 64 one blob, more chunked; buckets of a few short
+        // names inline, longer ones blobs: every representation and every move between
+        // them is exercised.
+        let config = FsConfig {
+            chunk_size_bytes: CHUNK,
+            dir_bucket_max_entries: 4,
+            inline_file_max_bytes: 24,
+            inline_bucket_max_bytes: 50,
+            ..FsConfig::default()
+        };
         let share = ShareId([5; 16]);
         let root = Key([1; 16]);
         let make = |writer: u32| {

@@ -256,9 +256,10 @@ fn stores_returning_older_objects_never_surface_old_content() {
     let blobs: Arc<dyn BlobIo> =
         Arc::new(BlobStore::new(stores.clone(), BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 })).expect("blobs"));
     let teems = MemTeems::new();
-    let new_fs = || {
-        Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs), ShareId([5; 16]), Key([6; 16]), FsConfig::default())
-    };
+    // The file's content in blobs (not inline in its metadata), so the stores are on the
+    // read path under test.
+    let config = FsConfig { inline_file_max_bytes: 0, ..FsConfig::default() };
+    let new_fs = || Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs), ShareId([5; 16]), Key([6; 16]), config.clone());
     let names = |stores: &[Arc<dyn ObjectStore>]| -> Vec<Vec<String>> {
         rt.block_on(async {
             let mut out = Vec::new();
@@ -347,14 +348,16 @@ fn killing_the_mount_mid_writes_leaves_old_or_new_files_and_gc_finds_orphans() {
     for i in 0..files {
         std::fs::write(mnt.join(format!("f{i}")), vec![b'A'; size]).expect("write old");
     }
-    // Rewrite them in the background with B's: dd opens each with O_TRUNC, writes and
-    // closes once. (A shell redirection would not do: its extra close of the dup'ed
-    // descriptor commits the truncated, empty file — a legitimate version at a close.)
+    // Rewrite them in the background with B's: cp opens each existing file with O_TRUNC,
+    // writes and closes it once. (Neither dd nor a shell redirection would do: both dup
+    // the descriptor and close the original before writing, and that close commits the
+    // truncated, empty file — a legitimate version at a close, which a kill right after
+    // leaves behind. This test once flaked on exactly that with dd.)
     let scratch = tempfile::tempdir().expect("scratch");
     let new_content = scratch.path().join("new");
     std::fs::write(&new_content, vec![b'B'; size]).expect("new content");
     let script = format!(
-        "for i in $(seq 0 {}); do dd if={} of=f$i bs=1M status=none; done",
+        "for i in $(seq 0 {}); do cp {} f$i; done",
         files - 1,
         new_content.display()
     );

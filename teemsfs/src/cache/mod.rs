@@ -88,12 +88,15 @@ pub struct NameCache {
     names: Cache<(Key, Vec<u8>), (Key, Version)>,
     /// key → (version, the blob its content was in: single blob or manifest).
     contents: Cache<Key, (Version, Option<BlobRef>)>,
+    /// directory → its bucket count (as `bucket_bits`) when last read, so a lookup can
+    /// read the name's bucket alongside the directory's metadata.
+    dir_bits: Cache<Key, u8>,
 }
 
 impl NameCache {
     pub fn new(entries: usize) -> NameCache {
         let entries = entries.max(16);
-        NameCache { names: Cache::new(entries), contents: Cache::new(entries) }
+        NameCache { names: Cache::new(entries), contents: Cache::new(entries), dir_bits: Cache::new(entries) }
     }
 
     pub fn remember_name(&self, dir: Key, name: &[u8], child: Key, version: Version) {
@@ -111,6 +114,15 @@ impl NameCache {
 
     pub fn remember_content(&self, key: Key, version: Version, blob: Option<BlobRef>) {
         self.contents.insert(key, (version, blob));
+    }
+
+    pub fn remember_dir_bits(&self, dir: Key, bucket_bits: u8) {
+        self.dir_bits.insert(dir, bucket_bits);
+    }
+
+    /// A guess of a directory's `bucket_bits`; must be confirmed by its fresh metadata.
+    pub fn guess_dir_bits(&self, dir: Key) -> Option<u8> {
+        self.dir_bits.get(&dir)
     }
 
     /// A guess of the blob holding `key`'s content; must be confirmed by fresh metadata.

@@ -16,7 +16,7 @@
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::format::{
-    self, Bucket, BucketMeta, Data, Entry, Inode, Kind, RenameIntent, Time, bucket_key, bucket_of,
+    self, Bucket, BucketData, BucketMeta, Data, Entry, Inode, Kind, RenameIntent, Time, bucket_key, bucket_of,
     derive_id,
 };
 use super::{
@@ -44,17 +44,31 @@ impl Fs {
 
     pub(super) async fn read_dir_inode(&self, key: Key) -> FsResult<(Inode, Version)> {
         let (inode, version) = self.read_inode(key).await?;
-        if inode.kind != Kind::Dir {
+        let (Kind::Dir, Data::Dir { bucket_bits, .. }) = (inode.kind, &inode.data) else {
             return Err(FsError::NotDir);
-        }
+        };
+        self.names.remember_dir_bits(key, *bucket_bits);
         Ok((inode, version))
     }
 
-    async fn bucket_from_blob(&self, blob: Option<&BlobRef>) -> FsResult<Bucket> {
-        match blob {
-            None => Ok(Bucket::new()),
-            Some(b) => format::decode("directory bucket", &self.get_blob(b).await?),
+    async fn bucket_from(&self, data: &BucketData) -> FsResult<Bucket> {
+        match data {
+            BucketData::Empty => Ok(Bucket::new()),
+            BucketData::Inline(entries) => Ok(entries.clone()),
+            BucketData::Blob(b) => format::decode("directory bucket", &self.get_blob(b).await?),
         }
+    }
+
+    /// A bucket's new stored form: inline when its encoding is small, else a new blob.
+    async fn seal_bucket(&self, dir_key: Key, index: u64, seq: u64, bucket: &Bucket) -> FsResult<BucketData> {
+        if bucket.is_empty() {
+            return Ok(BucketData::Empty);
+        }
+        let encoded = format::encode(bucket);
+        if encoded.len() <= self.config.inline_bucket_max_bytes {
+            return Ok(BucketData::Inline(bucket.clone()));
+        }
+        Ok(BucketData::Blob(self.put_blob(derive_id(&dir_key, "bucket", index), seq, encoded).await?))
     }
 
     /// Loads the bucket that holds (or would hold) `name`.
@@ -69,11 +83,11 @@ impl Fs {
         };
         let index = bucket_of(name, *bucket_bits);
         if *bucket_bits == 0 {
-            let bucket = self.bucket_from_blob(single.as_ref()).await?;
+            let bucket = self.bucket_from(single).await?;
             return Ok((bucket, BucketSlot { index, meta: None }));
         }
         let meta = self.read_bucket_meta(dir_key, index).await?;
-        let bucket = self.bucket_from_blob(meta.blob.as_ref()).await?;
+        let bucket = self.bucket_from(&meta.data).await?;
         Ok((bucket, BucketSlot { index, meta: Some(meta) }))
     }
 
@@ -91,12 +105,12 @@ impl Fs {
             return Err(FsError::NotDir);
         };
         if *bucket_bits == 0 {
-            return self.bucket_from_blob(single.as_ref()).await;
+            return self.bucket_from(single).await;
         }
         let buckets: Vec<Bucket> = stream::iter(0..(1u64 << bucket_bits))
             .map(|i| async move {
                 let meta = self.read_bucket_meta(dir_key, i).await?;
-                self.bucket_from_blob(meta.blob.as_ref()).await
+                self.bucket_from(&meta.data).await
             })
             .buffered(READDIR_PARALLEL)
             .try_collect()
@@ -104,9 +118,47 @@ impl Fs {
         Ok(buckets.into_iter().flatten().collect())
     }
 
-    /// Writes a modified bucket back (the directory inode itself is written by the caller,
-    /// after this, with its new times). Splits the directory when the bucket is too big.
-    pub(super) async fn store_bucket(
+    /// Writes a directory change: the modified bucket and the directory's metadata (with
+    /// the times and counts the caller set). For a multi-bucket directory the two writes go
+    /// out together; they are separate values either way, and a crash between them leaves
+    /// the entry count or times off, which `fsck` reports. A split writes every new bucket
+    /// before the directory metadata that names the new bucket count.
+    pub(super) async fn store_dir(
+        &self,
+        dir_key: Key,
+        dir: &mut Inode,
+        slot: BucketSlot,
+        bucket: &Bucket,
+    ) -> FsResult<Version> {
+        let Data::Dir { bucket_bits, .. } = &dir.data else {
+            return Err(FsError::NotDir);
+        };
+        let splits = bucket.len() > self.config.dir_bucket_max_entries && *bucket_bits < format::MAX_BUCKET_BITS;
+        match slot.meta {
+            Some(mut meta) if !splits => {
+                meta.blob_seq += 1;
+                let old = meta.data.blob().cloned();
+                meta.data = self.seal_bucket(dir_key, slot.index, meta.blob_seq, bucket).await?;
+                let encoded = format::encode(&meta);
+                let (wrote_bucket, wrote_dir) = tokio::join!(
+                    self.teems.write(self.share, bucket_key(&dir_key, slot.index), encoded),
+                    self.write_inode(dir_key, dir)
+                );
+                wrote_bucket?;
+                let version = wrote_dir?;
+                self.retire(old.into_iter().collect());
+                Ok(version)
+            }
+            meta => {
+                self.store_bucket(dir_key, dir, BucketSlot { index: slot.index, meta }, bucket).await?;
+                self.write_inode(dir_key, dir).await
+            }
+        }
+    }
+
+    /// Writes a modified bucket back (the directory's metadata is written after this, by
+    /// [`Fs::store_dir`]). Splits the directory when the bucket is too big.
+    async fn store_bucket(
         &self,
         dir_key: Key,
         dir: &mut Inode,
@@ -117,38 +169,22 @@ impl Fs {
             return Err(FsError::NotDir);
         };
         let bucket_bits = *bucket_bits;
-        if bucket.len() > self.config.dir_bucket_max_entries && bucket_bits < 24 {
-            let old_single = single.clone();
+        if bucket.len() > self.config.dir_bucket_max_entries && bucket_bits < format::MAX_BUCKET_BITS {
+            let old_single = single.blob().cloned();
             return self.rebucket(dir_key, dir, slot, bucket, old_single).await;
         }
         match slot.meta {
             None => {
                 dir.blob_seq += 1;
-                let old = single.clone();
-                let new = if bucket.is_empty() {
-                    None
-                } else {
-                    Some(
-                        self.put_blob(derive_id(&dir_key, "bucket", 0), dir.blob_seq, format::encode(bucket))
-                            .await?,
-                    )
-                };
+                let old = single.blob().cloned();
+                let new = self.seal_bucket(dir_key, 0, dir.blob_seq, bucket).await?;
                 dir.data = Data::Dir { bucket_bits: 0, single: new };
                 self.retire(old.into_iter().collect());
             }
             Some(mut meta) => {
                 meta.blob_seq += 1;
-                let old = meta.blob.take();
-                if !bucket.is_empty() {
-                    meta.blob = Some(
-                        self.put_blob(
-                            derive_id(&dir_key, "bucket", slot.index),
-                            meta.blob_seq,
-                            format::encode(bucket),
-                        )
-                        .await?,
-                    );
-                }
+                let old = meta.data.blob().cloned();
+                meta.data = self.seal_bucket(dir_key, slot.index, meta.blob_seq, bucket).await?;
                 self.teems
                     .write(self.share, bucket_key(&dir_key, slot.index), format::encode(&meta))
                     .await?;
@@ -179,13 +215,11 @@ impl Fs {
         } else {
             for i in 0..(1u64 << old_bits) {
                 let meta = self.read_bucket_meta(dir_key, i).await?;
-                if let Some(b) = &meta.blob {
-                    old_blobs.push(b.clone());
-                }
+                old_blobs.extend(meta.data.blob().cloned());
                 if i == slot.index {
                     all.extend(changed.iter().map(|(k, v)| (k.clone(), *v)));
                 } else {
-                    all.extend(self.bucket_from_blob(meta.blob.as_ref()).await?);
+                    all.extend(self.bucket_from(&meta.data).await?);
                 }
             }
         }
@@ -208,23 +242,50 @@ impl Fs {
         dir.blob_seq = seq;
         for (i, bucket) in split.iter().enumerate() {
             let i = i as u64;
-            let mut meta = BucketMeta { blob: None, blob_seq: seq };
-            if !bucket.is_empty() {
-                meta.blob = Some(
-                    self.put_blob(derive_id(&dir_key, "bucket", i), seq, format::encode(bucket)).await?,
-                );
-            }
+            let meta = BucketMeta { data: self.seal_bucket(dir_key, i, seq, bucket).await?, blob_seq: seq };
             self.teems.write(self.share, bucket_key(&dir_key, i), format::encode(&meta)).await?;
         }
-        dir.data = Data::Dir { bucket_bits: bits, single: None };
+        dir.data = Data::Dir { bucket_bits: bits, single: BucketData::Empty };
         self.retire(old_blobs);
         Ok(())
     }
 
+    /// The directory's fresh metadata and the bucket that holds (or would hold) `name`.
+    ///
+    /// For a multi-bucket directory whose bucket count the name cache remembers, the
+    /// name's bucket metadata is read alongside the directory's, and used only if the
+    /// fresh directory metadata has that bucket count; otherwise it is read after.
+    pub(super) async fn load_dir_bucket(
+        &self,
+        dir_key: Key,
+        name: &[u8],
+    ) -> FsResult<(Inode, Version, Bucket, BucketSlot)> {
+        let guessed = self.names.guess_dir_bits(dir_key).filter(|bits| *bits > 0);
+        let ((dir, version), early_meta) = match guessed {
+            Some(bits) => {
+                let index = bucket_of(name, bits);
+                let (dir, meta) =
+                    tokio::join!(self.read_dir_inode(dir_key), self.read_bucket_meta(dir_key, index));
+                (dir?, Some((bits, index, meta)))
+            }
+            None => (self.read_dir_inode(dir_key).await?, None),
+        };
+        let Data::Dir { bucket_bits, .. } = &dir.data else {
+            return Err(FsError::NotDir);
+        };
+        let (bucket, slot) = match early_meta {
+            Some((bits, index, meta)) if bits == *bucket_bits => {
+                let meta = meta?;
+                (self.bucket_from(&meta.data).await?, BucketSlot { index, meta: Some(meta) })
+            }
+            _ => self.load_bucket(dir_key, &dir, name).await?,
+        };
+        Ok((dir, version, bucket, slot))
+    }
+
     /// The entry `name` in directory `dir_key`, from fresh metadata.
     pub(super) async fn find_entry(&self, dir_key: Key, name: &[u8]) -> FsResult<Option<Entry>> {
-        let (dir, _) = self.read_dir_inode(dir_key).await?;
-        let (bucket, _) = self.load_bucket(dir_key, &dir, name).await?;
+        let (_, _, bucket, _) = self.load_dir_bucket(dir_key, name).await?;
         Ok(bucket.get(name).copied())
     }
 
@@ -308,11 +369,20 @@ impl Fs {
     // ---- creating ---------------------------------------------------------------------
 
     /// Adds a new inode under `parent/name`.
-    pub(super) async fn create_node(&self, parent: Key, name: &[u8], mut inode: Inode) -> FsResult<Attr> {
+    pub(super) async fn create_node(&self, parent: Key, name: &[u8], inode: Inode) -> FsResult<Attr> {
+        Ok(self.create_node_as(parent, name, inode).await?.0)
+    }
+
+    /// [`Fs::create_node`], also returning the inode as written and its version.
+    pub(super) async fn create_node_as(
+        &self,
+        parent: Key,
+        name: &[u8],
+        mut inode: Inode,
+    ) -> FsResult<(Attr, Inode, Version)> {
         check_name(name)?;
         let _ns = self.ns_lock.lock().await;
-        let (mut dir, _) = self.read_dir_inode(parent).await?;
-        let (mut bucket, slot) = self.load_bucket(parent, &dir, name).await?;
+        let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
         if bucket.contains_key(name) {
             return Err(FsError::Exists);
         }
@@ -324,16 +394,15 @@ impl Fs {
         // name pointing nowhere.
         let version = self.write_inode(key, &inode).await?;
         bucket.insert(name.to_vec(), Entry { key, kind: inode.kind });
-        self.store_bucket(parent, &mut dir, slot, &bucket).await?;
         touch_dir(&mut dir, 1, inode.kind == Kind::Dir, 1);
-        self.write_inode(parent, &dir).await?;
+        self.store_dir(parent, &mut dir, slot, &bucket).await?;
         self.names.remember_name(parent, name, key, version);
         self.note_version(key, version);
-        Ok(self.attr_of(key, &inode, version))
+        Ok((self.attr_of(key, &inode, version), inode, version))
     }
 
     pub async fn mkdir(&self, parent: Key, name: &[u8], perm: u16, caller: Caller) -> FsResult<Attr> {
-        let inode = new_inode(Kind::Dir, perm, caller, Data::Dir { bucket_bits: 0, single: None });
+        let inode = new_inode(Kind::Dir, perm, caller, Data::Dir { bucket_bits: 0, single: BucketData::Empty });
         self.create_node(parent, name, inode).await
     }
 
@@ -391,8 +460,7 @@ impl Fs {
         if inode.nlink >= 65_000 {
             return Err(FsError::TooManyLinks);
         }
-        let (mut dir, _) = self.read_dir_inode(new_parent).await?;
-        let (mut bucket, slot) = self.load_bucket(new_parent, &dir, new_name).await?;
+        let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(new_parent, new_name).await?;
         if bucket.contains_key(new_name) {
             return Err(FsError::Exists);
         }
@@ -403,9 +471,8 @@ impl Fs {
         let version = self.write_inode(key, &inode).await?;
         drop(inode_lock);
         bucket.insert(new_name.to_vec(), Entry { key, kind: inode.kind });
-        self.store_bucket(new_parent, &mut dir, slot, &bucket).await?;
         touch_dir(&mut dir, 1, false, 1);
-        self.write_inode(new_parent, &dir).await?;
+        self.store_dir(new_parent, &mut dir, slot, &bucket).await?;
         Ok(self.attr_of(key, &inode, version))
     }
 
@@ -414,25 +481,34 @@ impl Fs {
     pub async fn unlink(&self, parent: Key, name: &[u8]) -> FsResult<()> {
         check_name(name)?;
         let _ns = self.ns_lock.lock().await;
-        let (mut dir, _) = self.read_dir_inode(parent).await?;
-        let (mut bucket, slot) = self.load_bucket(parent, &dir, name).await?;
+        let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
         let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
         if entry.kind == Kind::Dir {
             return Err(FsError::IsDir);
         }
         bucket.remove(name);
-        self.store_bucket(parent, &mut dir, slot, &bucket).await?;
         touch_dir(&mut dir, -1, false, 1);
-        self.write_inode(parent, &dir).await?;
+        // The inode's metadata is read while the name is removed; its link count is
+        // lowered only after (lock order: ns_lock, then the inode lock).
+        let _inode_lock = self.key_locks.lock(entry.key).await;
+        let (stored, child) =
+            tokio::join!(self.store_dir(parent, &mut dir, slot, &bucket), self.read_inode(entry.key));
+        stored?;
         self.names.forget_name(parent, name);
-        self.drop_link(entry.key).await
+        self.drop_link_of(entry.key, child).await
     }
 
     /// Lowers a non-directory's link count; frees it at zero unless this client has it
     /// open, in which case the last release frees it.
     pub(super) async fn drop_link(&self, key: Key) -> FsResult<()> {
         let _inode_lock = self.key_locks.lock(key).await;
-        let (mut inode, _) = match self.read_inode(key).await {
+        let read = self.read_inode(key).await;
+        self.drop_link_of(key, read).await
+    }
+
+    /// [`Fs::drop_link`] with the inode lock held and the inode's metadata read under it.
+    async fn drop_link_of(&self, key: Key, read: FsResult<(Inode, Version)>) -> FsResult<()> {
+        let (mut inode, _) = match read {
             Ok(read) => read,
             // Already gone (a second client freed it): nothing left to drop.
             Err(FsError::NotFound) => return Ok(()),
@@ -474,8 +550,7 @@ impl Fs {
         }
         check_name(name)?;
         let _ns = self.ns_lock.lock().await;
-        let (mut dir, _) = self.read_dir_inode(parent).await?;
-        let (mut bucket, slot) = self.load_bucket(parent, &dir, name).await?;
+        let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
         let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
         if entry.kind != Kind::Dir {
             return Err(FsError::NotDir);
@@ -485,9 +560,8 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         bucket.remove(name);
-        self.store_bucket(parent, &mut dir, slot, &bucket).await?;
         touch_dir(&mut dir, -1, true, -1);
-        self.write_inode(parent, &dir).await?;
+        self.store_dir(parent, &mut dir, slot, &bucket).await?;
         self.names.forget_name(parent, name);
         self.free_dir(entry.key, &child).await
     }
@@ -499,7 +573,7 @@ impl Fs {
             for i in 0..(1u64 << bucket_bits) {
                 let meta = self.read_bucket_meta(key, i).await?;
                 self.teems.delete(self.share, bucket_key(&key, i)).await?;
-                self.retire(meta.blob.into_iter().collect());
+                self.retire(meta.data.blob().cloned().into_iter().collect());
             }
         }
         self.free_inode(key, dir).await
@@ -521,8 +595,7 @@ impl Fs {
         check_name(src_name)?;
         check_name(dst_name)?;
         let _ns = self.ns_lock.lock().await;
-        let (src, _) = self.read_dir_inode(src_dir).await?;
-        let (src_bucket, src_slot) = self.load_bucket(src_dir, &src, src_name).await?;
+        let (src, _, src_bucket, src_slot) = self.load_dir_bucket(src_dir, src_name).await?;
         let entry = *src_bucket.get(src_name).ok_or(FsError::NotFound)?;
         if src_dir == dst_dir && src_name == dst_name {
             return Ok(());
@@ -581,10 +654,9 @@ impl Fs {
             let mut dir = src;
             bucket.remove(src_name);
             bucket.insert(dst_name.to_vec(), entry);
-            self.store_bucket(src_dir, &mut dir, src_slot, &bucket).await?;
             let removed_dir = replaced.is_some_and(|(old, _)| old.kind == Kind::Dir);
             touch_dir(&mut dir, if replaced.is_some() { -1 } else { 0 }, removed_dir, -1);
-            self.write_inode(src_dir, &dir).await?;
+            self.store_dir(src_dir, &mut dir, src_slot, &bucket).await?;
             if let Some((old, before)) = replaced {
                 self.release_replaced(old, before).await?;
             }
@@ -625,22 +697,18 @@ impl Fs {
     async fn apply_intent(&self, intent: &RenameIntent) -> FsResult<()> {
         let moved_dir = intent.entry.kind == Kind::Dir;
         // 1. The new name (replacing the target).
-        let (mut dst, _) = self.read_dir_inode(intent.dst_dir).await?;
-        let (mut bucket, slot) = self.load_bucket(intent.dst_dir, &dst, &intent.dst_name).await?;
+        let (mut dst, _, mut bucket, slot) = self.load_dir_bucket(intent.dst_dir, &intent.dst_name).await?;
         if bucket.get(&intent.dst_name) != Some(&intent.entry) {
             let had = bucket.insert(intent.dst_name.clone(), intent.entry).is_some();
-            self.store_bucket(intent.dst_dir, &mut dst, slot, &bucket).await?;
             touch_dir(&mut dst, if had { 0 } else { 1 }, false, 0);
-            self.write_inode(intent.dst_dir, &dst).await?;
+            self.store_dir(intent.dst_dir, &mut dst, slot, &bucket).await?;
         }
         // 2. The old name, if it still names the moved inode.
-        let (mut src, _) = self.read_dir_inode(intent.src_dir).await?;
-        let (mut bucket, slot) = self.load_bucket(intent.src_dir, &src, &intent.src_name).await?;
+        let (mut src, _, mut bucket, slot) = self.load_dir_bucket(intent.src_dir, &intent.src_name).await?;
         if bucket.get(&intent.src_name) == Some(&intent.entry) {
             bucket.remove(&intent.src_name);
-            self.store_bucket(intent.src_dir, &mut src, slot, &bucket).await?;
             touch_dir(&mut src, -1, false, 0);
-            self.write_inode(intent.src_dir, &src).await?;
+            self.store_dir(intent.src_dir, &mut src, slot, &bucket).await?;
         }
         // 3. A moved directory's parent pointer, and the directories' link counts,
         //    recounted from their entries so that repeating this step is harmless.
@@ -790,6 +858,87 @@ mod tests {
             fs.unlink(root, format!("f{i}").as_bytes()).await.expect("unlink");
         }
         assert!(fs.readdir(root).await.expect("readdir").is_empty());
+    }
+
+    /// A bucket is kept inline in metadata while its encoding is at most
+    /// `inline_bucket_max_bytes`, in a blob past that, and inline again when it shrinks;
+    /// every entry is found either way.
+    #[tokio::test]
+    async fn small_buckets_are_inline_and_large_ones_blobs() {
+        let blobs = Arc::new(MemBlobs::new());
+        let config = FsConfig { inline_bucket_max_bytes: 200, delete_grace_ms: 0, ..FsConfig::default() };
+        let fs = Fs::new(Arc::new(MemTeems::new()), Arc::clone(&blobs) as _, ShareId([1; 16]), Key([9; 16]), config);
+        fs.init(Caller::default()).await.expect("init");
+        let root = fs.root();
+        async fn stored_form(fs: &Fs, dir: Key) -> &'static str {
+            let (dir, _) = fs.read_dir_inode(dir).await.expect("dir");
+            match dir.data {
+                Data::Dir { single: BucketData::Inline(_), .. } => "inline",
+                Data::Dir { single: BucketData::Blob(_), .. } => "blob",
+                _ => "empty",
+            }
+        }
+        for i in 0..4 {
+            fs.mknod(root, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+        }
+        assert_eq!(stored_form(&fs, root).await, "inline");
+        assert_eq!(blobs.len(), 0, "nothing in the stores");
+        for i in 4..20 {
+            fs.mknod(root, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+        }
+        assert_eq!(stored_form(&fs, root).await, "blob", "20 entries are over 200 bytes");
+        fs.drain_retired().await;
+        assert_eq!(blobs.len(), 1, "one bucket blob once the superseded ones are deleted");
+        for i in 0..20 {
+            fs.lookup(root, format!("f{i}").as_bytes()).await.expect("lookup");
+        }
+        for i in 4..20 {
+            fs.unlink(root, format!("f{i}").as_bytes()).await.expect("unlink");
+        }
+        assert_eq!(stored_form(&fs, root).await, "inline");
+        fs.drain_retired().await;
+        assert_eq!(blobs.len(), 0, "the bucket blobs are retired and deleted");
+        assert_eq!(fs.readdir(root).await.expect("readdir").len(), 4);
+    }
+
+    /// A client's remembered bucket count only steers which bucket it reads alongside the
+    /// directory; after another client splits the directory, every name is still found
+    /// (and a removed one is not).
+    #[tokio::test]
+    async fn a_stale_bucket_count_guess_never_hides_or_invents_an_entry() {
+        let teems = MemTeems::new();
+        let blobs = Arc::new(MemBlobs::new());
+        let one = fs_with(&teems, Arc::clone(&blobs), 4);
+        let two = fs_with(&teems, Arc::clone(&blobs), 4);
+        one.init(Caller::default()).await.expect("init");
+        two.init(Caller::default()).await.expect("init");
+        let root = one.root();
+        let d = one.mkdir(root, b"d", 0o755, Caller::default()).await.expect("mkdir").key;
+        for i in 0..8 {
+            one.mknod(d, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+        }
+        async fn bits(fs: &Fs, d: Key) -> u8 {
+            let (dir, _) = fs.read_dir_inode(d).await.expect("dir");
+            let Data::Dir { bucket_bits, .. } = dir.data else { panic!("a dir") };
+            bucket_bits
+        }
+        let before = bits(&one, d).await;
+        assert!(before > 0);
+        for i in 0..8 {
+            assert!(one.find_entry(d, format!("f{i}").as_bytes()).await.expect("find").is_some());
+        }
+        assert_eq!(one.names.guess_dir_bits(d), Some(before));
+        // The other client splits the directory further and removes one name.
+        for i in 8..64 {
+            two.mknod(d, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+        }
+        two.unlink(d, b"f3").await.expect("unlink");
+        assert!(bits(&two, d).await > before, "the directory was split");
+        assert_eq!(one.names.guess_dir_bits(d), Some(before), "the first client's guess is stale");
+        for i in (0..64).filter(|i| *i != 3) {
+            assert!(one.find_entry(d, format!("f{i}").as_bytes()).await.expect("find").is_some(), "f{i} hidden");
+        }
+        assert!(one.find_entry(d, b"f3").await.expect("find").is_none(), "a removed name found");
     }
 
     #[tokio::test]

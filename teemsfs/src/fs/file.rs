@@ -52,6 +52,8 @@ pub(super) struct OpenState {
     /// Content as of the last open/commit.
     base_data: Data,
     base_chunks: Vec<Option<BlobRef>>,
+    /// The base content when it is inline in the metadata (chunk 0 only).
+    base_inline: Option<Arc<Vec<u8>>>,
     /// Base bytes at or past this offset are gone (a truncate since the base).
     base_limit: u64,
     dirty: BTreeMap<u64, Dirty>,
@@ -98,7 +100,7 @@ impl Fs {
 
     async fn base_of(&self, inode: &Inode) -> FsResult<(u64, Vec<Option<BlobRef>>)> {
         match &inode.data {
-            Data::Empty => Ok((self.config.chunk_size_bytes, Vec::new())),
+            Data::Empty | Data::Inline(_) => Ok((self.config.chunk_size_bytes, Vec::new())),
             Data::Single(b) => Ok((self.config.chunk_size_bytes.max(b.len), vec![Some(b.clone())])),
             Data::Chunked { manifest } => {
                 let m = self.load_manifest(manifest).await?;
@@ -116,6 +118,10 @@ impl Fs {
             chunk_size,
             base_data: inode.data.clone(),
             base_chunks,
+            base_inline: match &inode.data {
+                Data::Inline(bytes) => Some(Arc::new(bytes.clone())),
+                _ => None,
+            },
             base_limit: inode.size,
             dirty: BTreeMap::new(),
             dirty_bytes: 0,
@@ -149,6 +155,11 @@ impl Fs {
                 self.blob_cache.insert(b, Arc::new(plain));
             }
         }
+        self.open_as(key, writable, inode, version).await
+    }
+
+    /// Opens `key` whose metadata is `inode` at `version`, as just read (or written).
+    async fn open_as(&self, key: Key, writable: bool, inode: Inode, version: Version) -> FsResult<Opened> {
         match inode.kind {
             Kind::Dir => return Err(FsError::IsDir),
             Kind::Symlink => return Err(FsError::Invalid("open of a symlink")),
@@ -212,8 +223,10 @@ impl Fs {
         perm: u16,
         caller: super::Caller,
     ) -> FsResult<(Attr, Opened)> {
-        let attr = self.mknod(parent, name, Kind::File, perm, 0, caller).await?;
-        let opened = self.open(attr.key, true).await?;
+        let inode = super::new_inode(Kind::File, perm, caller, Data::Empty);
+        // Opened from the metadata the create wrote: no second read.
+        let (attr, inode, version) = self.create_node_as(parent, name, inode).await?;
+        let opened = self.open_as(attr.key, true, inode, version).await?;
         Ok((attr, opened))
     }
 
@@ -239,6 +252,9 @@ impl Fs {
         }
         if idx.saturating_mul(s.chunk_size) >= s.base_limit {
             return Ok(Arc::new(Vec::new()));
+        }
+        if let (0, Some(inline)) = (idx, &s.base_inline) {
+            return Ok(Arc::clone(inline));
         }
         match s.base_chunks.get(idx as usize) {
             Some(Some(blob)) => self.get_blob(blob).await,
@@ -449,6 +465,8 @@ impl Fs {
             Some(Dirty::Uploaded(b)) => Some(b.clone()),
             Some(Dirty::Bytes(_)) => None,
             None if idx.saturating_mul(s.chunk_size) >= s.base_limit => return Ok(None),
+            // Inline base bytes become a blob.
+            None if idx == 0 && s.base_inline.is_some() => None,
             None => match s.base_chunks.get(idx as usize) {
                 Some(Some(b)) if reuse_base => Some(b.clone()),
                 Some(Some(_)) => None,
@@ -493,6 +511,10 @@ impl Fs {
         let size = s.size;
         let (new_data, new_chunks) = if size == 0 {
             (Data::Empty, Vec::new())
+        } else if size <= self.config.inline_file_max_bytes && size <= cs {
+            let mut bytes = self.chunk_bytes(s, 0).await?.as_ref().clone();
+            bytes.resize(size as usize, 0);
+            (Data::Inline(bytes), Vec::new())
         } else if size <= cs {
             let blob = self.sealed_chunk(key, s, 0, size, seq, reuse_base).await?;
             match blob {
@@ -542,6 +564,10 @@ impl Fs {
         self.retire(old);
         s.base_data = fresh.data.clone();
         s.base_chunks = new_chunks;
+        s.base_inline = match &fresh.data {
+            Data::Inline(bytes) => Some(Arc::new(bytes.clone())),
+            _ => None,
+        };
         s.base_limit = size;
         s.dirty.clear();
         s.dirty_bytes = 0;
@@ -620,6 +646,46 @@ mod tests {
         async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
             self.inner.delete(blob).await
         }
+    }
+
+    /// A file of at most `inline_file_max_bytes` keeps its bytes in its metadata: writing
+    /// and reading it touch no store. Growing past the limit moves it to a blob, shrinking
+    /// back moves it inline again and retires the blob; the content is right throughout.
+    #[tokio::test]
+    async fn small_files_live_inline_and_move_to_a_blob_and_back() {
+        let blobs = Arc::new(MemBlobs::new());
+        let config = FsConfig { inline_file_max_bytes: 100, delete_grace_ms: 0, ..FsConfig::default() };
+        let teems = MemTeems::new();
+        let fs = Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config.clone());
+        let me = Caller::default();
+        fs.init(me).await.expect("init");
+        let stored = blobs.len();
+        async fn read_all(fs: &Fs, key: Key) -> Vec<u8> {
+            let o = fs.open(key, false).await.expect("open");
+            let got = fs.read(o.fh, 0, 1 << 20).await.expect("read");
+            fs.release(o.fh).await.expect("close");
+            got
+        }
+        let (attr, o) = fs.create(fs.root(), b"small", 0o644, me).await.expect("create");
+        fs.write(o.fh, 0, &[7u8; 100]).await.expect("write");
+        fs.release(o.fh).await.expect("close");
+        assert_eq!(blobs.len(), stored, "a 100-byte file (and a one-entry directory) is stored inline");
+        // Another client, no caches: the bytes come from the metadata alone.
+        let other = Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config);
+        assert_eq!(read_all(&other, attr.key).await, vec![7u8; 100]);
+
+        let o = fs.open(attr.key, true).await.expect("open");
+        fs.write(o.fh, 100, &[8u8; 1]).await.expect("append past the limit");
+        fs.release(o.fh).await.expect("close");
+        assert_eq!(blobs.len(), stored + 1, "101 bytes are one blob");
+        let mut want = vec![7u8; 100];
+        want.push(8);
+        assert_eq!(read_all(&other, attr.key).await, want);
+
+        fs.setattr(attr.key, SetAttr { size: Some(50), ..SetAttr::default() }).await.expect("truncate");
+        assert_eq!(read_all(&other, attr.key).await, vec![7u8; 50], "back inline, cut");
+        fs.drain_retired().await;
+        assert_eq!(blobs.len(), stored, "the blob version is retired and deleted");
     }
 
     /// A long sequential write uploads complete chunks early (past `WRITE_BUFFER_BYTES`).

@@ -1,11 +1,13 @@
 //! The encoded forms the filesystem keeps in TEEMS and in blobs (DESIGN §10).
 //!
 //! - [`Inode`]: the metadata value under an inode's random key — kind, mode, owner, size,
-//!   times, link count, and a reference to the content (one blob, or a manifest of chunk
-//!   blobs, or the directory's bucket blob). Small: references, never file data.
+//!   times, link count, and the content: inline for a file of at most
+//!   `FsConfig::inline_file_max_bytes`, else a reference (one blob, or a manifest of chunk
+//!   blobs); for a directory, its entries inline or a reference to their bucket blob.
 //! - [`Manifest`]: the chunk list of a large file, itself sealed as a blob.
-//! - [`Bucket`]: a directory's entries (name → key, kind), sealed as a blob; large
-//!   directories have `2^bucket_bits` of them, each under its own TEEMS key.
+//! - [`Bucket`]: a directory's entries (name → key, kind), inline in metadata while small
+//!   ([`BucketData`]), else sealed as a blob; large directories have `2^bucket_bits` of
+//!   them, each under its own TEEMS key.
 //! - [`RenameIntent`]: written before a rename that touches two buckets (DESIGN §10).
 //!
 //! All are postcard with a leading format byte; decoding untrusted or damaged bytes
@@ -20,8 +22,9 @@ use super::blobs::BlobRef;
 use super::error::{FsError, FsResult};
 use crate::meta::Key;
 
-/// Bumped on any incompatible change of the encodings below.
-pub const FORMAT_VERSION: u8 = 1;
+/// Bumped on any incompatible change of the encodings below. 2: small files and small
+/// directory buckets inline in metadata ([`Data::Inline`], [`BucketData`]).
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
@@ -77,15 +80,38 @@ impl Time {
 pub enum Data {
     /// No content (empty file, special files).
     Empty,
-    /// A file of at most one chunk: one blob.
+    /// A file of more than `inline_file_max_bytes` and at most one chunk: one blob.
     Single(BlobRef),
     /// A file of more than one chunk: a manifest blob listing the chunk blobs.
     Chunked { manifest: BlobRef },
-    /// A directory. With `bucket_bits == 0` its one bucket is `single` (none while empty);
-    /// otherwise bucket `i` is a [`BucketMeta`] under [`bucket_key`]`(dir, i)`.
-    Dir { bucket_bits: u8, single: Option<BlobRef> },
+    /// A directory. With `bucket_bits == 0` its one bucket is `single`; otherwise bucket
+    /// `i` is a [`BucketMeta`] under [`bucket_key`]`(dir, i)` and `single` is empty.
+    Dir { bucket_bits: u8, single: BucketData },
     /// A symbolic link's target (short; sealed by TEEMS like all metadata).
     Symlink(Vec<u8>),
+    /// A small file's bytes, in its metadata: no store round trip to write or read it,
+    /// and as protected as every metadata value (TEEMS seals it, checks freshness).
+    Inline(Vec<u8>),
+}
+
+/// Where one directory bucket's entries are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BucketData {
+    #[default]
+    Empty,
+    /// In the metadata value itself (a bucket of at most `inline_bucket_max_bytes`).
+    Inline(Bucket),
+    /// A sealed blob holding the encoded [`Bucket`].
+    Blob(BlobRef),
+}
+
+impl BucketData {
+    pub fn blob(&self) -> Option<&BlobRef> {
+        match self {
+            BucketData::Blob(b) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// The metadata value of one inode.
@@ -136,7 +162,7 @@ pub type Bucket = BTreeMap<Vec<u8>, Entry>;
 /// The TEEMS value of a bucket of a multi-bucket directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketMeta {
-    pub blob: Option<BlobRef>,
+    pub data: BucketData,
     pub blob_seq: u64,
 }
 
@@ -172,6 +198,10 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> FsResult
         Some((&FORMAT_VERSION, body)) => {
             postcard::from_bytes(body).map_err(|e| FsError::corrupt(what, e))
         }
+        Some((1, _)) => Err(FsError::corrupt(
+            what,
+            "format 1, written by an older teemsfs (this one reads format 2; copy the files out with the older version)",
+        )),
         Some((other, _)) => Err(FsError::corrupt(what, format!("unknown format {other}"))),
         None => Err(FsError::corrupt(what, "empty")),
     }

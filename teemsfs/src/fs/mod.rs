@@ -41,7 +41,7 @@ pub use blobs::{BlobIo, BlobRef, MemBlobs};
 pub use dirhandle::DirListing;
 pub use error::{FsError, FsResult};
 pub use format::Kind;
-use format::{Data, Inode, Time};
+use format::{BucketData, Data, Inode, Time};
 
 use crate::cache::{BlobCache, CacheConfig, NameCache};
 use crate::meta::{Key, ShareId, Teems, Version};
@@ -56,8 +56,15 @@ pub struct FsConfig {
     /// a manifest blob. Default 4 MiB.
     pub chunk_size_bytes: u64,
     /// A directory bucket holding more entries than this is split (the directory's bucket
-    /// count doubles). Default 2048: a bucket blob of a few tens of KiB.
+    /// count doubles). Default 512: with short names, a bucket of ~15 KiB, kept inline.
     pub dir_bucket_max_entries: usize,
+    /// Files of at most this many bytes keep their content in their metadata value
+    /// instead of a blob (no store round trip on write or read). Default 4 KiB; 0 puts
+    /// every non-empty file in blobs.
+    pub inline_file_max_bytes: u64,
+    /// Directory buckets whose encoding is at most this many bytes are kept in the
+    /// directory's (or bucket's) metadata value instead of a blob. Default 32 KiB.
+    pub inline_bucket_max_bytes: usize,
     /// How long a superseded blob is kept before its fragments are deleted, since a reader
     /// elsewhere may still be fetching it (DESIGN §9). Default 30 s.
     pub delete_grace_ms: u64,
@@ -76,7 +83,9 @@ impl Default for FsConfig {
     fn default() -> Self {
         FsConfig {
             chunk_size_bytes: 4 << 20,
-            dir_bucket_max_entries: 2048,
+            dir_bucket_max_entries: 512,
+            inline_file_max_bytes: 4096,
+            inline_bucket_max_bytes: 32 << 10,
             delete_grace_ms: 30_000,
             max_file_size_bytes: 1 << 40,
             housekeeping_interval_ms: 1_000,
@@ -215,7 +224,7 @@ impl Fs {
         match self.read_inode(self.root).await {
             Ok(_) => {}
             Err(FsError::NotFound) => {
-                let mut root = new_inode(Kind::Dir, 0o755, owner, Data::Dir { bucket_bits: 0, single: None });
+                let mut root = new_inode(Kind::Dir, 0o755, owner, Data::Dir { bucket_bits: 0, single: BucketData::Empty });
                 root.parent = Some(self.root);
                 self.write_inode(self.root, &root).await?;
             }
@@ -411,7 +420,7 @@ impl Fs {
         match &inode.data {
             Data::Single(b) => out.push(b.clone()),
             Data::Chunked { manifest } => out.push(manifest.clone()),
-            Data::Dir { single: Some(b), .. } => out.push(b.clone()),
+            Data::Dir { single: BucketData::Blob(b), .. } => out.push(b.clone()),
             _ => {}
         }
         if let Some(x) = &inode.xattrs {
@@ -588,7 +597,14 @@ mod tests {
         // DESIGN §9: old fragments go only after the metadata write, and only after a
         // grace period; the housekeeping task is what deletes them.
         let blobs = Arc::new(MemBlobs::new());
-        let config = FsConfig { delete_grace_ms: 300, housekeeping_interval_ms: 20, ..FsConfig::default() };
+        // Nothing inline, so every version is blobs.
+        let config = FsConfig {
+            delete_grace_ms: 300,
+            housekeeping_interval_ms: 20,
+            inline_file_max_bytes: 0,
+            inline_bucket_max_bytes: 0,
+            ..FsConfig::default()
+        };
         let fs = Arc::new(Fs::new(Arc::new(MemTeems::new()), blobs.clone(), ShareId([1; 16]), Key([2; 16]), config));
         fs.init(Caller::default()).await.expect("init");
         let task = fs.spawn_housekeeping(&tokio::runtime::Handle::current());

@@ -106,7 +106,7 @@ impl Fs {
                 for i in 0..(1u64 << bucket_bits) {
                     if let Ok((bytes, _)) = self.teems.read(self.share, bucket_key(&dir_key, i)).await
                         && let Ok(meta) = super::format::decode::<super::format::BucketMeta>("bucket metadata", &bytes)
-                        && let Some(b) = meta.blob
+                        && let super::format::BucketData::Blob(b) = meta.data
                     {
                         out.blobs.push(b);
                     }
@@ -217,6 +217,11 @@ impl Fs {
         match &found.inode.data {
             Data::Empty if found.inode.kind == Kind::File && size != 0 => {
                 problems.push(problem(format!("size {size} but no content")));
+            }
+            Data::Inline(bytes) => {
+                if bytes.len() as u64 != size {
+                    problems.push(problem(format!("size {size} but inline content holds {}", bytes.len())));
+                }
             }
             Data::Single(b) => {
                 if b.len != size {

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use teemsfs::fs::BlobRef;
 use teemsfs::fs::format::{
-    self, Bucket, BucketMeta, Data, Entry, Inode, Kind, Manifest, RenameIntent, Time, Xattrs,
+    self, Bucket, BucketData, BucketMeta, Data, Entry, Inode, Kind, Manifest, RenameIntent, Time, Xattrs,
 };
 use teemsfs::meta::Key;
 use teemsfs::store::StoredBlob;
@@ -97,14 +97,21 @@ pub fn inode_fixtures() -> Vec<Inode> {
             kind: Kind::Dir,
             nlink: 3,
             parent: Some(key(9)),
-            data: Data::Dir { bucket_bits: 0, single: Some(fs_blob_ref(4)) },
+            data: Data::Dir { bucket_bits: 0, single: BucketData::Blob(fs_blob_ref(4)) },
             ..base.clone()
         },
         Inode {
             kind: Kind::Dir,
-            data: Data::Dir { bucket_bits: 4, single: None },
+            nlink: 2,
+            data: Data::Dir { bucket_bits: 0, single: BucketData::Inline(small_bucket()) },
             ..base.clone()
         },
+        Inode {
+            kind: Kind::Dir,
+            data: Data::Dir { bucket_bits: 4, single: BucketData::Empty },
+            ..base.clone()
+        },
+        Inode { size: 5, data: Data::Inline(b"hello".to_vec()), ..base.clone() },
         Inode { kind: Kind::Symlink, data: Data::Symlink(b"../target".to_vec()), ..base },
     ]
 }
@@ -119,16 +126,24 @@ pub fn manifest_fixtures() -> Vec<Manifest> {
     ]
 }
 
-pub fn bucket_fixtures() -> Vec<Bucket> {
+fn small_bucket() -> Bucket {
     let mut bucket = Bucket::new();
     bucket.insert(b"a.txt".to_vec(), Entry { key: key(1), kind: Kind::File });
     bucket.insert(b"sub".to_vec(), Entry { key: key(2), kind: Kind::Dir });
     bucket.insert("é-ünïcode".as_bytes().to_vec(), Entry { key: key(3), kind: Kind::Symlink });
-    vec![Bucket::new(), bucket]
+    bucket
+}
+
+pub fn bucket_fixtures() -> Vec<Bucket> {
+    vec![Bucket::new(), small_bucket()]
 }
 
 pub fn bucket_meta_fixtures() -> Vec<BucketMeta> {
-    vec![BucketMeta::default(), BucketMeta { blob: Some(fs_blob_ref(7)), blob_seq: 12 }]
+    vec![
+        BucketMeta::default(),
+        BucketMeta { data: BucketData::Blob(fs_blob_ref(7)), blob_seq: 12 },
+        BucketMeta { data: BucketData::Inline(small_bucket()), blob_seq: 13 },
+    ]
 }
 
 pub fn xattrs_fixtures() -> Vec<Xattrs> {
@@ -206,6 +221,19 @@ fn use_blob_ref(blob: &BlobRef) {
     let _ = blob.content_hash();
 }
 
+/// Uses a directory bucket's stored form the way the directory code does.
+fn use_bucket_data(data: &BucketData) {
+    match data {
+        BucketData::Blob(blob) => use_blob_ref(blob),
+        BucketData::Inline(bucket) => {
+            for name in bucket.keys() {
+                let _ = format::bucket_of(name, 3);
+            }
+        }
+        BucketData::Empty => {}
+    }
+}
+
 /// Uses an accepted inode the way `getattr` and the directory code do.
 fn use_inode(inode: &Inode) {
     for time in [inode.atime, inode.mtime, inode.ctime] {
@@ -215,11 +243,9 @@ fn use_inode(inode: &Inode) {
         Data::Single(blob) | Data::Chunked { manifest: blob } => use_blob_ref(blob),
         Data::Dir { bucket_bits, single } => {
             let _ = format::bucket_of(b"name", *bucket_bits);
-            if let Some(blob) = single {
-                use_blob_ref(blob);
-            }
+            use_bucket_data(single);
         }
-        Data::Empty | Data::Symlink(_) => {}
+        Data::Empty | Data::Symlink(_) | Data::Inline(_) => {}
     }
     if let Some(blob) = &inode.xattrs {
         use_blob_ref(blob);
@@ -243,7 +269,7 @@ pub fn check_bucket_meta(bytes: &[u8]) -> bool {
     let Some(meta) = check_fs_value::<BucketMeta>("bucket metadata", bytes) else {
         return false;
     };
-    meta.blob.iter().for_each(use_blob_ref);
+    use_bucket_data(&meta.data);
     true
 }
 
