@@ -49,9 +49,10 @@ impl Weighter<([u8; 16], [u8; 32]), Arc<Vec<u8>>> for BytesWeighter {
 
 type BlobCacheMap = Cache<([u8; 16], [u8; 32]), Arc<Vec<u8>>, BytesWeighter>;
 
-/// (blob id, content hash) → plaintext, bounded in bytes.
+/// (blob id, content hash) → plaintext, bounded in bytes. Clones share one cache.
+#[derive(Clone)]
 pub struct BlobCache {
-    inner: Option<BlobCacheMap>,
+    inner: Option<Arc<BlobCacheMap>>,
 }
 
 impl BlobCache {
@@ -59,7 +60,7 @@ impl BlobCache {
         let inner = (capacity_bytes > 0).then(|| {
             // Estimated item count only sizes the hash table; 64 KiB is a typical blob.
             let items = usize::try_from(capacity_bytes / 65_536).unwrap_or(usize::MAX).max(16);
-            Cache::with_weighter(items, capacity_bytes, BytesWeighter)
+            Arc::new(Cache::with_weighter(items, capacity_bytes, BytesWeighter))
         });
         BlobCache { inner }
     }

@@ -9,8 +9,12 @@
 //! listed in a manifest, so writing one chunk re-seals that chunk and the manifest only.
 //!
 //! To bound memory on long sequential writes, complete dirty chunks are uploaded early
-//! once `write_buffer_bytes` is exceeded (as blobs only; the metadata still names the old
-//! version until the commit, so a crash leaves the old file plus garbage for gc).
+//! once `WRITE_BUFFER_BYTES` is exceeded (as blobs only; the metadata still names the old
+//! version until the commit, so a crash leaves the old file plus garbage for gc). Those
+//! uploads run in the background while the writer goes on; a write waits only when more
+//! than `UPLOAD_IN_FLIGHT_BYTES` are in flight. A chunk keeps its bytes until its upload
+//! is settled, so a failed upload puts it back in the buffer (the next write reports the
+//! error; the commit uploads it again) and nothing written is lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,8 +28,23 @@ use crate::meta::{Key, Version};
 
 /// Chunk puts in flight at once during a commit.
 const COMMIT_PARALLEL: usize = 8;
+/// Background chunk uploads in flight at once, over all of a client's open files.
+pub(super) const UPLOAD_PARALLEL: usize = 8;
 /// Dirty bytes one open file may buffer before complete chunks are uploaded early.
 const WRITE_BUFFER_BYTES: usize = 64 << 20;
+/// Bytes of one open file's complete chunks that may be uploading in the background at
+/// once; past it, a write waits for the oldest uploads.
+const UPLOAD_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Which background uploads [`Fs::settle_uploads`] waits for.
+#[derive(Clone, Copy)]
+enum Settle {
+    /// Only those already finished (never waits).
+    Finished,
+    /// The oldest, until at most this many bytes are in flight.
+    DownTo(usize),
+    All,
+}
 
 #[derive(Default)]
 pub(super) struct OpenTable {
@@ -42,6 +61,9 @@ struct Handle {
 /// A chunk changed since the base.
 enum Dirty {
     Bytes(Vec<u8>),
+    /// Being uploaded in the background; the bytes stay here, for reads and in case the
+    /// upload fails, until the upload is settled.
+    Uploading(Arc<Vec<u8>>, tokio::task::JoinHandle<FsResult<BlobRef>>),
     /// Uploaded early as a blob, not yet named by metadata.
     Uploaded(BlobRef),
 }
@@ -247,6 +269,7 @@ impl Fs {
     async fn chunk_bytes(&self, s: &OpenState, idx: u64) -> FsResult<Arc<Vec<u8>>> {
         match s.dirty.get(&idx) {
             Some(Dirty::Bytes(b)) => return Ok(Arc::new(b.clone())),
+            Some(Dirty::Uploading(bytes, _)) => return Ok(Arc::clone(bytes)),
             Some(Dirty::Uploaded(blob)) => return self.get_blob(blob).await,
             None => {}
         }
@@ -294,6 +317,9 @@ impl Fs {
 
     /// Makes chunk `idx` dirty as bytes (loading it from the base or an early upload).
     async fn dirty_chunk<'a>(&self, s: &'a mut OpenState, idx: u64) -> FsResult<&'a mut Vec<u8>> {
+        // An upload in progress settles first: failed, its bytes are dirty again (what is
+        // wanted here); done, its blob is loaded back below and deleted.
+        let _ = self.settle_upload(s, idx).await;
         if !matches!(s.dirty.get(&idx), Some(Dirty::Bytes(_))) {
             let current = self.chunk_bytes(s, idx).await?;
             if let Some(Dirty::Uploaded(blob)) = s.dirty.remove(&idx) {
@@ -345,16 +371,20 @@ impl Fs {
         s.size = s.size.max(end);
         s.modified = true;
         s.mtime = Time::now();
+        // This write's bytes are buffered whatever happens below; an error says that an
+        // earlier background upload failed (its chunk is buffered again).
+        let reaped = self.settle_uploads(&mut s, Settle::Finished).await;
         if s.dirty_bytes > WRITE_BUFFER_BYTES {
-            self.upload_full_chunks(key, &mut s).await?;
+            self.start_uploads(key, &mut s);
         }
+        let waited = self.settle_uploads(&mut s, Settle::DownTo(UPLOAD_IN_FLIGHT_BYTES)).await;
+        reaped.and(waited)?;
         Ok(data.len() as u32)
     }
 
-    /// Uploads every complete dirty chunk now (up to `COMMIT_PARALLEL` at once) and keeps
-    /// only its reference. A chunk whose upload fails stays dirty, so nothing written is
-    /// lost; the first error is returned.
-    async fn upload_full_chunks(&self, key: Key, s: &mut OpenState) -> FsResult<()> {
+    /// Starts a background upload of every complete dirty chunk (at most `UPLOAD_PARALLEL`
+    /// puts of this client run at once).
+    fn start_uploads(&self, key: Key, s: &mut OpenState) {
         let cs = s.chunk_size as usize;
         let full: Vec<u64> = s
             .dirty
@@ -362,33 +392,89 @@ impl Fs {
             .filter(|(_, d)| matches!(d, Dirty::Bytes(b) if b.len() == cs))
             .map(|(i, _)| *i)
             .collect();
-        let mut jobs = Vec::with_capacity(full.len());
         for idx in full {
             if let Some(Dirty::Bytes(bytes)) = s.dirty.remove(&idx) {
                 s.next_seq += 1;
-                jobs.push((idx, s.next_seq, Arc::new(bytes)));
+                s.dirty_bytes = s.dirty_bytes.saturating_sub(bytes.len());
+                let bytes = Arc::new(bytes);
+                let upload = self.upload(derive_id(&key, "chunk", idx), s.next_seq, Arc::clone(&bytes));
+                s.dirty.insert(idx, Dirty::Uploading(bytes, tokio::spawn(upload)));
             }
         }
-        let done: Vec<_> = stream::iter(jobs)
-            .map(|(idx, seq, bytes)| async move {
-                let put = self.put_shared_blob(derive_id(&key, "chunk", idx), seq, &bytes).await;
-                (idx, bytes, put)
-            })
-            .buffered(COMMIT_PARALLEL)
-            .collect()
-            .await;
+    }
+
+    /// One chunk's put, as a task that owns what it needs.
+    fn upload(
+        &self,
+        id: [u8; 16],
+        seq: u64,
+        bytes: Arc<Vec<u8>>,
+    ) -> impl std::future::Future<Output = FsResult<BlobRef>> + Send + 'static {
+        let blobs = Arc::clone(&self.blobs);
+        let cache = self.blob_cache.clone();
+        let slots = Arc::clone(&self.upload_slots);
+        async move {
+            let _slot = slots.acquire_owned().await.map_err(|_| FsError::Blob("upload slots closed".into()))?;
+            let blob = blobs.put(id, seq, bytes.as_ref().clone()).await?;
+            cache.insert(&blob, bytes);
+            Ok(blob)
+        }
+    }
+
+    /// Waits for chunk `idx`'s background upload, if it has one: done, the chunk is
+    /// `Uploaded`; failed, its bytes are dirty again and the error is returned.
+    async fn settle_upload(&self, s: &mut OpenState, idx: u64) -> FsResult<()> {
+        if !matches!(s.dirty.get(&idx), Some(Dirty::Uploading(..))) {
+            return Ok(());
+        }
+        let Some(Dirty::Uploading(bytes, task)) = s.dirty.remove(&idx) else {
+            return Ok(());
+        };
+        let result = match task.await {
+            Ok(result) => result,
+            Err(e) => Err(FsError::Blob(format!("background chunk upload: {e}"))),
+        };
+        match result {
+            Ok(blob) => {
+                s.dirty.insert(idx, Dirty::Uploaded(blob));
+                Ok(())
+            }
+            Err(e) => {
+                let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
+                s.dirty_bytes += bytes.len();
+                s.dirty.insert(idx, Dirty::Bytes(bytes));
+                Err(e)
+            }
+        }
+    }
+
+    /// Settles background uploads as `mode` says, oldest chunk first; returns the first
+    /// failure (every failed chunk is dirty again).
+    async fn settle_uploads(&self, s: &mut OpenState, mode: Settle) -> FsResult<()> {
         let mut first_error = None;
-        for (idx, bytes, put) in done {
-            match put {
-                Ok(blob) => {
-                    s.dirty_bytes = s.dirty_bytes.saturating_sub(bytes.len());
-                    s.dirty.insert(idx, Dirty::Uploaded(blob));
+        loop {
+            let in_flight: usize = s
+                .dirty
+                .values()
+                .map(|d| match d {
+                    Dirty::Uploading(bytes, _) => bytes.len(),
+                    _ => 0,
+                })
+                .sum();
+            let next = s.dirty.iter().find_map(|(idx, d)| match d {
+                Dirty::Uploading(_, task) => {
+                    let due = match mode {
+                        Settle::Finished => task.is_finished(),
+                        Settle::DownTo(max) => in_flight > max,
+                        Settle::All => true,
+                    };
+                    due.then_some(*idx)
                 }
-                Err(e) => {
-                    let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
-                    s.dirty.insert(idx, Dirty::Bytes(bytes));
-                    first_error.get_or_insert(e);
-                }
+                _ => None,
+            });
+            let Some(idx) = next else { break };
+            if let Err(e) = self.settle_upload(s, idx).await {
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -400,12 +486,21 @@ impl Fs {
             return Err(FsError::TooBig);
         }
         if size < s.size {
+            // Failed uploads are dirty again; what the cut drops is dropped below.
+            let _ = self.settle_uploads(s, Settle::All).await;
             let cs = s.chunk_size;
             let keep_chunks = size.div_ceil(cs);
             let dropped: Vec<u64> = s.dirty.range(keep_chunks..).map(|(i, _)| *i).collect();
             for i in dropped {
-                if let Some(Dirty::Bytes(b)) = s.dirty.remove(&i) {
-                    s.dirty_bytes = s.dirty_bytes.saturating_sub(b.len());
+                match s.dirty.remove(&i) {
+                    Some(Dirty::Bytes(b)) => s.dirty_bytes = s.dirty_bytes.saturating_sub(b.len()),
+                    // Never named by metadata: no reader can be fetching it.
+                    Some(Dirty::Uploaded(blob)) => {
+                        if let Err(e) = self.blobs.delete(&blob).await {
+                            tracing::warn!(error = %e, "deleting a cut early-uploaded chunk failed");
+                        }
+                    }
+                    _ => {}
                 }
             }
             if !size.is_multiple_of(cs) {
@@ -463,7 +558,7 @@ impl Fs {
     ) -> FsResult<Option<BlobRef>> {
         let reuse = match s.dirty.get(&idx) {
             Some(Dirty::Uploaded(b)) => Some(b.clone()),
-            Some(Dirty::Bytes(_)) => None,
+            Some(Dirty::Bytes(_) | Dirty::Uploading(..)) => None,
             None if idx.saturating_mul(s.chunk_size) >= s.base_limit => return Ok(None),
             // Inline base bytes become a blob.
             None if idx == 0 && s.base_inline.is_some() => None,
@@ -489,6 +584,9 @@ impl Fs {
         if !s.modified {
             return Ok(());
         }
+        // Background uploads finish first; one that failed left its chunk dirty, and it is
+        // put again below (a failure then is returned).
+        let _ = self.settle_uploads(s, Settle::All).await;
         // From the fresh read to the metadata write, no other read-modify-write of this
         // inode by this client (setattr, xattrs, link counts) may interleave.
         let _inode_lock = self.key_locks.lock(key).await;
@@ -551,7 +649,7 @@ impl Fs {
         // Early uploads that the final version does not name are garbage too.
         old.extend(s.dirty.values().filter_map(|d| match d {
             Dirty::Uploaded(b) => Some(b.clone()),
-            Dirty::Bytes(_) => None,
+            Dirty::Bytes(_) | Dirty::Uploading(..) => None,
         }));
         let keep: std::collections::HashSet<&BlobRef> = new_chunks.iter().flatten().collect();
         let old: Vec<BlobRef> = old.into_iter().filter(|b| !keep.contains(b)).collect();
@@ -686,6 +784,69 @@ mod tests {
         assert_eq!(read_all(&other, attr.key).await, vec![7u8; 50], "back inline, cut");
         fs.drain_retired().await;
         assert_eq!(blobs.len(), stored, "the blob version is retired and deleted");
+    }
+
+    /// Blobs whose puts wait until the gate opens (a slow store).
+    struct GatedBlobs {
+        inner: MemBlobs,
+        open: tokio::sync::watch::Receiver<bool>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::fs::BlobIo for GatedBlobs {
+        async fn put(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> crate::fs::FsResult<crate::fs::BlobRef> {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+            self.inner.put(id, version, plain).await
+        }
+        async fn get(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<Vec<u8>> {
+            self.inner.get(blob).await
+        }
+        async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
+            self.inner.delete(blob).await
+        }
+    }
+
+    /// Early uploads run in the background: with the stores stalled, a long write goes on
+    /// until `UPLOAD_IN_FLIGHT_BYTES` are in flight (it does not wait for each upload), the
+    /// chunks being uploaded read back from memory, and once the stores move the commit
+    /// names every byte.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_write_goes_on_while_its_chunks_upload() {
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let blobs = Arc::new(GatedBlobs { inner: MemBlobs::new(), open });
+        let fs = Fs::new(
+            Arc::new(MemTeems::new()),
+            Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        );
+        let me = Caller::default();
+        fs.init(me).await.expect("init");
+        let (attr, opened) = fs.create(fs.root(), b"big", 0o600, me).await.expect("create");
+        let block = 1usize << 20;
+        // Past the buffer, plus a little: the chunks over it are uploading, none done.
+        let blocks = (super::WRITE_BUFFER_BYTES + super::UPLOAD_IN_FLIGHT_BYTES) / block - 8;
+        let fill = |i: usize| vec![(i % 251) as u8 + 1; block];
+        for i in 0..blocks {
+            tokio::time::timeout(Duration::from_secs(10), fs.write(opened.fh, (i * block) as u64, &fill(i)))
+                .await
+                .unwrap_or_else(|_| panic!("write of block {i} waited for a stalled upload"))
+                .expect("write");
+        }
+        assert_eq!(blobs.inner.len(), 0, "no put has finished: the stores are stalled");
+        let got = fs.read(opened.fh, 0, block as u32).await.expect("read an uploading chunk");
+        assert!(got == fill(0), "a chunk being uploaded reads back from memory");
+        gate.send(true).expect("open the gate");
+        fs.flush(opened.fh).await.expect("flush");
+        fs.release(opened.fh).await.expect("close");
+        let reader = fs.open(attr.key, false).await.expect("open");
+        for i in 0..blocks {
+            let got = fs.read(reader.fh, (i * block) as u64, block as u32).await.expect("read");
+            assert!(got == fill(i), "block {i} wrong after the background uploads");
+        }
+        fs.release(reader.fh).await.expect("close");
     }
 
     /// A long sequential write uploads complete chunks early (past `WRITE_BUFFER_BYTES`).

@@ -182,6 +182,8 @@ pub struct Fs {
     /// operations of one client never lose each other's entries. Other clients are not
     /// covered: see docs/SEMANTICS.md on concurrent namespace changes.
     ns_lock: tokio::sync::Mutex<()>,
+    /// Background chunk uploads of long writes running at once, over all open files.
+    upload_slots: Arc<tokio::sync::Semaphore>,
     files: Mutex<file::OpenTable>,
     /// Per-inode locks for metadata read-modify-writes (see `locks`).
     key_locks: locks::KeyLocks,
@@ -210,6 +212,7 @@ impl Fs {
             root,
             config,
             ns_lock: tokio::sync::Mutex::new(()),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(file::UPLOAD_PARALLEL)),
             files: Mutex::new(file::OpenTable::default()),
             key_locks: locks::KeyLocks::default(),
             dirs: Mutex::new(dirhandle::DirTable::default()),

@@ -10,6 +10,8 @@ const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
 /// Largest value accepted (Linux's XATTR_SIZE_MAX).
 const XATTR_VALUE_MAX_BYTES: usize = 65_536;
+/// The attribute holding a file's capabilities, refused (see `check_xattr_name`).
+const FILE_CAPABILITIES: &[u8] = b"security.capability";
 
 impl Fs {
     async fn xattrs_of(&self, inode: &format::Inode) -> FsResult<Xattrs> {
@@ -28,10 +30,20 @@ impl Fs {
         if name.starts_with(b"system.") {
             return Err(FsError::Unsupported("system.* extended attributes (POSIX ACLs)"));
         }
+        // File capabilities would let one tenant grant privileges to a binary that another
+        // tenant or the host runs; a shared network filesystem does not carry them.
+        if name == FILE_CAPABILITIES {
+            return Err(FsError::Unsupported("file capabilities (security.capability)"));
+        }
         Ok(())
     }
 
     pub async fn getxattr(&self, key: Key, name: &[u8]) -> FsResult<Vec<u8>> {
+        // Never stored (see `check_xattr_name`), so absent without a metadata read. The
+        // kernel asks for it before every write(2) to decide whether to drop privileges.
+        if name == FILE_CAPABILITIES {
+            return Err(FsError::NoXattr);
+        }
         Self::check_xattr_name(name)?;
         let (inode, _) = self.read_inode(key).await?;
         self.xattrs_of(&inode).await?.remove(name).ok_or(FsError::NoXattr)
@@ -91,5 +103,34 @@ impl Fs {
         self.note_version(key, version);
         self.retire(old.into_iter().collect());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::fs::{Caller, Fs, FsConfig, FsError, MemBlobs};
+    use crate::meta::{Key, MemTeems, ShareId};
+
+    /// File capabilities are refused on set and absent on get (answered without a
+    /// metadata read, so it works even when TEEMS is unreachable); other `security.`
+    /// attributes are stored.
+    #[tokio::test]
+    async fn file_capabilities_are_refused_and_never_read() {
+        let teems = MemTeems::new();
+        let fs = Fs::new(Arc::new(teems.clone()), Arc::new(MemBlobs::new()), ShareId([1; 16]), Key([2; 16]), FsConfig::default());
+        fs.init(Caller::default()).await.expect("init");
+        let (attr, o) = fs.create(fs.root(), b"bin", 0o755, Caller::default()).await.expect("create");
+        fs.release(o.fh).await.expect("close");
+        assert!(matches!(
+            fs.setxattr(attr.key, b"security.capability", b"\x01", 0).await,
+            Err(FsError::Unsupported(_))
+        ));
+        fs.setxattr(attr.key, b"security.selinux", b"label", 0).await.expect("other security.* attributes are kept");
+        assert_eq!(fs.getxattr(attr.key, b"security.selinux").await.expect("get"), b"label");
+        teems.set_unavailable(true);
+        assert!(matches!(fs.getxattr(attr.key, b"security.capability").await, Err(FsError::NoXattr)));
+        assert!(fs.getxattr(attr.key, b"security.selinux").await.is_err(), "others need the metadata");
     }
 }
