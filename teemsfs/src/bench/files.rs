@@ -57,6 +57,9 @@ pub struct FilesBenchOptions {
     pub small_file_bytes: usize,
     /// Drop the kernel page cache before cold reads (needs root). Default true.
     pub drop_caches: bool,
+    /// Written, read back and removed before anything is measured, so no target's first
+    /// phase pays for cold servers and caches. Default 64 MiB.
+    pub warmup_bytes: u64,
     pub seed: u64,
 }
 
@@ -70,6 +73,7 @@ impl Default for FilesBenchOptions {
             small_files: 10_000,
             small_file_bytes: 4096,
             drop_caches: true,
+            warmup_bytes: 64 << 20,
             seed: 1,
         }
     }
@@ -199,6 +203,19 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
     let mut rng = Rng::new(opts.seed);
     let mut buf = vec![0u8; opts.io_bytes];
     rng.fill(&mut buf);
+
+    // 0. Warm-up, not measured.
+    if opts.warmup_bytes > 0 {
+        let warm = work.join("warmup");
+        let mut f = File::create(&warm).map_err(io("creating", &warm))?;
+        for _ in 0..opts.warmup_bytes.div_ceil(opts.io_bytes as u64) {
+            f.write_all(&buf).map_err(io("writing", &warm))?;
+        }
+        f.sync_all().map_err(io("fsync of", &warm))?;
+        drop(f);
+        fs::read(&warm).map_err(io("reading", &warm))?;
+        fs::remove_file(&warm).map_err(io("removing", &warm))?;
+    }
 
     // 1. Sequential write.
     let t = Instant::now();
@@ -373,6 +390,7 @@ mod tests {
             small_files: 20,
             small_file_bytes: 4096,
             drop_caches: false,
+            warmup_bytes: 256 << 10,
             seed: 7,
         }
     }

@@ -41,6 +41,9 @@ pub struct FilesArgs {
     /// Number of small files.
     #[arg(long, default_value_t = 10_000)]
     pub small_files: u64,
+    /// MiB written, read back and removed on each target before anything is measured.
+    #[arg(long, default_value_t = 64)]
+    pub warmup_mib: u64,
     /// Do not drop the kernel page cache before cold reads.
     #[arg(long)]
     pub keep_page_cache: bool,
@@ -93,6 +96,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 random_time: std::time::Duration::from_secs(args.random_seconds),
                 small_files: args.small_files,
                 drop_caches: !args.keep_page_cache,
+                warmup_bytes: args.warmup_mib << 20,
                 ..FilesBenchOptions::default()
             };
             let mut results = Vec::new();

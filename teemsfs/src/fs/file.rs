@@ -30,6 +30,11 @@ use crate::meta::{Key, Version};
 const COMMIT_PARALLEL: usize = 8;
 /// Background chunk uploads in flight at once, over all of a client's open files.
 pub(super) const UPLOAD_PARALLEL: usize = 8;
+/// Chunks fetched ahead of a sequential reader.
+const READ_AHEAD_CHUNKS: u64 = 4;
+
+/// A blob's identity as the blob cache keys it: id and content hash.
+type BlobKey = ([u8; 16], [u8; 32]);
 /// Dirty bytes one open file may buffer before complete chunks are uploaded early.
 const WRITE_BUFFER_BYTES: usize = 64 << 20;
 /// Bytes of one open file's complete chunks that may be uploading in the background at
@@ -87,6 +92,11 @@ pub(super) struct OpenState {
     next_seq: u64,
     /// The last link was removed while open here: free the inode on the last release.
     orphaned: bool,
+    /// Where the last read ended: a read starting there is sequential and fetches ahead.
+    last_read_end: u64,
+    /// Base chunks being fetched ahead, by exact blob version (so a fetch of a version the
+    /// state no longer names is never used for another).
+    read_ahead: std::sync::Mutex<HashMap<BlobKey, tokio::task::JoinHandle<FsResult<Arc<Vec<u8>>>>>>,
 }
 
 impl Fs {
@@ -153,6 +163,8 @@ impl Fs {
             version,
             next_seq: inode.blob_seq,
             orphaned: false,
+            last_read_end: 0,
+            read_ahead: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -280,18 +292,55 @@ impl Fs {
             return Ok(Arc::clone(inline));
         }
         match s.base_chunks.get(idx as usize) {
-            Some(Some(blob)) => self.get_blob(blob).await,
+            Some(Some(blob)) => self.base_blob(s, blob).await,
             _ => Ok(Arc::new(Vec::new())),
+        }
+    }
+
+    /// A base chunk's bytes: from its read-ahead fetch if one was started (a failed one is
+    /// retried here, so its error is this read's), else the cache or the stores.
+    async fn base_blob(&self, s: &OpenState, blob: &BlobRef) -> FsResult<Arc<Vec<u8>>> {
+        let pending = s.read_ahead.lock().ok().and_then(|mut r| r.remove(&(blob.id, blob.content_hash())));
+        if let Some(task) = pending
+            && let Ok(Ok(plain)) = task.await
+        {
+            return Ok(plain);
+        }
+        self.get_blob(blob).await
+    }
+
+    /// Starts fetching the base chunks after `idx` that are neither dirty, cached nor
+    /// already on their way (at most `READ_AHEAD_CHUNKS` ahead).
+    fn read_ahead(&self, s: &OpenState, idx: u64) {
+        let Ok(mut pending) = s.read_ahead.lock() else { return };
+        // A finished fetch has put its chunk in the blob cache; only running ones matter.
+        pending.retain(|_, task| !task.is_finished());
+        for next in idx + 1..=idx + READ_AHEAD_CHUNKS {
+            if next.saturating_mul(s.chunk_size) >= s.base_limit || s.dirty.contains_key(&next) {
+                break;
+            }
+            let Some(Some(blob)) = s.base_chunks.get(next as usize) else { continue };
+            let key = (blob.id, blob.content_hash());
+            if pending.contains_key(&key) || self.blob_cache.get(blob).is_some() {
+                continue;
+            }
+            pending.insert(key, tokio::spawn(self.fetch_blob(blob.clone())));
         }
     }
 
     pub async fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let (_, _, state) = self.handle(fh)?;
-        let s = state.lock().await;
+        let mut s = state.lock().await;
         if offset >= s.size {
             return Ok(Vec::new());
         }
         let end = s.size.min(offset.saturating_add(u64::from(len)));
+        // A sequential reader's next chunks are fetched while this read is served.
+        if offset == s.last_read_end && end > 0 {
+            self.read_ahead(&s, (end - 1) / s.chunk_size);
+        }
+        s.last_read_end = end;
+        let s = s;
         let mut out = vec![0u8; (end - offset) as usize];
         let cs = s.chunk_size;
         let mut pos = offset;
@@ -847,6 +896,77 @@ mod tests {
             assert!(got == fill(i), "block {i} wrong after the background uploads");
         }
         fs.release(reader.fh).await.expect("close");
+    }
+
+    /// Blobs that count `get`s.
+    struct CountingBlobs {
+        inner: MemBlobs,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::fs::BlobIo for CountingBlobs {
+        async fn put(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> crate::fs::FsResult<crate::fs::BlobRef> {
+            self.inner.put(id, version, plain).await
+        }
+        async fn get(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<Vec<u8>> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get(blob).await
+        }
+        async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
+            self.inner.delete(blob).await
+        }
+    }
+
+    /// A sequential reader's next `READ_AHEAD_CHUNKS` chunks are fetched ahead (each once),
+    /// a read elsewhere in the file fetches only what it reads, and every byte read is
+    /// the file's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_reads_fetch_ahead_and_random_ones_do_not() {
+        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into() });
+        let teems = MemTeems::new();
+        let config = FsConfig { chunk_size_bytes: 64 << 10, ..FsConfig::default() };
+        let make = || {
+            Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config.clone())
+        };
+        let writer = make();
+        let me = Caller::default();
+        writer.init(me).await.expect("init");
+        let chunks = 16u64;
+        let byte = |pos: u64| (pos / 4096 % 251) as u8;
+        let content: Vec<u8> = (0..chunks * (64 << 10)).map(byte).collect();
+        let (attr, o) = writer.create(writer.root(), b"f", 0o644, me).await.expect("create");
+        writer.write(o.fh, 0, &content).await.expect("write");
+        writer.release(o.fh).await.expect("close");
+        let gets = || blobs.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let settle = || tokio::time::sleep(Duration::from_millis(200));
+
+        // A fresh client (empty blob cache): the open fetches the manifest.
+        let reader = make();
+        let o = reader.open(attr.key, false).await.expect("open");
+        let after_open = gets();
+        let got = reader.read(o.fh, 0, 4096).await.expect("read");
+        assert_eq!(got, content[..4096]);
+        settle().await;
+        assert_eq!(gets() - after_open, 1 + super::READ_AHEAD_CHUNKS as usize, "chunk 0 and the ones ahead");
+        // Not where the last read ended: no fetching ahead.
+        let far = 12 * (64 << 10) + 100;
+        let got = reader.read(o.fh, far, 4096).await.expect("read");
+        assert_eq!(got, content[far as usize..far as usize + 4096]);
+        settle().await;
+        assert_eq!(gets() - after_open, 2 + super::READ_AHEAD_CHUNKS as usize, "only the chunk read");
+        // The whole file, sequentially from the start: right bytes, each chunk fetched once.
+        let mut all = Vec::new();
+        let mut pos = 0u64;
+        while pos < content.len() as u64 {
+            let got = reader.read(o.fh, pos, 128 << 10).await.expect("read");
+            pos += got.len() as u64;
+            all.extend(got);
+        }
+        assert!(all == content, "sequential read with read-ahead returned other bytes");
+        settle().await;
+        assert_eq!(gets() - after_open, chunks as usize, "every chunk fetched exactly once");
+        reader.release(o.fh).await.expect("close");
     }
 
     /// A long sequential write uploads complete chunks early (past `WRITE_BUFFER_BYTES`).

@@ -304,16 +304,26 @@ impl Fs {
         if let Some(hit) = self.blob_cache.get(blob) {
             return Ok(hit);
         }
-        let plain = Arc::new(self.blobs.get(blob).await?);
-        if plain.len() as u64 != blob.len {
-            return Err(FsError::Blob(format!(
-                "blob has {} bytes, metadata says {}",
-                plain.len(),
-                blob.len
-            )));
+        self.fetch_blob(blob.clone()).await
+    }
+
+    /// Fetches a blob from the stores, checks its length against the metadata's and
+    /// caches it; a task of its own (read-ahead runs it in the background).
+    fn fetch_blob(&self, blob: BlobRef) -> impl std::future::Future<Output = FsResult<Arc<Vec<u8>>>> + Send + 'static {
+        let blobs = Arc::clone(&self.blobs);
+        let cache = self.blob_cache.clone();
+        async move {
+            let plain = Arc::new(blobs.get(&blob).await?);
+            if plain.len() as u64 != blob.len {
+                return Err(FsError::Blob(format!(
+                    "blob has {} bytes, metadata says {}",
+                    plain.len(),
+                    blob.len
+                )));
+            }
+            cache.insert(&blob, Arc::clone(&plain));
+            Ok(plain)
         }
-        self.blob_cache.insert(blob, Arc::clone(&plain));
-        Ok(plain)
     }
 
     async fn put_blob(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> FsResult<BlobRef> {
