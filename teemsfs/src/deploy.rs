@@ -479,7 +479,7 @@ impl Deployment {
 pub fn current_caller() -> Caller {
     // SAFETY: getuid/getgid take no arguments, cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    Caller { uid, gid }
+    Caller { uid, gid, pid: std::process::id() }
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf, DeployError> {

@@ -37,7 +37,7 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-use crate::fs::{Attr, Caller, Fs, FsError, FsResult, Kind, RenameFlags, SetAttr};
+use crate::fs::{Attr, Caller, Fs, FsError, FsResult, Kind, RenameFlags, SetAttr, perm};
 use crate::meta::Key;
 
 /// Options of one mount; every field has a documented default.
@@ -149,7 +149,6 @@ pub fn mount(
     config.mount_options = vec![
         MountOption::FSName(options.fsname.clone()),
         MountOption::Subtype("teemsfs".into()),
-        MountOption::DefaultPermissions,
         MountOption::RW,
     ];
     if options.allow_other {
@@ -375,8 +374,11 @@ impl Ctx {
     }
 }
 
+/// The kernel's `__FMODE_EXEC` open flag: the file is opened to be executed.
+const FMODE_EXEC: i32 = 0o40;
+
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
 }
 
 fn time_of(t: Option<TimeOrNow>) -> Option<SystemTime> {
@@ -436,14 +438,15 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
+        let who = caller(req);
         self.spawn(|c| async move {
             let parent = match c.key(parent) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            let r = c.fs.lookup(parent, &name).await;
+            let r = c.fs.lookup_by(parent, &name, who).await;
             c.entry(reply, r);
         });
     }
@@ -468,7 +471,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -477,7 +480,7 @@ impl Filesystem for FuseAdapter {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -489,15 +492,18 @@ impl Filesystem for FuseAdapter {
             uid,
             gid,
             size,
+            times_now: [atime, mtime].iter().all(|t| matches!(t, None | Some(TimeOrNow::Now))),
+            through_handle: fh.is_some(),
             atime: time_of(atime),
             mtime: time_of(mtime),
         };
+        let who = caller(req);
         self.spawn(|c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            match c.fs.setattr(key, set).await {
+            match c.fs.setattr_by(key, set, who).await {
                 Ok(a) => reply.attr(&c.ttl, &c.attr(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -564,14 +570,16 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.unlink(parent, &name).await });
+        let who = caller(req);
+        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.unlink_by(parent, &name, who).await });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.rmdir(parent, &name).await });
+        let who = caller(req);
+        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.rmdir_by(parent, &name, who).await });
     }
 
     fn symlink(
@@ -597,7 +605,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -611,43 +619,55 @@ impl Filesystem for FuseAdapter {
             exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE)
                 || flags.contains(fuser::RenameFlags::RENAME_WHITEOUT),
         };
+        let who = caller(req);
         self.spawn(|c| async move {
             let (src, dst) = match (c.key(parent), c.key(newparent)) {
                 (Ok(s), Ok(d)) => (s, d),
                 (Err(e), _) | (_, Err(e)) => return reply.error(e),
             };
-            reply_empty(reply, c.fs.rename(src, &name, dst, &newname, flags).await);
+            reply_empty(reply, c.fs.rename_by(src, &name, dst, &newname, flags, who).await);
         });
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let newname = newname.as_bytes().to_vec();
+        let who = caller(req);
         self.spawn(|c| async move {
             let (key, dst) = match (c.key(ino), c.key(newparent)) {
                 (Ok(k), Ok(d)) => (k, d),
                 (Err(e), _) | (_, Err(e)) => return reply.error(e),
             };
-            let r = c.fs.link(key, dst, &newname).await;
+            let r = c.fs.link_by(key, dst, &newname, who).await;
             c.entry(reply, r);
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = writable && flags.0 & libc::O_TRUNC != 0;
+        let mask = perm::open_mask(
+            flags.acc_mode() != OpenAccMode::O_WRONLY,
+            writable,
+            flags.0 & FMODE_EXEC != 0,
+        );
+        let who = caller(req);
         self.spawn(|c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            let opened = if truncate { c.fs.open_truncating(key).await } else { c.fs.open(key, writable).await };
+            let opened = if truncate {
+                c.fs.open_truncating(key, mask, who).await
+            } else {
+                c.fs.open_by(key, writable, mask, who).await
+            };
             match opened {
                 Ok(o) => {
                     let keep =
@@ -733,13 +753,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let who = caller(req);
         self.spawn(|c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            match c.fs.opendir(key).await {
+            match c.fs.opendir_by(key, who).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -843,7 +864,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -852,17 +873,21 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
-        self.keyed_empty(ino, reply, move |fs, key| async move { fs.setxattr(key, &name, &value, flags).await });
+        let who = caller(req);
+        self.keyed_empty(ino, reply, move |fs, key| async move {
+            fs.setxattr_by(key, &name, &value, flags, who).await
+        });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.as_bytes().to_vec();
+        let who = caller(req);
         self.spawn(|c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            match c.fs.getxattr(key, &name).await {
+            match c.fs.getxattr_by(key, &name, who).await {
                 Ok(v) => reply_xattr(reply, size, &v),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -889,9 +914,10 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.keyed_empty(ino, reply, move |fs, key| async move { fs.removexattr(key, &name).await });
+        let who = caller(req);
+        self.keyed_empty(ino, reply, move |fs, key| async move { fs.removexattr_by(key, &name, who).await });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

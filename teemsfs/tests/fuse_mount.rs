@@ -39,7 +39,7 @@ fn mount_fresh(chunk_size_bytes: u64) -> Mounted {
     );
     let config = FsConfig { chunk_size_bytes, ..FsConfig::default() };
     let fs = Arc::new(Fs::new(Arc::new(MemTeems::new()), blobs, ShareId([3; 16]), Key([4; 16]), config));
-    rt.block_on(fs.init(Caller { uid: 0, gid: 0 })).expect("init");
+    rt.block_on(fs.init(Caller::ROOT)).expect("init");
     let dir = tmp.path().join("mnt");
     std::fs::create_dir_all(&dir).expect("mountpoint");
     let handle = mount(fs, rt.handle().clone(), &dir, &MountOptions::default())

@@ -20,7 +20,7 @@ use super::format::{
     derive_id,
 };
 use super::{
-    Attr, Caller, DirEntry, Fs, FsError, FsResult, RenameFlags, check_name, new_inode, random_key,
+    Attr, Caller, DirEntry, Fs, FsError, FsResult, RenameFlags, check_name, new_inode, perm, random_key,
 };
 use crate::fs::blobs::BlobRef;
 use crate::meta::{Key, Version};
@@ -291,20 +291,31 @@ impl Fs {
 
     // ---- lookup and listing -----------------------------------------------------------
 
+    /// [`Fs::lookup_by`] as root.
     pub async fn lookup(&self, parent: Key, name: &[u8]) -> FsResult<Attr> {
+        self.lookup_by(parent, name, Caller::ROOT).await
+    }
+
+    /// The attributes of `parent/name`, from fresh metadata; `who` needs search
+    /// permission on `parent`.
+    pub async fn lookup_by(&self, parent: Key, name: &[u8], who: Caller) -> FsResult<Attr> {
         if name.len() > super::NAME_MAX_BYTES {
             return Err(FsError::NameTooLong);
         }
+        let find = async {
+            let (dir, _, bucket, _) = self.load_dir_bucket(parent, name).await?;
+            perm::check_search(&dir, who)?;
+            Ok::<_, FsError>(bucket.get(name).copied())
+        };
         // The name cache proposes the child's key, so its metadata read can run alongside
         // the directory's; the result is used only if the fresh directory confirms it.
         let guess = self.names.guess_name(parent, name);
         let (entry, guessed) = match guess {
             Some((child, _)) => {
-                let (entry, child_read) =
-                    tokio::join!(self.find_entry(parent, name), self.read_inode(child));
+                let (entry, child_read) = tokio::join!(find, self.read_inode(child));
                 (entry?, Some((child, child_read)))
             }
-            None => (self.find_entry(parent, name).await?, None),
+            None => (find.await?, None),
         };
         let Some(entry) = entry else {
             self.names.forget_name(parent, name);
@@ -369,8 +380,8 @@ impl Fs {
     // ---- creating ---------------------------------------------------------------------
 
     /// Adds a new inode under `parent/name`.
-    pub(super) async fn create_node(&self, parent: Key, name: &[u8], inode: Inode) -> FsResult<Attr> {
-        Ok(self.create_node_as(parent, name, inode).await?.0)
+    pub(super) async fn create_node(&self, parent: Key, name: &[u8], inode: Inode, who: Caller) -> FsResult<Attr> {
+        Ok(self.create_node_as(parent, name, inode, who).await?.0)
     }
 
     /// [`Fs::create_node`], also returning the inode as written and its version.
@@ -379,13 +390,16 @@ impl Fs {
         parent: Key,
         name: &[u8],
         mut inode: Inode,
+        who: Caller,
     ) -> FsResult<(Attr, Inode, Version)> {
         check_name(name)?;
         let _ns = self.ns_lock.lock().await;
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
+        perm::check_search(&dir, who)?;
         if bucket.contains_key(name) {
             return Err(FsError::Exists);
         }
+        perm::check_modify(&dir, who)?;
         let key = random_key();
         if inode.kind == Kind::Dir {
             inode.parent = Some(parent);
@@ -403,7 +417,7 @@ impl Fs {
 
     pub async fn mkdir(&self, parent: Key, name: &[u8], perm: u16, caller: Caller) -> FsResult<Attr> {
         let inode = new_inode(Kind::Dir, perm, caller, Data::Dir { bucket_bits: 0, single: BucketData::Empty });
-        self.create_node(parent, name, inode).await
+        self.create_node(parent, name, inode, caller).await
     }
 
     /// Creates a regular file or a special file (FIFO, socket, device node; stored as
@@ -422,7 +436,7 @@ impl Fs {
         }
         let mut inode = new_inode(kind, perm, caller, Data::Empty);
         inode.rdev = rdev;
-        self.create_node(parent, name, inode).await
+        self.create_node(parent, name, inode, caller).await
     }
 
     pub async fn symlink(&self, parent: Key, name: &[u8], target: &[u8], caller: Caller) -> FsResult<Attr> {
@@ -434,7 +448,7 @@ impl Fs {
         }
         let mut inode = new_inode(Kind::Symlink, 0o777, caller, Data::Symlink(target.to_vec()));
         inode.size = target.len() as u64;
-        self.create_node(parent, name, inode).await
+        self.create_node(parent, name, inode, caller).await
     }
 
     pub async fn readlink(&self, key: Key) -> FsResult<Vec<u8>> {
@@ -445,8 +459,13 @@ impl Fs {
         }
     }
 
-    /// A new name for an existing non-directory inode (a hard link).
+    /// [`Fs::link_by`] as root.
     pub async fn link(&self, key: Key, new_parent: Key, new_name: &[u8]) -> FsResult<Attr> {
+        self.link_by(key, new_parent, new_name, Caller::ROOT).await
+    }
+
+    /// A new name for an existing non-directory inode (a hard link).
+    pub async fn link_by(&self, key: Key, new_parent: Key, new_name: &[u8], who: Caller) -> FsResult<Attr> {
         check_name(new_name)?;
         let _ns = self.ns_lock.lock().await;
         let inode_lock = self.key_locks.lock(key).await;
@@ -461,9 +480,11 @@ impl Fs {
             return Err(FsError::TooManyLinks);
         }
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(new_parent, new_name).await?;
+        perm::check_search(&dir, who)?;
         if bucket.contains_key(new_name) {
             return Err(FsError::Exists);
         }
+        perm::check_modify(&dir, who)?;
         // Count first: a crash between leaves a count one too high (a leak gc can find),
         // never a name whose inode may be freed under it.
         inode.nlink += 1;
@@ -478,11 +499,20 @@ impl Fs {
 
     // ---- removing ---------------------------------------------------------------------
 
+    /// [`Fs::unlink_by`] as root.
     pub async fn unlink(&self, parent: Key, name: &[u8]) -> FsResult<()> {
+        self.unlink_by(parent, name, Caller::ROOT).await
+    }
+
+    /// Removes the name `parent/name` of a non-directory. (The sticky-bit rule is the
+    /// kernel's, see [`perm`].)
+    pub async fn unlink_by(&self, parent: Key, name: &[u8], who: Caller) -> FsResult<()> {
         check_name(name)?;
         let _ns = self.ns_lock.lock().await;
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
+        perm::check_search(&dir, who)?;
         let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
+        perm::check_modify(&dir, who)?;
         if entry.kind == Kind::Dir {
             return Err(FsError::IsDir);
         }
@@ -541,7 +571,13 @@ impl Fs {
         Ok(())
     }
 
+    /// [`Fs::rmdir_by`] as root.
     pub async fn rmdir(&self, parent: Key, name: &[u8]) -> FsResult<()> {
+        self.rmdir_by(parent, name, Caller::ROOT).await
+    }
+
+    /// Removes the empty directory `parent/name`.
+    pub async fn rmdir_by(&self, parent: Key, name: &[u8], who: Caller) -> FsResult<()> {
         if name == b"." {
             return Err(FsError::Invalid("rmdir ."));
         }
@@ -551,7 +587,9 @@ impl Fs {
         check_name(name)?;
         let _ns = self.ns_lock.lock().await;
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
+        perm::check_search(&dir, who)?;
         let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
+        perm::check_modify(&dir, who)?;
         if entry.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
@@ -581,6 +619,7 @@ impl Fs {
 
     // ---- rename -----------------------------------------------------------------------
 
+    /// [`Fs::rename_by`] as root.
     pub async fn rename(
         &self,
         src_dir: Key,
@@ -589,6 +628,21 @@ impl Fs {
         dst_name: &[u8],
         flags: RenameFlags,
     ) -> FsResult<()> {
+        self.rename_by(src_dir, src_name, dst_dir, dst_name, flags, Caller::ROOT).await
+    }
+
+    /// Moves `src_dir/src_name` to `dst_dir/dst_name`, replacing what is there unless
+    /// `flags.noreplace`. `who` needs write and search permission on both directories,
+    /// and write permission on a directory it moves to another parent (its `..` changes).
+    pub async fn rename_by(
+        &self,
+        src_dir: Key,
+        src_name: &[u8],
+        dst_dir: Key,
+        dst_name: &[u8],
+        flags: RenameFlags,
+        who: Caller,
+    ) -> FsResult<()> {
         if flags.exchange {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported"));
         }
@@ -596,7 +650,9 @@ impl Fs {
         check_name(dst_name)?;
         let _ns = self.ns_lock.lock().await;
         let (src, _, src_bucket, src_slot) = self.load_dir_bucket(src_dir, src_name).await?;
+        perm::check_search(&src, who)?;
         let entry = *src_bucket.get(src_name).ok_or(FsError::NotFound)?;
+        perm::check_modify(&src, who)?;
         if src_dir == dst_dir && src_name == dst_name {
             return Ok(());
         }
@@ -608,6 +664,11 @@ impl Fs {
         } else {
             self.read_dir_inode(dst_dir).await?
         };
+        perm::check_modify(&dst, who)?;
+        if entry.kind == Kind::Dir && dst_dir != src_dir && !who.is_root() {
+            let (moved, _) = self.read_dir_inode(entry.key).await?;
+            perm::check(&moved, who, perm::MAY_WRITE)?;
+        }
         let same_bucket = dst_dir == src_dir
             && matches!(src.data, Data::Dir { bucket_bits, .. }
                 if bucket_of(src_name, bucket_bits) == bucket_of(dst_name, bucket_bits));

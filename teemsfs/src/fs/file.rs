@@ -168,9 +168,15 @@ impl Fs {
         })
     }
 
-    /// Opens a file: fresh metadata (close-to-open), fetched alongside the blob the name
-    /// cache expects, which is kept only if the metadata names it.
+    /// [`Fs::open_by`] as root, for reading or reading and writing.
     pub async fn open(&self, key: Key, writable: bool) -> FsResult<Opened> {
+        self.open_by(key, writable, 0, super::Caller::ROOT).await
+    }
+
+    /// Opens a file: fresh metadata (close-to-open), fetched alongside the blob the name
+    /// cache expects, which is kept only if the metadata names it. `who` needs the
+    /// permissions in `mask` (`perm::MAY_*`) on the file.
+    pub async fn open_by(&self, key: Key, writable: bool, mask: u32, who: super::Caller) -> FsResult<Opened> {
         let guess = self.names.guess_content(key).and_then(|(_, blob)| blob);
         let prefetch = async {
             match &guess {
@@ -180,6 +186,9 @@ impl Fs {
         };
         let (read, fetched) = tokio::join!(self.read_inode(key), prefetch);
         let (inode, version) = read?;
+        if inode.kind != Kind::Dir {
+            super::perm::check(&inode, who, mask)?;
+        }
         if let (Some(b), Some(Ok(plain))) = (&guess, fetched) {
             let confirmed = match &inode.data {
                 Data::Single(fresh) | Data::Chunked { manifest: fresh } => fresh == b,
@@ -235,8 +244,8 @@ impl Fs {
     /// open(2) with `O_TRUNC` on a writable handle: the truncation joins the handle's
     /// buffered writes and is committed with them at close, so a crash while rewriting a
     /// file (`> file`) leaves its old or its new content, never an empty file in between.
-    pub async fn open_truncating(&self, key: Key) -> FsResult<Opened> {
-        let opened = self.open(key, true).await?;
+    pub async fn open_truncating(&self, key: Key, mask: u32, who: super::Caller) -> FsResult<Opened> {
+        let opened = self.open_by(key, true, mask | super::perm::MAY_WRITE, who).await?;
         let (_, _, state) = self.handle(opened.fh)?;
         let mut s = state.lock().await;
         if s.size != 0 {
@@ -259,7 +268,7 @@ impl Fs {
     ) -> FsResult<(Attr, Opened)> {
         let inode = super::new_inode(Kind::File, perm, caller, Data::Empty);
         // Opened from the metadata the create wrote: no second read.
-        let (attr, inode, version) = self.create_node_as(parent, name, inode).await?;
+        let (attr, inode, version) = self.create_node_as(parent, name, inode, caller).await?;
         let opened = self.open_as(attr.key, true, inode, version).await?;
         Ok((attr, opened))
     }

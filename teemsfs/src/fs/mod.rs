@@ -30,6 +30,7 @@ pub mod error;
 mod file;
 pub mod format;
 mod locks;
+pub mod perm;
 pub mod walk;
 mod xattr;
 
@@ -123,6 +124,10 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<SystemTime>,
     pub mtime: Option<SystemTime>,
+    /// The times given are "now" (`UTIME_NOW`), not values: write permission suffices.
+    pub times_now: bool,
+    /// The size change comes through an open file (`ftruncate`), checked at its open.
+    pub through_handle: bool,
 }
 
 /// A directory entry as `readdir` returns it.
@@ -162,11 +167,14 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
-/// Who performs an operation (for ownership of new inodes and `access`).
+/// Who performs an operation: the owner of what it creates, and whose permissions the
+/// checks in [`perm`] apply. `Default` is root, the in-process caller.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The calling process (thread) id, for its supplementary groups; 0 for none.
+    pub pid: u32,
 }
 
 /// The filesystem of one share, for one client.
@@ -467,7 +475,27 @@ impl Fs {
         Ok(attr)
     }
 
+    /// [`Fs::setattr_by`] as root.
     pub async fn setattr(&self, key: Key, set: SetAttr) -> FsResult<Attr> {
+        self.setattr_by(key, set, Caller::ROOT).await
+    }
+
+    /// Changes attributes; `who` must be allowed to ([`perm::check_setattr`]: root, the
+    /// owner, or for a truncation or a "now" time a writer).
+    pub async fn setattr_by(&self, key: Key, mut set: SetAttr, who: Caller) -> FsResult<Attr> {
+        if !who.is_root() {
+            let (inode, _) = self.read_inode(key).await?;
+            let times = set.atime.is_some() || set.mtime.is_some();
+            let change = perm::AttrChange {
+                perm: set.perm,
+                uid: set.uid,
+                gid: set.gid,
+                truncate_by_path: set.size.is_some() && !set.through_handle,
+                explicit_times: times && !set.times_now,
+                times_now: times && set.times_now,
+            };
+            set.perm = perm::check_setattr(&inode, who, &change)?;
+        }
         if let Some(size) = set.size {
             self.truncate(key, size).await?;
         }
@@ -521,27 +549,10 @@ impl Fs {
     }
 
     /// Checks `mask` (R_OK=4, W_OK=2, X_OK=1; 0 = existence) for the caller against the
-    /// inode's mode bits. Root passes everything except X on a file with no X bit.
+    /// inode's mode bits ([`perm::permits`]).
     pub async fn access(&self, key: Key, mask: u32, caller: Caller) -> FsResult<()> {
         let (inode, _) = self.read_inode(key).await?;
-        if mask == 0 {
-            return Ok(());
-        }
-        let perm = u32::from(inode.perm);
-        let granted = if caller.uid == 0 {
-            let any_x = perm & 0o111 != 0 || inode.kind == Kind::Dir;
-            0o6 | if any_x { 0o1 } else { 0 }
-        } else if caller.uid == inode.uid {
-            (perm >> 6) & 7
-        } else if caller.gid == inode.gid {
-            (perm >> 3) & 7
-        } else {
-            perm & 7
-        };
-        if mask & !granted & 7 != 0 {
-            return Err(FsError::Access);
-        }
-        Ok(())
+        perm::check(&inode, caller, mask)
     }
 
     pub fn statfs(&self) -> StatFs {

@@ -2,7 +2,7 @@
 //! only). The metadata value names the blob; setting an attribute re-seals it.
 
 use super::format::{self, Xattrs, derive_id};
-use super::{Fs, FsError, FsResult};
+use super::{Caller, Fs, FsError, FsResult, perm};
 use crate::meta::Key;
 
 /// `setxattr` flags (Linux values).
@@ -38,7 +38,12 @@ impl Fs {
         Ok(())
     }
 
+    /// [`Fs::getxattr_by`] as root.
     pub async fn getxattr(&self, key: Key, name: &[u8]) -> FsResult<Vec<u8>> {
+        self.getxattr_by(key, name, Caller::ROOT).await
+    }
+
+    pub async fn getxattr_by(&self, key: Key, name: &[u8], who: Caller) -> FsResult<Vec<u8>> {
         // Never stored (see `check_xattr_name`), so absent without a metadata read. The
         // kernel asks for it before every write(2) to decide whether to drop privileges.
         if name == FILE_CAPABILITIES {
@@ -46,6 +51,7 @@ impl Fs {
         }
         Self::check_xattr_name(name)?;
         let (inode, _) = self.read_inode(key).await?;
+        perm::check_xattr(&inode, who, name, false)?;
         self.xattrs_of(&inode).await?.remove(name).ok_or(FsError::NoXattr)
     }
 
@@ -54,12 +60,17 @@ impl Fs {
         Ok(self.xattrs_of(&inode).await?.into_keys().collect())
     }
 
+    /// [`Fs::setxattr_by`] as root.
     pub async fn setxattr(&self, key: Key, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.setxattr_by(key, name, value, flags, Caller::ROOT).await
+    }
+
+    pub async fn setxattr_by(&self, key: Key, name: &[u8], value: &[u8], flags: i32, who: Caller) -> FsResult<()> {
         Self::check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX_BYTES {
             return Err(FsError::Range);
         }
-        self.change_xattrs(key, |x| {
+        self.change_xattrs(key, name, who, |x| {
             let exists = x.contains_key(name);
             if flags & XATTR_CREATE != 0 && exists {
                 return Err(FsError::Exists);
@@ -73,14 +84,21 @@ impl Fs {
         .await
     }
 
+    /// [`Fs::removexattr_by`] as root.
     pub async fn removexattr(&self, key: Key, name: &[u8]) -> FsResult<()> {
+        self.removexattr_by(key, name, Caller::ROOT).await
+    }
+
+    pub async fn removexattr_by(&self, key: Key, name: &[u8], who: Caller) -> FsResult<()> {
         Self::check_xattr_name(name)?;
-        self.change_xattrs(key, |x| x.remove(name).map(|_| ()).ok_or(FsError::NoXattr)).await
+        self.change_xattrs(key, name, who, |x| x.remove(name).map(|_| ()).ok_or(FsError::NoXattr)).await
     }
 
     async fn change_xattrs(
         &self,
         key: Key,
+        name: &[u8],
+        who: Caller,
         change: impl FnOnce(&mut Xattrs) -> FsResult<()>,
     ) -> FsResult<()> {
         // ns_lock: a directory's value also holds its inline bucket; inode lock: a file's
@@ -88,6 +106,7 @@ impl Fs {
         let _ns = self.ns_lock.lock().await;
         let _inode_lock = self.key_locks.lock(key).await;
         let (mut inode, _) = self.read_inode(key).await?;
+        perm::check_xattr(&inode, who, name, true)?;
         let mut xattrs = self.xattrs_of(&inode).await?;
         change(&mut xattrs)?;
         let old = inode.xattrs.take();
