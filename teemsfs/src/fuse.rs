@@ -652,11 +652,12 @@ impl Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = writable && flags.0 & libc::O_TRUNC != 0;
-        let mask = perm::open_mask(
-            flags.acc_mode() != OpenAccMode::O_WRONLY,
-            writable,
-            flags.0 & FMODE_EXEC != 0,
-        );
+        // An open to execute needs execute permission only (not read), as execve(2).
+        let mask = if flags.0 & FMODE_EXEC != 0 {
+            perm::MAY_EXEC
+        } else {
+            perm::open_mask(flags.acc_mode() != OpenAccMode::O_WRONLY, writable)
+        };
         let who = caller(req);
         self.spawn(|c| async move {
             let key = match c.key(ino) {

@@ -120,3 +120,61 @@ fn the_summary_parser_reads_pjdfstest_output() {
     assert_eq!(summary("x\nSummary: 3 failed, 28 skipped, 349 passed, 0 expected failures, 380 total\n"), Some((349, 3)));
     assert_eq!(summary("no summary"), None);
 }
+
+/// Runs `script` with `sh` as user nobody (uid/gid 65534) with the given supplementary
+/// groups; whether it exited 0.
+fn as_nobody(groups: &[u32], script: &str) -> bool {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534"]);
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    let out = cmd.args(["sh", "-c", script]).current_dir("/").output().expect("run setpriv");
+    out.status.success()
+}
+
+/// The mount checks permissions itself (no `default_permissions`, docs/SEMANTICS.md §4):
+/// another user is held to the mode bits through the kernel, supplementary groups count,
+/// and executing needs the execute bit of the caller's class, not read.
+#[test]
+fn other_users_are_held_to_the_mode_bits_through_a_real_mount() {
+    let d = up();
+    let mnt = d.dir.join("mnt");
+    let p = |name: &str| mnt.join(name).display().to_string();
+    let sh = |script: &str| {
+        let ok = Command::new("sh").arg("-c").arg(script).status().expect("sh").success();
+        assert!(ok, "setup failed: {script}");
+    };
+    sh(&format!("chmod 0755 {m} && echo secret > {s} && chmod 0600 {s}", m = mnt.display(), s = p("secret")));
+    sh(&format!("echo team > {g} && chown 0:4242 {g} && chmod 0640 {g}", g = p("team")));
+    sh(&format!("mkdir {c} && echo x > {c}/f && chmod 0700 {c}", c = p("closed")));
+    sh(&format!("mkdir {o} && chmod 0777 {o}", o = p("open")));
+    sh(&format!("echo x > {w} && chmod 0666 {w}", w = p("shared")));
+    sh(&format!("cp /bin/true {x} && chmod 0711 {x} && cp /bin/true {y} && chmod 0744 {y}", x = p("run"), y = p("norun")));
+
+    // Reading: owner-only is refused; a group member (by supplementary group) may read.
+    assert!(!as_nobody(&[], &format!("cat {}", p("secret"))), "0600 root file read by nobody");
+    assert!(as_nobody(&[4242], &format!("cat {}", p("team"))), "group member reads a 0640 file");
+    assert!(!as_nobody(&[], &format!("cat {}", p("team"))), "non-member reads a 0640 file");
+    // Searching and listing a 0700 directory.
+    assert!(!as_nobody(&[], &format!("stat {}/f", p("closed"))), "lookup in a 0700 dir");
+    assert!(!as_nobody(&[], &format!("ls {}", p("closed"))), "listing a 0700 dir");
+    // Writing, creating, removing.
+    assert!(!as_nobody(&[], &format!("echo y >> {}", p("secret"))), "append to a 0600 file");
+    assert!(!as_nobody(&[], &format!("touch {}", p("new"))), "create in a 0755 root dir");
+    assert!(!as_nobody(&[], &format!("rm -f {}", p("shared"))), "unlink in a 0755 root dir");
+    assert!(as_nobody(&[], &format!("touch {o}/mine && echo z > {o}/mine && rm {o}/mine", o = p("open"))));
+    // Attributes: chmod needs the owner; `touch` (now) needs write; explicit times the owner.
+    assert!(!as_nobody(&[], &format!("chmod 0777 {}", p("secret"))), "chmod by a non-owner");
+    assert!(as_nobody(&[], &format!("touch {}", p("shared"))), "touch of a 0666 file");
+    assert!(!as_nobody(&[], &format!("touch -d 2001-01-01 {}", p("shared"))), "explicit times by a non-owner");
+    // Executing: the execute bit of the caller's class, without read permission.
+    assert!(as_nobody(&[], &p("run")), "exec of a 0711 binary");
+    assert!(!as_nobody(&[], &p("norun")), "exec of a 0744 binary by others");
+    // And the files are as root left them.
+    assert_eq!(std::fs::read_to_string(mnt.join("secret")).expect("read"), "secret\n");
+    assert!(mnt.join("shared").exists());
+}

@@ -166,9 +166,9 @@ pub fn check_xattr(inode: &Inode, who: Caller, name: &[u8], write: bool) -> FsRe
     check(inode, who, if write { MAY_WRITE } else { MAY_READ })
 }
 
-/// The access an `open` asks for, from its flags.
-pub fn open_mask(read: bool, write: bool, exec: bool) -> u32 {
-    (if read { MAY_READ } else { 0 }) | (if write { MAY_WRITE } else { 0 }) | (if exec { MAY_EXEC } else { 0 })
+/// The access an `open` for reading and/or writing asks for.
+pub fn open_mask(read: bool, write: bool) -> u32 {
+    (if read { MAY_READ } else { 0 }) | (if write { MAY_WRITE } else { 0 })
 }
 
 #[cfg(test)]
