@@ -873,13 +873,7 @@ mod tests {
     async fn a_long_write_goes_on_while_its_chunks_upload() {
         let (gate, open) = tokio::sync::watch::channel(false);
         let blobs = Arc::new(GatedBlobs { inner: MemBlobs::new(), open });
-        let fs = Fs::new(
-            Arc::new(MemTeems::new()),
-            Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
-            ShareId([1; 16]),
-            Key([2; 16]),
-            FsConfig::default(),
-        );
+        let fs = crate::fs::test_fs(Arc::clone(&blobs) as _, FsConfig::default());
         let me = Caller::default();
         fs.init(me).await.expect("init");
         let (attr, opened) = fs.create(fs.root(), b"big", 0o600, me).await.expect("create");
@@ -984,13 +978,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_early_upload_loses_no_written_bytes() {
         let blobs = Arc::new(OutageBlobs { inner: MemBlobs::new(), failing: true.into() });
-        let fs = Fs::new(
-            Arc::new(MemTeems::new()),
-            Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
-            ShareId([1; 16]),
-            Key([2; 16]),
-            FsConfig::default(),
-        );
+        let fs = crate::fs::test_fs(Arc::clone(&blobs) as _, FsConfig::default());
         let me = Caller::default();
         blobs.failing.store(false, std::sync::atomic::Ordering::SeqCst);
         fs.init(me).await.expect("init");
@@ -1026,13 +1014,7 @@ mod tests {
     /// pages past it and the file's tail.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn getattr_during_a_read_reports_the_buffered_size() {
-        let fs = Arc::new(Fs::new(
-            Arc::new(MemTeems::new()),
-            Arc::new(MemBlobs::new()),
-            ShareId([1; 16]),
-            Key([2; 16]),
-            FsConfig::default(),
-        ));
+        let fs = Arc::new(crate::fs::test_fs(Arc::new(MemBlobs::new()), FsConfig::default()));
         let me = Caller::default();
         fs.init(me).await.expect("init");
         let (attr, opened) = fs.create(fs.root(), b"fsx", 0o600, me).await.expect("create");

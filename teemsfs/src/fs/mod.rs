@@ -577,6 +577,12 @@ impl Fs {
     }
 }
 
+/// A filesystem over in-memory TEEMS for unit tests: share 1, root key 2, blobs as given.
+#[cfg(test)]
+pub(crate) fn test_fs(blobs: Arc<dyn BlobIo>, config: FsConfig) -> Fs {
+    Fs::new(Arc::new(crate::meta::MemTeems::new()), blobs, ShareId([1; 16]), Key([2; 16]), config)
+}
+
 pub(crate) fn new_inode(kind: Kind, perm: u16, owner: Caller, data: Data) -> Inode {
     let now = Time::now();
     Inode {

@@ -275,16 +275,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_operation_checks_the_metadata_it_reads() {
-        use crate::fs::{Fs, FsConfig, RenameFlags, SetAttr, blobs::MemBlobs};
-        use crate::meta::{Key, MemTeems, ShareId};
-        use std::sync::Arc;
-        let fs = Fs::new(
-            Arc::new(MemTeems::new()),
-            Arc::new(MemBlobs::new()),
-            ShareId([1; 16]),
-            Key([2; 16]),
-            FsConfig::default(),
-        );
+        use crate::fs::{FsConfig, RenameFlags, SetAttr, blobs::MemBlobs, test_fs};
+        let fs = test_fs(std::sync::Arc::new(MemBlobs::new()), FsConfig::default());
         let alice = user(1000, 1000);
         let bob = user(1001, 1001);
         fs.init(alice).await.expect("init");
