@@ -44,13 +44,13 @@ pub(super) struct DirTable {
 }
 
 impl Fs {
-    /// Opens a directory (fresh metadata: it must exist and be a directory).
     /// [`Fs::opendir_by`] as root.
     pub async fn opendir(&self, key: Key) -> FsResult<u64> {
         self.opendir_by(key, super::Caller::ROOT).await
     }
 
-    /// Opens a directory for listing; `who` needs read permission on it.
+    /// Opens a directory for listing (fresh metadata: it must exist and be a directory);
+    /// `who` needs read permission on it.
     pub async fn opendir_by(&self, key: Key, who: super::Caller) -> FsResult<u64> {
         let (dir, _) = self.read_dir_inode(key).await?;
         super::perm::check(&dir, who, super::perm::MAY_READ)?;
