@@ -414,14 +414,8 @@ impl Fs {
             let src_from = (pos - offset) as usize;
             let chunk = self.dirty_chunk(&mut s, idx).await?;
             let before = chunk.len();
-            if chunk.len() < in_chunk + take {
-                chunk.resize(in_chunk + take, 0);
-            }
-            if let (Some(dst), Some(src)) =
-                (chunk.get_mut(in_chunk..in_chunk + take), data.get(src_from..src_from + take))
-            {
-                dst.copy_from_slice(src);
-            }
+            let src = data.get(src_from..src_from + take).unwrap_or_default();
+            write_into(chunk, in_chunk, src, cs as usize);
             let grown = chunk.len() - before;
             s.dirty_bytes += grown;
             pos += take as u64;
@@ -774,11 +768,33 @@ impl Fs {
     }
 }
 
+
+/// Writes `src` into a chunk buffer at `at`, zero-filling a hole before it. Appended bytes
+/// are copied once (no zero-fill first), and a buffer that a long write is filling gets
+/// the whole chunk's capacity at once instead of growing (and being copied) step by step.
+fn write_into(chunk: &mut Vec<u8>, at: usize, src: &[u8], chunk_size: usize) {
+    /// Writes at least this long fill a chunk sequentially: reserve all of it.
+    const STREAMING_WRITE_BYTES: usize = 64 << 10;
+    let end = at + src.len();
+    if end > chunk.capacity() && src.len() >= STREAMING_WRITE_BYTES {
+        chunk.reserve_exact(chunk_size.max(end) - chunk.len());
+    }
+    if chunk.len() < at {
+        chunk.resize(at, 0);
+    }
+    let overwrite = chunk.len().min(end) - at;
+    if let (Some(dst), Some(head)) = (chunk.get_mut(at..at + overwrite), src.get(..overwrite)) {
+        dst.copy_from_slice(head);
+    }
+    chunk.extend_from_slice(src.get(overwrite..).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::write_into;
     use crate::fs::{Caller, Fs, FsConfig, MemBlobs, SetAttr};
     use crate::meta::{Key, MemTeems, ShareId};
 
@@ -994,6 +1010,19 @@ mod tests {
                 failed += 1;
             }
         }
+        // A failed upload is reported by the next write that finds it finished; the loop
+        // above can end before the spawned uploads have run. Rewrite the last block (same
+        // bytes) until one reports it.
+        let last = blocks - 1;
+        for _ in 0..500 {
+            if failed > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if fs.write(opened.fh, (last * block) as u64, &fill(last)).await.is_err() {
+                failed += 1;
+            }
+        }
         assert!(failed > 0, "with the stores down, the early upload must report an error");
 
         blobs.failing.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -1043,5 +1072,24 @@ mod tests {
         assert_eq!(fs.getattr(attr.key).await.expect("getattr").size, 400);
         fs.release(opened.fh).await.expect("close");
         assert_eq!(fs.getattr(attr.key).await.expect("getattr").size, 400);
+    }
+
+    #[test]
+    fn writes_into_a_chunk_buffer_overwrite_append_and_fill_holes() {
+        let mut c = Vec::new();
+        write_into(&mut c, 0, b"abc", 16);
+        assert_eq!(c, b"abc");
+        write_into(&mut c, 1, b"XY", 16);
+        assert_eq!(c, b"aXY", "inside: overwritten");
+        write_into(&mut c, 2, b"ZZZ", 16);
+        assert_eq!(c, b"aXZZZ", "across the end: overwritten, then appended");
+        write_into(&mut c, 7, b"h", 16);
+        assert_eq!(c, b"aXZZZ\0\0h", "past the end: a hole of zeros");
+        write_into(&mut c, 8, b"", 16);
+        assert_eq!(c.len(), 8, "an empty write past the end changes nothing");
+        let mut big = Vec::new();
+        write_into(&mut big, 0, &[7u8; 64 << 10], 1 << 20);
+        assert!(big.capacity() >= 1 << 20, "a long write reserves the whole chunk");
+        assert_eq!(big.len(), 64 << 10);
     }
 }
