@@ -294,7 +294,7 @@ mod tests {
         fs.write(o.fh, 0, &vec![5u8; 10_000]).await.expect("write");
         fs.release(o.fh).await.expect("close");
         // A crashed writer: a sealed blob whose metadata write never happened.
-        crate::fs::BlobIo::put(blobs.as_ref(), [9; 16], 1, vec![1; 100]).await.expect("orphan put");
+        crate::fs::BlobIo::put(blobs.as_ref(), [9; 16], 1, &[1; 100]).await.expect("orphan put");
         // Superseded blobs still in their (in-memory) grace queue are orphans too.
         let state = tempfile::tempdir().expect("tmp");
         let state_file = state.path().join("gc-seen.json");

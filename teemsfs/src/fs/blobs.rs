@@ -41,7 +41,7 @@ impl BlobRef {
 pub trait BlobIo: Send + Sync + 'static {
     /// Seals and stores `plaintext` as version `version` of blob `id`; all fragments are
     /// stored when this returns.
-    async fn put(&self, id: [u8; 16], version: u64, plaintext: Vec<u8>) -> FsResult<BlobRef>;
+    async fn put(&self, id: [u8; 16], version: u64, plaintext: &[u8]) -> FsResult<BlobRef>;
     /// Fetches, verifies and opens a blob version.
     async fn get(&self, blob: &BlobRef) -> FsResult<Vec<u8>>;
     /// Deletes a blob version's fragments (best effort on the caller's side).
@@ -74,7 +74,7 @@ impl MemBlobs {
 
 #[async_trait]
 impl BlobIo for MemBlobs {
-    async fn put(&self, id: [u8; 16], version: u64, plaintext: Vec<u8>) -> FsResult<BlobRef> {
+    async fn put(&self, id: [u8; 16], version: u64, plaintext: &[u8]) -> FsResult<BlobRef> {
         let tag = {
             let mut next = self.next.lock().map_err(|_| FsError::Blob("poisoned".into()))?;
             *next += 1;
@@ -84,7 +84,7 @@ impl BlobIo for MemBlobs {
         self.blobs
             .lock()
             .map_err(|_| FsError::Blob("poisoned".into()))?
-            .insert((id, version, tag), plaintext);
+            .insert((id, version, tag), plaintext.to_vec());
         Ok(blob)
     }
 
@@ -109,9 +109,9 @@ impl BlobIo for MemBlobs {
 /// The real data path: sealed, erasure-coded blobs in the object stores (DESIGN §9).
 #[async_trait]
 impl BlobIo for crate::store::BlobStore {
-    async fn put(&self, id: [u8; 16], version: u64, plaintext: Vec<u8>) -> FsResult<BlobRef> {
+    async fn put(&self, id: [u8; 16], version: u64, plaintext: &[u8]) -> FsResult<BlobRef> {
         let stored = self
-            .put_blob(&erasure::BlobId(id), version, &plaintext)
+            .put_blob(&erasure::BlobId(id), version, plaintext)
             .await
             .map_err(|e| FsError::Blob(e.to_string()))?;
         Ok(BlobRef { id, version, len: plaintext.len() as u64, stored: stored.encode() })

@@ -467,7 +467,7 @@ impl Fs {
         let slots = Arc::clone(&self.upload_slots);
         async move {
             let _slot = slots.acquire_owned().await.map_err(|_| FsError::Blob("upload slots closed".into()))?;
-            let blob = blobs.put(id, seq, bytes.as_ref().clone()).await?;
+            let blob = blobs.put(id, seq, &bytes).await?;
             cache.insert(&blob, bytes);
             Ok(blob)
         }
@@ -806,7 +806,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::fs::BlobIo for OutageBlobs {
-        async fn put(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> crate::fs::FsResult<crate::fs::BlobRef> {
+        async fn put(&self, id: [u8; 16], version: u64, plain: &[u8]) -> crate::fs::FsResult<crate::fs::BlobRef> {
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(crate::fs::FsError::Blob("stores unreachable".into()));
             }
@@ -868,7 +868,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::fs::BlobIo for GatedBlobs {
-        async fn put(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> crate::fs::FsResult<crate::fs::BlobRef> {
+        async fn put(&self, id: [u8; 16], version: u64, plain: &[u8]) -> crate::fs::FsResult<crate::fs::BlobRef> {
             let mut open = self.open.clone();
             let _ = open.wait_for(|o| *o).await;
             self.inner.put(id, version, plain).await
@@ -925,7 +925,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::fs::BlobIo for CountingBlobs {
-        async fn put(&self, id: [u8; 16], version: u64, plain: Vec<u8>) -> crate::fs::FsResult<crate::fs::BlobRef> {
+        async fn put(&self, id: [u8; 16], version: u64, plain: &[u8]) -> crate::fs::FsResult<crate::fs::BlobRef> {
             self.inner.put(id, version, plain).await
         }
         async fn get(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<Vec<u8>> {

@@ -340,7 +340,7 @@ impl Fs {
 
     /// [`Fs::put_blob`] for a caller that keeps the plaintext (to retry after a failure).
     async fn put_shared_blob(&self, id: [u8; 16], version: u64, shared: &Arc<Vec<u8>>) -> FsResult<BlobRef> {
-        let blob = self.blobs.put(id, version, shared.as_ref().clone()).await?;
+        let blob = self.blobs.put(id, version, shared).await?;
         self.blob_cache.insert(&blob, Arc::clone(shared));
         Ok(blob)
     }

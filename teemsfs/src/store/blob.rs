@@ -428,17 +428,19 @@ impl BlobStore {
                 detail: e.to_string(),
             }
         })?;
-        let total = sealed.fragments.len();
+        let erasure::Sealed { blob_ref, fragments } = sealed;
+        let total = fragments.len();
         let start = (rand::rng().next_u64() % self.stores.len() as u64) as usize;
         let mut locations = Vec::with_capacity(total);
         let mut puts = Vec::with_capacity(total);
-        for (position, fragment) in sealed.fragments.iter().enumerate() {
+        for (position, fragment) in fragments.into_iter().enumerate() {
             // Fragment i is `fragments[i]`; placement is by position, not by trusting
             // anything else.
             let store_index = (start + position) % self.stores.len();
             let name = self.fresh_name();
             let store = Arc::clone(&self.stores[store_index]);
-            let bytes = Bytes::copy_from_slice(fragment.as_bytes());
+            // The sealed buffer itself becomes the request body: no copy.
+            let bytes = Bytes::from_owner(fragment.into_buf());
             let put_name = name.clone();
             puts.push(async move { store.put(&put_name, bytes).await });
             locations.push(FragmentLocation {
@@ -459,7 +461,7 @@ impl BlobStore {
             }
         }
         let stored = StoredBlob {
-            blob_ref: sealed.blob_ref,
+            blob_ref,
             locations,
         };
         if !failures.is_empty() {
