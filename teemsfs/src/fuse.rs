@@ -667,7 +667,7 @@ impl Filesystem for FuseAdapter {
             let opened = if truncate {
                 c.fs.open_truncating(key, mask, who).await
             } else {
-                c.fs.open_by(key, writable, mask, who).await
+                c.fs.open_by(key, mask, who).await
             };
             match opened {
                 Ok(o) => {

@@ -170,13 +170,16 @@ impl Fs {
 
     /// [`Fs::open_by`] as root, for reading or reading and writing.
     pub async fn open(&self, key: Key, writable: bool) -> FsResult<Opened> {
-        self.open_by(key, writable, 0, super::Caller::ROOT).await
+        let mask = super::perm::open_mask(true, writable);
+        self.open_by(key, mask, super::Caller::ROOT).await
     }
 
     /// Opens a file: fresh metadata (close-to-open), fetched alongside the blob the name
     /// cache expects, which is kept only if the metadata names it. `who` needs the
-    /// permissions in `mask` (`perm::MAY_*`) on the file.
-    pub async fn open_by(&self, key: Key, writable: bool, mask: u32, who: super::Caller) -> FsResult<Opened> {
+    /// permissions in `mask` (`perm::MAY_*`) on the file; with `MAY_WRITE` the handle is
+    /// writable.
+    pub async fn open_by(&self, key: Key, mask: u32, who: super::Caller) -> FsResult<Opened> {
+        let writable = mask & super::perm::MAY_WRITE != 0;
         let guess = self.names.guess_content(key).and_then(|(_, blob)| blob);
         let prefetch = async {
             match &guess {
@@ -245,7 +248,7 @@ impl Fs {
     /// buffered writes and is committed with them at close, so a crash while rewriting a
     /// file (`> file`) leaves its old or its new content, never an empty file in between.
     pub async fn open_truncating(&self, key: Key, mask: u32, who: super::Caller) -> FsResult<Opened> {
-        let opened = self.open_by(key, true, mask | super::perm::MAY_WRITE, who).await?;
+        let opened = self.open_by(key, mask | super::perm::MAY_WRITE, who).await?;
         let (_, _, state) = self.handle(opened.fh)?;
         let mut s = state.lock().await;
         if s.size != 0 {

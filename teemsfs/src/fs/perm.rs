@@ -301,9 +301,9 @@ mod tests {
         assert!(matches!(fs.rename_by(root, b"shared", root, b"s2", none, bob).await, Err(FsError::Access)));
         assert!(matches!(fs.rmdir_by(root, b"private", bob).await, Err(FsError::Access)));
         // Opening: read and write permission on the file.
-        assert!(fs.open_by(shared.key, false, MAY_READ, bob).await.is_ok());
-        assert!(matches!(fs.open_by(shared.key, true, MAY_WRITE, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.open_by(f.key, false, MAY_READ, bob).await, Err(FsError::Access)));
+        assert!(fs.open_by(shared.key, MAY_READ, bob).await.is_ok());
+        assert!(matches!(fs.open_by(shared.key, MAY_WRITE, bob).await, Err(FsError::Access)));
+        assert!(matches!(fs.open_by(f.key, MAY_READ, bob).await, Err(FsError::Access)));
         assert!(matches!(fs.open_truncating(shared.key, 0, bob).await, Err(FsError::Access)));
         assert!(matches!(fs.opendir_by(private, bob).await, Err(FsError::Access)));
         assert!(fs.opendir_by(private, alice).await.is_ok());
