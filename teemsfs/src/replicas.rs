@@ -80,6 +80,15 @@ pub fn select(file: &ClusterFile, ids: &[u32]) -> Result<Vec<u32>, ReplicaCtlErr
     Ok(ids.to_vec())
 }
 
+/// Runtime threads for each of `replicas` replicas started on this host: its cores
+/// shared among them, at least one each, at most two (what one replica's event loop and
+/// sockets can use). Five replicas on two cores with two threads each measured slower
+/// than with one: the extra threads only add context switches.
+pub fn worker_threads_per_replica(replicas: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / replicas.max(1)).clamp(1, 2)
+}
+
 /// Where the replica binary is: `$TEEMS_REPLICA_BIN`, else next to the
 /// current executable, else one directory up (test binaries live in
 /// `target/<profile>/deps/`, the binaries in `target/<profile>/`).
@@ -139,6 +148,7 @@ pub fn start(cluster_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, u32, bool)>, R
     let file = load(cluster_dir)?;
     let binary = replica_binary()?;
     let config_path = ClusterFile::path_in(cluster_dir);
+    let workers = worker_threads_per_replica(file.replicas.len());
     let mut started = Vec::new();
     let mut out = Vec::new();
     for id in select(&file, ids)? {
@@ -154,6 +164,7 @@ pub fn start(cluster_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, u32, bool)>, R
         let log2 = log.try_clone().map_err(io_err(&log_path))?;
         let mut cmd = Command::new(&binary);
         cmd.arg("--config").arg(&config_path).arg("--id").arg(id.to_string());
+        cmd.arg("--worker-threads").arg(workers.to_string());
         cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
         {
             use std::os::unix::process::CommandExt;
