@@ -14,6 +14,13 @@
 //! being bound by disk latency. Nothing leaves the process — no peer message,
 //! no tenant reply — before the records it depends on are sealed and synced.
 //!
+//! One kind of record does not force a sync: a stable bit (ABD-S1, see
+//! [`Record::needs_sync`]). A batch holding only those appends nothing; the records
+//! wait in memory and go to the log in front of the next batch that syncs (in their
+//! order, so the log is still the history of changes), or at shutdown. Without
+//! this, every register write cost each replica a second fsync, right after the
+//! write's own, which the next operation queued behind.
+//!
 //! A persist that fails (disk full, I/O error) stops the replica: it may not
 //! acknowledge what it could not make durable, and a restart is a rollback the
 //! protocol tolerates.
@@ -55,6 +62,9 @@ use crate::provision::{ClusterFile, ClusterFileError};
 /// Events handled before their records are synced together. Bounds the
 /// latency one batch adds to the first event in it.
 pub const MAX_EVENTS_PER_BATCH: usize = 256;
+/// Records that need no sync held back at most; beyond that they are synced on their
+/// own, so memory stays bounded on a replica that only ever sees stable bits.
+const MAX_DEFERRED_RECORDS: usize = 4096;
 /// Events the network may queue ahead of the loop; beyond that, readers wait
 /// (back-pressure on the TLS connections instead of unbounded memory).
 const EVENT_QUEUE: usize = 8192;
@@ -262,6 +272,7 @@ pub async fn run(opts: RuntimeOptions, shutdown: impl Future<Output = ()>) -> Re
         metrics,
         status,
         snapshot_every_records: file.snapshot_every_records,
+        deferred: Vec::new(),
         pending_ops: HashMap::new(),
         was_suspicious: false,
         was_recovering: false,
@@ -294,6 +305,9 @@ struct EventLoop {
     metrics: Arc<Metrics>,
     status: Arc<Mutex<StatusReport>>,
     snapshot_every_records: u64,
+    /// Encoded records applied to the node but not yet in the log, all of them ones
+    /// that need no sync ([`Record::needs_sync`]), oldest first.
+    deferred: Vec<Vec<u8>>,
     /// `(client, request_id)` → when the request arrived and its kind, for
     /// the quorum-wait histogram and the per-operation counters.
     pending_ops: HashMap<(ClientId, u64), (Instant, usize)>,
@@ -364,7 +378,7 @@ impl EventLoop {
             self.execute(batch)?;
         }
         tracing::info!("replica shutting down");
-        Ok(())
+        self.sync_records(Vec::new())
     }
 
     fn handle(&mut self, ev: Event, batch: &mut Vec<Command>) {
@@ -399,34 +413,20 @@ impl EventLoop {
 
     /// Carry out one batch: persist everything, then the rest in order.
     fn execute(&mut self, batch: Vec<Command>) -> Result<(), RuntimeError> {
-        let records: Vec<Vec<u8>> = batch
-            .iter()
-            .filter_map(|c| match c {
-                Command::Persist(records) => Some(records.iter().map(Record::encode)),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        if !records.is_empty() {
-            let started = Instant::now();
-            let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-            let log = &mut self.log;
-            if let Err(e) = blocking(|| log.append_batch(&refs)) {
-                tracing::error!(error = %e, "cannot persist; stopping rather than acknowledge unsynced state");
-                return Err(e.into());
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut must_sync = false;
+        for command in &batch {
+            if let Command::Persist(rs) = command {
+                for r in rs {
+                    must_sync |= r.needs_sync();
+                    records.push(r.encode());
+                }
             }
-            self.metrics.persist_latency.observe(started.elapsed());
-            self.metrics.persisted_records.fetch_add(records.len() as u64, Ordering::Relaxed);
-            if self.log.records_since_snapshot() >= self.snapshot_every_records {
-                // The node's durable state reflects exactly the records just
-                // synced (every applied record is in a Persist of this batch
-                // or an earlier one), so it is a valid snapshot point.
-                let state = self.node.durable().encode();
-                let log = &mut self.log;
-                blocking(|| log.snapshot(&state))?;
-                self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(bytes = state.len(), "sealed snapshot written");
-            }
+        }
+        if must_sync || self.deferred.len() + records.len() > MAX_DEFERRED_RECORDS {
+            self.sync_records(records)?;
+        } else {
+            self.deferred.extend(records);
         }
         for command in batch {
             match command {
@@ -437,6 +437,36 @@ impl EventLoop {
             }
         }
         self.publish_status();
+        Ok(())
+    }
+
+    /// Append the deferred records and then `records` to the sealed log with one
+    /// sync; snapshot when due.
+    fn sync_records(&mut self, records: Vec<Vec<u8>>) -> Result<(), RuntimeError> {
+        let mut all = std::mem::take(&mut self.deferred);
+        all.extend(records);
+        if all.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let refs: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
+        let log = &mut self.log;
+        if let Err(e) = blocking(|| log.append_batch(&refs)) {
+            tracing::error!(error = %e, "cannot persist; stopping rather than acknowledge unsynced state");
+            return Err(e.into());
+        }
+        self.metrics.persist_latency.observe(started.elapsed());
+        self.metrics.persisted_records.fetch_add(all.len() as u64, Ordering::Relaxed);
+        if self.log.records_since_snapshot() >= self.snapshot_every_records {
+            // Nothing is deferred now, so the node's durable state reflects
+            // exactly the records synced (every applied record is in a Persist
+            // of this batch or an earlier one): a valid snapshot point.
+            let state = self.node.durable().encode();
+            let log = &mut self.log;
+            blocking(|| log.snapshot(&state))?;
+            self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(bytes = state.len(), "sealed snapshot written");
+        }
         Ok(())
     }
 

@@ -178,6 +178,15 @@ impl DurableState {
 }
 
 impl Record {
+    /// Whether anything may leave the replica before this record is synced. Only a
+    /// stable bit may wait: it is a hint that the timestamp it names already sits at a
+    /// write quorum (ABD-S1), and that stays true whether or not the bit survives a
+    /// crash. A replica that loses it restarts suspicious (REC-0) and readers of the
+    /// key merely take the longer ABD-R3 path until the next STABILIZE.
+    pub fn needs_sync(&self) -> bool {
+        !matches!(self, Record::RegisterStable { .. })
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }

@@ -156,6 +156,10 @@ struct Replica {
     /// Bumped on every crash so that timers of a dead incarnation never fire.
     incarnation: u64,
     store: SealedStore<Record>,
+    /// Persisted records that need no sync, held back as the replica runtime holds
+    /// them: they reach `store` in front of the next record that does, and a crash
+    /// loses them (`Record::needs_sync`).
+    deferred: Vec<Record>,
     /// Restarted from something older than its latest sealed state and not
     /// yet recovered (the `M_R` bound counts these).
     rolled_back: bool,
@@ -206,6 +210,7 @@ impl World {
                 node: None,
                 incarnation: 0,
                 store: SealedStore::new(),
+                deferred: Vec::new(),
                 rolled_back: false,
                 started_at_ms: 0,
                 timers: BTreeMap::new(),
@@ -513,7 +518,12 @@ impl World {
             }
             match cmd {
                 Command::Persist(records) => {
-                    self.replicas[r].store.persist(&records);
+                    let replica = &mut self.replicas[r];
+                    replica.deferred.extend(records);
+                    if replica.deferred.iter().any(Record::needs_sync) {
+                        let batch = std::mem::take(&mut replica.deferred);
+                        replica.store.persist(&batch);
+                    }
                 }
                 Command::Send { to, msg } => {
                     let Some(to_idx) = self.replica_index(to) else {
@@ -686,6 +696,7 @@ impl World {
 
     fn crash(&mut self, r: usize, why: &str) {
         if self.replicas[r].node.take().is_some() {
+            self.replicas[r].deferred.clear();
             self.replicas[r].incarnation += 1;
             self.stats.crashes += 1;
             self.trace_line(|| format!("replica {r} crashed ({why})"));
