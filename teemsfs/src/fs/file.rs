@@ -71,6 +71,38 @@ enum Dirty {
     Uploading(Arc<Vec<u8>>, tokio::task::JoinHandle<FsResult<BlobRef>>),
     /// Uploaded early as a blob, not yet named by metadata.
     Uploaded(BlobRef),
+    /// Writes into a base chunk that was not fetched for them: the base is fetched and
+    /// the writes applied when the chunk is read or committed (commits fetch chunks in
+    /// parallel, so random writes across a file no longer wait for one chunk at a time),
+    /// or not at all once the writes cover the base.
+    Patched(Patches),
+}
+
+/// Writes to one chunk over its unfetched base, in the order they were made.
+#[derive(Default)]
+struct Patches {
+    writes: Vec<(usize, Vec<u8>)>,
+    bytes: usize,
+    /// `[0, covered)` is written over entirely.
+    covered: usize,
+}
+
+impl Patches {
+    fn add(&mut self, at: usize, data: &[u8]) {
+        if at <= self.covered {
+            self.covered = self.covered.max(at + data.len());
+        }
+        self.bytes += data.len();
+        self.writes.push((at, data.to_vec()));
+    }
+
+    /// `base` with the writes applied.
+    fn apply(&self, mut base: Vec<u8>, chunk_size: usize) -> Vec<u8> {
+        for (at, data) in &self.writes {
+            write_into(&mut base, *at, data, chunk_size);
+        }
+        base
+    }
 }
 
 pub(super) struct OpenState {
@@ -292,11 +324,58 @@ impl Fs {
     /// chunk (the rest reads as zeros).
     async fn chunk_bytes(&self, s: &OpenState, idx: u64) -> FsResult<Arc<Vec<u8>>> {
         match s.dirty.get(&idx) {
-            Some(Dirty::Bytes(b)) => return Ok(Arc::new(b.clone())),
-            Some(Dirty::Uploading(bytes, _)) => return Ok(Arc::clone(bytes)),
-            Some(Dirty::Uploaded(blob)) => return self.get_blob(blob).await,
-            None => {}
+            Some(Dirty::Bytes(b)) => Ok(Arc::new(b.clone())),
+            Some(Dirty::Uploading(bytes, _)) => Ok(Arc::clone(bytes)),
+            Some(Dirty::Uploaded(blob)) => self.get_blob(blob).await,
+            Some(Dirty::Patched(p)) => {
+                let base = if p.covered >= Self::base_len(s, idx) {
+                    Vec::new()
+                } else {
+                    self.base_chunk_bytes(s, idx).await?.as_ref().clone()
+                };
+                Ok(Arc::new(p.apply(base, s.chunk_size as usize)))
+            }
+            None => self.base_chunk_bytes(s, idx).await,
         }
+    }
+
+    /// Length of base chunk `idx` as the open state still sees it.
+    fn base_len(s: &OpenState, idx: u64) -> usize {
+        if idx.saturating_mul(s.chunk_size) >= s.base_limit {
+            return 0;
+        }
+        if let (0, Some(inline)) = (idx, &s.base_inline) {
+            return inline.len();
+        }
+        match s.base_chunks.get(idx as usize) {
+            Some(Some(blob)) => blob.len as usize,
+            _ => 0,
+        }
+    }
+
+    /// Whether a write of chunk `idx` can be kept as a patch instead of loading the base
+    /// first: the base is a blob (cached or not: a patch is the bytes written, where a
+    /// loaded chunk is a whole chunk of buffered bytes that must upload again), and the
+    /// chunk's patches stay within one chunk's worth of bytes (or cover the base, which
+    /// then need not be fetched).
+    fn patch_instead(&self, s: &OpenState, idx: u64, at: usize, len: usize) -> bool {
+        let cs = s.chunk_size as usize;
+        match s.dirty.get(&idx) {
+            None => {
+                if idx.saturating_mul(s.chunk_size) >= s.base_limit || (idx == 0 && s.base_inline.is_some()) {
+                    return false;
+                }
+                matches!(s.base_chunks.get(idx as usize), Some(Some(_)))
+            }
+            Some(Dirty::Patched(p)) => {
+                p.bytes + len <= cs || (at <= p.covered && at + len >= Self::base_len(s, idx))
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Bytes of base chunk `idx` (no dirty state), possibly shorter than the chunk.
+    async fn base_chunk_bytes(&self, s: &OpenState, idx: u64) -> FsResult<Arc<Vec<u8>>> {
         if idx.saturating_mul(s.chunk_size) >= s.base_limit {
             return Ok(Arc::new(Vec::new()));
         }
@@ -383,11 +462,15 @@ impl Fs {
         let _ = self.settle_upload(s, idx).await;
         if !matches!(s.dirty.get(&idx), Some(Dirty::Bytes(_))) {
             let current = self.chunk_bytes(s, idx).await?;
-            if let Some(Dirty::Uploaded(blob)) = s.dirty.remove(&idx) {
-                // Never named by metadata: no reader can be fetching it.
-                if let Err(e) = self.blobs.delete(&blob).await {
-                    tracing::warn!(error = %e, "deleting an early-uploaded chunk failed");
+            match s.dirty.remove(&idx) {
+                Some(Dirty::Uploaded(blob)) => {
+                    // Never named by metadata: no reader can be fetching it.
+                    if let Err(e) = self.blobs.delete(&blob).await {
+                        tracing::warn!(error = %e, "deleting an early-uploaded chunk failed");
+                    }
                 }
+                Some(Dirty::Patched(p)) => s.dirty_bytes = s.dirty_bytes.saturating_sub(p.bytes),
+                _ => {}
             }
             s.dirty_bytes += current.len();
             s.dirty.insert(idx, Dirty::Bytes(current.as_ref().clone()));
@@ -415,9 +498,17 @@ impl Fs {
             let in_chunk = (pos % cs) as usize;
             let take = ((cs - pos % cs).min(end - pos)) as usize;
             let src_from = (pos - offset) as usize;
+            let src = data.get(src_from..src_from + take).unwrap_or_default();
+            if self.patch_instead(&s, idx, in_chunk, take) {
+                if let Dirty::Patched(p) = s.dirty.entry(idx).or_insert_with(|| Dirty::Patched(Patches::default())) {
+                    p.add(in_chunk, src);
+                }
+                s.dirty_bytes += take;
+                pos += take as u64;
+                continue;
+            }
             let chunk = self.dirty_chunk(&mut s, idx).await?;
             let before = chunk.len();
-            let src = data.get(src_from..src_from + take).unwrap_or_default();
             write_into(chunk, in_chunk, src, cs as usize);
             let grown = chunk.len() - before;
             s.dirty_bytes += grown;
@@ -429,12 +520,52 @@ impl Fs {
         // This write's bytes are buffered whatever happens below; an error says that an
         // earlier background upload failed (its chunk is buffered again).
         let reaped = self.settle_uploads(&mut s, Settle::Finished).await;
+        let mut fetched = Ok(());
         if s.dirty_bytes > WRITE_BUFFER_BYTES {
+            // Patched chunks become whole chunks that can upload early, so buffered
+            // writes stay bounded; the chunk this write ended in is likely still being
+            // filled and keeps its patches.
+            fetched = self.materialize_patches(&mut s, (end - 1) / cs, COMMIT_PARALLEL).await;
             self.start_uploads(key, &mut s);
         }
         let waited = self.settle_uploads(&mut s, Settle::DownTo(UPLOAD_IN_FLIGHT_BYTES)).await;
-        reaped.and(waited)?;
+        reaped.and(fetched).and(waited)?;
         Ok(data.len() as u32)
+    }
+
+    /// Turns up to `max` patched chunks other than `skip` into bytes, those holding the
+    /// most patch bytes first: the base fetched (all of them at once) unless the patches
+    /// cover it. On error nothing changes. Bounded so that buffered bytes stay bounded:
+    /// each write past the buffer makes a few chunks whole and waits for their uploads.
+    async fn materialize_patches(&self, s: &mut OpenState, skip: u64, max: usize) -> FsResult<()> {
+        let mut patched: Vec<(usize, u64)> = s
+            .dirty
+            .iter()
+            .filter_map(|(i, d)| match d {
+                Dirty::Patched(p) if *i != skip => Some((p.bytes, *i)),
+                _ => None,
+            })
+            .collect();
+        patched.sort_unstable_by(|a, b| b.cmp(a));
+        let patched: Vec<u64> = patched.into_iter().take(max).map(|(_, i)| i).collect();
+        if patched.is_empty() {
+            return Ok(());
+        }
+        let state: &OpenState = s;
+        let built: Vec<(u64, Arc<Vec<u8>>)> = stream::iter(patched)
+            .map(|idx| async move { Ok::<_, FsError>((idx, self.chunk_bytes(state, idx).await?)) })
+            .buffered(COMMIT_PARALLEL)
+            .try_collect()
+            .await?;
+        for (idx, bytes) in built {
+            if let Some(Dirty::Patched(p)) = s.dirty.remove(&idx) {
+                s.dirty_bytes = s.dirty_bytes.saturating_sub(p.bytes);
+            }
+            let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
+            s.dirty_bytes += bytes.len();
+            s.dirty.insert(idx, Dirty::Bytes(bytes));
+        }
+        Ok(())
     }
 
     /// Starts a background upload of every complete dirty chunk (at most `UPLOAD_PARALLEL`
@@ -549,6 +680,7 @@ impl Fs {
             for i in dropped {
                 match s.dirty.remove(&i) {
                     Some(Dirty::Bytes(b)) => s.dirty_bytes = s.dirty_bytes.saturating_sub(b.len()),
+                    Some(Dirty::Patched(p)) => s.dirty_bytes = s.dirty_bytes.saturating_sub(p.bytes),
                     // Never named by metadata: no reader can be fetching it.
                     Some(Dirty::Uploaded(blob)) => {
                         if let Err(e) = self.blobs.delete(&blob).await {
@@ -613,7 +745,7 @@ impl Fs {
     ) -> FsResult<Option<BlobRef>> {
         let reuse = match s.dirty.get(&idx) {
             Some(Dirty::Uploaded(b)) => Some(b.clone()),
-            Some(Dirty::Bytes(_) | Dirty::Uploading(..)) => None,
+            Some(Dirty::Bytes(_) | Dirty::Uploading(..) | Dirty::Patched(_)) => None,
             None if idx.saturating_mul(s.chunk_size) >= s.base_limit => return Ok(None),
             // Inline base bytes become a blob.
             None if idx == 0 && s.base_inline.is_some() => None,
@@ -704,7 +836,7 @@ impl Fs {
         // Early uploads that the final version does not name are garbage too.
         old.extend(s.dirty.values().filter_map(|d| match d {
             Dirty::Uploaded(b) => Some(b.clone()),
-            Dirty::Bytes(_) | Dirty::Uploading(..) => None,
+            Dirty::Bytes(_) | Dirty::Uploading(..) | Dirty::Patched(_) => None,
         }));
         let keep: std::collections::HashSet<&BlobRef> = new_chunks.iter().flatten().collect();
         let old: Vec<BlobRef> = old.into_iter().filter(|b| !keep.contains(b)).collect();
@@ -989,6 +1121,87 @@ mod tests {
         settle().await;
         assert_eq!(gets() - after_open, chunks as usize, "every chunk fetched exactly once");
         reader.release(o.fh).await.expect("close");
+    }
+
+    /// Writes into chunks of the committed file fetch nothing: they are kept as patches,
+    /// a read applies them over the fetched base, the commit fetches the bases it still
+    /// needs, and a chunk the writes cover is never fetched. Past
+    /// `WRITE_BUFFER_BYTES` of patches the chunks are fetched and made whole so they can
+    /// upload early. Every byte ends up where it was written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_over_unfetched_chunks_are_patches_until_read_or_commit() {
+        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into() });
+        let teems = MemTeems::new();
+        const CS: u64 = 64 << 10;
+        let config = FsConfig { chunk_size_bytes: CS, ..FsConfig::default() };
+        let make = || {
+            Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config.clone())
+        };
+        let first = make();
+        let me = Caller::default();
+        first.init(me).await.expect("init");
+        let mut model: Vec<u8> = (0..16 * CS).map(|i| (i / 4096 % 251) as u8).collect();
+        let (attr, o) = first.create(first.root(), b"f", 0o644, me).await.expect("create");
+        first.write(o.fh, 0, &model).await.expect("write");
+        first.release(o.fh).await.expect("close");
+        let gets = || blobs.gets.load(std::sync::atomic::Ordering::SeqCst);
+
+        // A second client: nothing cached.
+        let second = make();
+        let o = second.open(attr.key, true).await.expect("open");
+        let opened = gets();
+        let mut write = |at: u64, data: Vec<u8>| {
+            model[at as usize..at as usize + data.len()].copy_from_slice(&data);
+            (at, data)
+        };
+        let writes = vec![
+            write(3 * CS + 100, vec![1; 4096]),
+            write(7 * CS + 5000, vec![2; 4096]),
+            write(3 * CS + 2000, vec![3; 4096]),
+            write(11 * CS - 10, vec![4; 20]), // across the end of chunk 10 into chunk 11
+            // Chunk 5 written over completely, in order.
+            write(5 * CS, vec![5; (CS / 4) as usize]),
+            write(5 * CS + CS / 4, vec![6; (CS / 4) as usize]),
+            write(5 * CS + CS / 2, vec![7; (CS / 2) as usize]),
+        ];
+        for (at, data) in &writes {
+            second.write(o.fh, *at, data).await.expect("write");
+        }
+        assert_eq!(gets(), opened, "writes fetched no chunk");
+        let got = second.read(o.fh, 3 * CS, 8192).await.expect("read");
+        assert_eq!(got, model[3 * CS as usize..3 * CS as usize + 8192], "a read sees the patches over the base");
+        assert_eq!(gets(), opened + 1, "the read fetched chunk 3's base");
+        second.release(o.fh).await.expect("close");
+        // Chunks 7, 10 and 11 fetched; 3 was cached by the read; 5 was covered.
+        assert_eq!(gets(), opened + 4, "the commit fetched exactly the bases it needed");
+
+        let third = make();
+        let o = third.open(attr.key, false).await.expect("open");
+        let got = third.read(o.fh, 0, model.len() as u32).await.expect("read");
+        assert!(got == model, "content after the commit differs from what was written");
+        third.release(o.fh).await.expect("close");
+
+        // Past the write buffer: patched chunks are fetched and made whole. 1,500 chunks of
+        // 64 KiB, three quarters of each written (70 MiB of patches > WRITE_BUFFER_BYTES).
+        let big: Vec<u8> = (0..1500 * CS).map(|i| (i % 253) as u8).collect();
+        let (attr, o) = first.create(first.root(), b"big", 0o644, me).await.expect("create");
+        first.write(o.fh, 0, &big).await.expect("write");
+        first.release(o.fh).await.expect("close");
+        let fourth = make();
+        let o = fourth.open(attr.key, true).await.expect("open");
+        let before = gets();
+        let mut big_model = big;
+        for c in 0..1500u64 {
+            let at = c * CS + CS / 8;
+            fourth.write(o.fh, at, &vec![9; (CS * 3 / 4) as usize]).await.expect("write");
+            big_model[at as usize..(at + CS * 3 / 4) as usize].fill(9);
+        }
+        assert!(gets() > before, "patches past the write buffer were made whole");
+        fourth.release(o.fh).await.expect("close");
+        let o = third.open(attr.key, false).await.expect("open");
+        let got = third.read(o.fh, 0, big_model.len() as u32).await.expect("read");
+        assert!(got == big_model, "content after the patched commit differs");
+        third.release(o.fh).await.expect("close");
     }
 
     /// A long sequential write uploads complete chunks early (past `WRITE_BUFFER_BYTES`).
