@@ -22,6 +22,34 @@ fn runtime() -> tokio::runtime::Runtime {
 
 const RECOVERY: Duration = Duration::from_secs(45);
 
+/// Waits until no replica is suspicious: every one has finished recovery.
+fn wait_all_recovered(c: &TestCluster) -> Result<()> {
+    c.wait_status(RECOVERY, "every replica non-suspicious", |s| {
+        s.iter().all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
+    })?;
+    Ok(())
+}
+
+/// Writes keys `{prefix}0..n` with values `value-{k}`.
+async fn write_keys(session: &Session, share: ShareId, prefix: &str, n: usize) -> Result<()> {
+    for k in 0..n {
+        session.write(share, Key::from_name(&format!("{prefix}{k}")), format!("value-{k}").into_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Every key `write_keys` wrote reads back (after recovery, if one is running).
+async fn expect_keys(session: &Session, share: ShareId, prefix: &str, n: usize) -> Result<()> {
+    for k in 0..n {
+        read_eventually(session, share, &format!("{prefix}{k}"), RECOVERY, |v| {
+            ensure!(v == format!("value-{k}"), "{prefix}{k} = {v}");
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Every client writes its own keys and reads them back, concurrently, and
 /// all of them race on one shared key; afterwards every proxy agrees on the
 /// shared key (linearizable register, RR §IV-B).
@@ -262,10 +290,7 @@ fn whole_cluster_restart_with_m_r_rolled_back_keeps_every_completed_write() -> R
             let (v, _) = s.read(share, Key::from_name(&format!("b{k}"))).await?;
             assert_eq!(v, b"later", "b{k} lost");
         }
-        c.wait_status(RECOVERY, "every replica non-suspicious", |s| {
-            s.iter().all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
-        })?;
-        Ok::<(), anyhow::Error>(())
+        wait_all_recovered(&c)
     })
 }
 
@@ -293,9 +318,7 @@ fn corrupted_or_truncated_sealed_store_recovers_from_peers() -> Result<()> {
     rt.block_on(async {
         let admin = c.session("admin", 1)?;
         let share = admin_share(&admin).await?;
-        for k in 0..60 {
-            admin.write(share, Key::from_name(&format!("f{k}")), format!("value-{k}").into_bytes()).await?;
-        }
+        write_keys(&admin, share, "f", 60).await?;
         c.stop(2)?;
         c.stop(3)?;
         // Replica 2: flip one byte in the middle of its largest sealed file.
@@ -326,15 +349,7 @@ fn corrupted_or_truncated_sealed_store_recovers_from_peers() -> Result<()> {
         // intact replicas down, the survivors {1, 2, 3} serve every key.
         c.kill(4)?;
         c.kill(5)?;
-        let s = c.session("admin", 2)?;
-        for k in 0..60 {
-            read_eventually(&s, share, &format!("f{k}"), RECOVERY, |v| {
-                ensure!(v == format!("value-{k}"), "f{k} = {v}");
-                Ok(())
-            })
-            .await?;
-        }
-        Ok::<(), anyhow::Error>(())
+        expect_keys(&c.session("admin", 2)?, share, "f", 60).await
     })
 }
 
@@ -449,10 +464,7 @@ fn rr_survives_the_rollback_that_breaks_cft() -> Result<()> {
             Ok(())
         })
         .await?;
-        c.wait_status(RECOVERY, "every replica non-suspicious", |s| {
-            s.iter().all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
-        })?;
-        Ok::<(), anyhow::Error>(())
+        wait_all_recovered(&c)
     })
 }
 
@@ -518,14 +530,10 @@ fn a_write_costs_each_replica_one_sync_and_unsynced_stable_bits_lose_nothing() -
     rt.block_on(async {
         let admin = c.session("admin", 1)?;
         let share = admin_share(&admin).await?;
-        c.wait_status(RECOVERY, "every replica non-suspicious", |s| {
-            s.iter().all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
-        })?;
+        wait_all_recovered(&c)?;
         const WRITES: u64 = 60;
         let before = metric_sum(&c, "teems_persist_seconds_count")?;
-        for k in 0..WRITES {
-            admin.write(share, Key::from_name(&format!("s{k}")), format!("v{k}").into_bytes()).await?;
-        }
+        write_keys(&admin, share, "s", WRITES as usize).await?;
         let syncs = metric_sum(&c, "teems_persist_seconds_count")? - before;
         // One sync per write at each of the 5 replicas, and a little slack for a
         // stable bit flushed alone at the bound or a write that arrived late.
@@ -534,14 +542,6 @@ fn a_write_costs_each_replica_one_sync_and_unsynced_stable_bits_lose_nothing() -
         // Replica 2 dies holding the last stable bits in memory only.
         c.kill(2)?;
         c.start(Some(2))?;
-        let s = c.session("admin", 2)?;
-        for k in 0..WRITES {
-            read_eventually(&s, share, &format!("s{k}"), RECOVERY, |v| {
-                ensure!(v == format!("v{k}"), "s{k} = {v} after replica 2 was killed");
-                Ok(())
-            })
-            .await?;
-        }
-        Ok::<(), anyhow::Error>(())
+        expect_keys(&c.session("admin", 2)?, share, "s", WRITES as usize).await
     })
 }
