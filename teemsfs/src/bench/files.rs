@@ -174,7 +174,7 @@ fn progress(target: &str, m: &Measure) {
 
 /// Run every phase on `target`, in `target.path/teemsfs-bench-<pid>`, removed afterwards.
 pub fn run_target(target: &Target, opts: &FilesBenchOptions) -> Result<TargetResult, FilesBenchError> {
-    if opts.io_bytes < RANDOM_IO_BYTES || opts.io_bytes % RANDOM_IO_BYTES != 0 {
+    if opts.io_bytes < RANDOM_IO_BYTES || !opts.io_bytes.is_multiple_of(RANDOM_IO_BYTES) {
         return Err(FilesBenchError::BadOptions(format!("io size must be a multiple of {RANDOM_IO_BYTES}")));
     }
     if opts.big_file_bytes < opts.io_bytes as u64 {
@@ -259,7 +259,7 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
     while ops < opts.random_ops && t.elapsed() < opts.random_time {
         let p = rng.next() % pages;
         f.read_exact_at(&mut page, p * RANDOM_IO_BYTES as u64).map_err(io("reading", &big))?;
-        if p % per_block == 0 && !stamped(&page, p / per_block, tag) {
+        if p.is_multiple_of(per_block) && !stamped(&page, p / per_block, tag) {
             return Err(FilesBenchError::WrongData { path: big.clone(), block: p / per_block });
         }
         ops += 1;

@@ -63,6 +63,9 @@ struct Handle {
     writable: bool,
 }
 
+/// A blob fetch running in the background.
+type Fetch = tokio::task::JoinHandle<FsResult<Arc<Vec<u8>>>>;
+
 /// A chunk changed since the base.
 enum Dirty {
     Bytes(Vec<u8>),
@@ -128,7 +131,7 @@ pub(super) struct OpenState {
     last_read_end: u64,
     /// Base chunks being fetched ahead, by exact blob version (so a fetch of a version the
     /// state no longer names is never used for another).
-    read_ahead: std::sync::Mutex<HashMap<BlobKey, tokio::task::JoinHandle<FsResult<Arc<Vec<u8>>>>>>,
+    read_ahead: std::sync::Mutex<HashMap<BlobKey, Fetch>>,
 }
 
 impl Fs {
@@ -283,12 +286,12 @@ impl Fs {
         let opened = self.open_by(key, mask | super::perm::MAY_WRITE, who).await?;
         let (_, _, state) = self.handle(opened.fh)?;
         let mut s = state.lock().await;
-        if s.size != 0 {
-            if let Err(e) = self.set_size(&mut s, 0).await {
-                drop(s);
-                let _ = self.release(opened.fh).await;
-                return Err(e);
-            }
+        if s.size != 0
+            && let Err(e) = self.set_size(&mut s, 0).await
+        {
+            drop(s);
+            let _ = self.release(opened.fh).await;
+            return Err(e);
         }
         Ok(Opened { keep_cache: false, ..opened })
     }

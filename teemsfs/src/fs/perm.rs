@@ -124,10 +124,10 @@ pub fn check_setattr(inode: &Inode, who: Caller, change: &AttrChange) -> FsResul
             return Err(FsError::NotPermitted("only root changes a file's owner"));
         }
     }
-    if let Some(gid) = change.gid {
-        if !owner || !(gid == inode.gid || who.in_group(gid)) {
-            return Err(FsError::NotPermitted("the owner may change the group to one of its own"));
-        }
+    if let Some(gid) = change.gid
+        && (!owner || !(gid == inode.gid || who.in_group(gid)))
+    {
+        return Err(FsError::NotPermitted("the owner may change the group to one of its own"));
     }
     let mut perm = change.perm;
     if let Some(new) = change.perm {

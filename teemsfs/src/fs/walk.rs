@@ -132,7 +132,7 @@ impl Fs {
                     what: format!("size {} but {} entries", dir.size, entries.len()),
                 });
             }
-            let reads: Vec<_> = stream::iter(entries.into_iter())
+            let reads: Vec<_> = stream::iter(entries)
                 .map(|(name, entry)| async move { (name, entry, self.read_inode(entry.key).await) })
                 .buffered(WALK_PARALLEL)
                 .collect()
@@ -218,10 +218,8 @@ impl Fs {
             Data::Empty if found.inode.kind == Kind::File && size != 0 => {
                 problems.push(problem(format!("size {size} but no content")));
             }
-            Data::Inline(bytes) => {
-                if bytes.len() as u64 != size {
-                    problems.push(problem(format!("size {size} but inline content holds {}", bytes.len())));
-                }
+            Data::Inline(bytes) if bytes.len() as u64 != size => {
+                problems.push(problem(format!("size {size} but inline content holds {}", bytes.len())));
             }
             Data::Single(b) => {
                 if b.len != size {
