@@ -364,12 +364,7 @@ impl Fs {
     fn patch_instead(&self, s: &OpenState, idx: u64, at: usize, len: usize) -> bool {
         let cs = s.chunk_size as usize;
         match s.dirty.get(&idx) {
-            None => {
-                if idx.saturating_mul(s.chunk_size) >= s.base_limit || (idx == 0 && s.base_inline.is_some()) {
-                    return false;
-                }
-                matches!(s.base_chunks.get(idx as usize), Some(Some(_)))
-            }
+            None => !(idx == 0 && s.base_inline.is_some()) && Self::base_len(s, idx) > 0,
             Some(Dirty::Patched(p)) => {
                 p.bytes + len <= cs || (at <= p.covered && at + len >= Self::base_len(s, idx))
             }

@@ -519,8 +519,10 @@ impl World {
             match cmd {
                 Command::Persist(records) => {
                     let replica = &mut self.replicas[r];
+                    // What is already deferred never needs a sync: only the new records decide.
+                    let sync = records.iter().any(Record::needs_sync);
                     replica.deferred.extend(records);
-                    if replica.deferred.iter().any(Record::needs_sync) {
+                    if sync {
                         let batch = std::mem::take(&mut replica.deferred);
                         replica.store.persist(&batch);
                     }
