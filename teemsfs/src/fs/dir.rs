@@ -528,8 +528,8 @@ impl Fs {
         self.drop_link_of(entry.key, child).await
     }
 
-    /// Lowers a non-directory's link count; frees it at zero unless this client has it
-    /// open, in which case the last release frees it.
+    /// Lowers a non-directory's link count; at zero queues it to be freed in the
+    /// background, unless this client has it open, in which case the last release frees it.
     pub(super) async fn drop_link(&self, key: Key) -> FsResult<()> {
         let _inode_lock = self.key_locks.lock(key).await;
         let read = self.read_inode(key).await;
@@ -554,7 +554,9 @@ impl Fs {
             self.write_inode(key, &inode).await?;
             return Ok(());
         }
-        self.free_inode(key, &inode).await
+        // Nothing can reach the inode any more: free it after the caller has its answer.
+        self.free_later(key, inode);
+        Ok(())
     }
 
     /// Deletes an inode's metadata, then retires its blobs.

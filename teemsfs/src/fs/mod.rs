@@ -177,6 +177,16 @@ pub struct Caller {
     pub pid: u32,
 }
 
+/// Times the housekeeping task tries to free an unlinked inode before leaving it.
+const FREE_ATTEMPTS: u8 = 3;
+
+/// An inode whose last link is gone, queued to be freed (`Fs::free_later`).
+struct Unlinked {
+    key: Key,
+    inode: Inode,
+    failures: u8,
+}
+
 /// The filesystem of one share, for one client.
 pub struct Fs {
     teems: Arc<dyn Teems>,
@@ -199,6 +209,11 @@ pub struct Fs {
     dirs: Mutex<dirhandle::DirTable>,
     /// Blobs superseded by a committed version, deleted once their grace period is over.
     retired: Mutex<Vec<(Instant, BlobRef)>>,
+    /// Inodes whose last name is gone (and that no handle of this client holds), waiting
+    /// to be freed by the housekeeping task: an unlink returns once the name is removed.
+    unlinked: Mutex<Vec<Unlinked>>,
+    /// Wakes the housekeeping task when `unlinked` gets an inode.
+    unlinked_wake: Arc<tokio::sync::Notify>,
     /// Content version this client last saw per key, for `Opened::keep_cache`.
     seen_versions: Mutex<HashMap<Key, Version>>,
 }
@@ -225,6 +240,8 @@ impl Fs {
             key_locks: locks::KeyLocks::default(),
             dirs: Mutex::new(dirhandle::DirTable::default()),
             retired: Mutex::new(Vec::new()),
+            unlinked: Mutex::new(Vec::new()),
+            unlinked_wake: Arc::new(tokio::sync::Notify::new()),
             seen_versions: Mutex::new(HashMap::new()),
         }
     }
@@ -389,8 +406,60 @@ impl Fs {
             .await;
     }
 
-    /// Deletes every retired blob now, ignoring the grace period (tests).
+    /// Queues an inode whose last link is gone for the housekeeping task to free (its
+    /// name is already removed from TEEMS, so a crash before the free leaves only an
+    /// unreachable key and blobs that `teemsfs gc` finds).
+    fn free_later(&self, key: Key, inode: Inode) {
+        let mut unlinked = self.unlinked.lock().unwrap_or_else(|p| p.into_inner());
+        unlinked.push(Unlinked { key, inode, failures: 0 });
+        drop(unlinked);
+        self.unlinked_wake.notify_one();
+    }
+
+    /// Unlinked inodes not yet freed (for tests and metrics).
+    pub fn unlinked_len(&self) -> usize {
+        self.unlinked.lock().map(|u| u.len()).unwrap_or(0)
+    }
+
+    /// Frees the queued unlinked inodes (16 at once); returns how many were freed. One
+    /// that fails is queued again, up to [`FREE_ATTEMPTS`] times in all, then left (an
+    /// unreachable key; `teemsfs gc` finds its blobs).
+    pub async fn free_unlinked(&self) -> usize {
+        use futures::stream::{self, StreamExt};
+        let batch: Vec<Unlinked> = {
+            let mut unlinked = self.unlinked.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *unlinked)
+        };
+        let freed = std::sync::atomic::AtomicUsize::new(0);
+        stream::iter(batch)
+            .for_each_concurrent(16, |mut u| {
+                let freed = &freed;
+                async move {
+                    match self.free_inode(u.key, &u.inode).await {
+                        Ok(()) => {
+                            freed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) if u.failures + 1 < FREE_ATTEMPTS => {
+                            tracing::debug!(error = %e, "freeing an unlinked inode failed; will retry");
+                            u.failures += 1;
+                            self.unlinked.lock().unwrap_or_else(|p| p.into_inner()).push(u);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "freeing an unlinked inode failed; its blobs are left for teemsfs gc")
+                        }
+                    }
+                }
+            })
+            .await;
+        freed.into_inner()
+    }
+
+    /// Frees every queued unlinked inode (retrying failures) and deletes every retired
+    /// blob now, ignoring the grace period (tests).
     pub async fn drain_retired(&self) {
+        while self.unlinked_len() > 0 {
+            self.free_unlinked().await;
+        }
         let all: Vec<BlobRef> = {
             let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
             retired.drain(..).map(|(_, b)| b).collect()
@@ -398,11 +467,14 @@ impl Fs {
         self.delete_blobs(all).await;
     }
 
-    /// At unmount: waits (at most `unmount_drain_wait_ms`) for the retired blobs' grace
+    /// At unmount: frees the unlinked inodes still queued, then waits (at most `unmount_drain_wait_ms`) for the retired blobs' grace
     /// periods to end and deletes those whose grace is over. Younger ones are left in the
     /// stores — a reader elsewhere may still be fetching them — for `teemsfs gc`, which
     /// finds them because no live metadata names them. Returns (deleted, left).
     pub async fn drain_retired_for_unmount(&self) -> (usize, usize) {
+        while self.unlinked_len() > 0 {
+            self.free_unlinked().await;
+        }
         let grace = Duration::from_millis(self.config.delete_grace_ms);
         let deadline = Instant::now() + Duration::from_millis(self.config.unmount_drain_wait_ms);
         let mut deleted = 0;
@@ -417,19 +489,26 @@ impl Fs {
         }
     }
 
-    /// Starts the task that deletes retired blobs every `housekeeping_interval_ms`. It
-    /// holds only a weak reference, so it ends when the `Fs` is dropped (or when the
-    /// returned handle is aborted).
+    /// Starts the task that frees unlinked inodes as soon as they are queued and deletes
+    /// retired blobs every `housekeeping_interval_ms`. It holds only a weak reference, so
+    /// it ends when the `Fs` is dropped (or when the returned handle is aborted).
     pub fn spawn_housekeeping(self: &Arc<Fs>, runtime: &tokio::runtime::Handle) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
+        let wake = Arc::clone(&self.unlinked_wake);
         let every = Duration::from_millis(self.config.housekeeping_interval_ms.max(10));
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let due = tokio::select! {
+                    _ = tick.tick() => true,
+                    () = wake.notified() => false,
+                };
                 let Some(fs) = weak.upgrade() else { return };
-                fs.delete_due_retired().await;
+                fs.free_unlinked().await;
+                if due {
+                    fs.delete_due_retired().await;
+                }
             }
         })
     }
