@@ -88,10 +88,10 @@ pub enum Data {
     /// `i` is a [`BucketMeta`] under [`bucket_key`]`(dir, i)` and `single` is empty.
     Dir { bucket_bits: u8, single: BucketData },
     /// A symbolic link's target (short; sealed by TEEMS like all metadata).
-    Symlink(Vec<u8>),
+    Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A small file's bytes, in its metadata: no store round trip to write or read it,
     /// and as protected as every metadata value (TEEMS seals it, checks freshness).
-    Inline(Vec<u8>),
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Where one directory bucket's entries are.
