@@ -940,6 +940,38 @@ mod tests {
         assert_eq!(teems.live_keys(), base, "the housekeeping task freed the last inode");
     }
 
+    /// SEMANTICS §2: a client holding a file open while another client unlinks it. A
+    /// commit before the remover has freed the inode lands in the nameless file (and goes
+    /// with it); a commit after that fails with `Stale`. The name is gone for both.
+    #[tokio::test]
+    async fn a_commit_racing_another_clients_unlink_lands_in_the_nameless_file_or_is_stale() {
+        let teems = MemTeems::new();
+        let blobs = Arc::new(MemBlobs::new());
+        let one = fs_with(&teems, Arc::clone(&blobs), 512);
+        let two = Fs::new(Arc::new(teems.client(1)), blobs, ShareId([1; 16]), Key([9; 16]), FsConfig::default());
+        let me = Caller::default();
+        one.init(me).await.expect("init");
+        let root = one.root();
+        let (attr, o) = one.create(root, b"f", 0o644, me).await.expect("create");
+        one.write(o.fh, 0, b"old").await.expect("write");
+        one.release(o.fh).await.expect("close");
+        let base = teems.live_keys();
+
+        let held = two.open(attr.key, true).await.expect("open in the second client");
+        two.write(held.fh, 0, b"new").await.expect("write");
+        one.unlink(root, b"f").await.expect("unlink");
+        two.flush(held.fh).await.expect("a commit before the free lands in the nameless file");
+        assert_eq!(teems.live_keys(), base, "the inode is still there, without a name");
+        assert_eq!(one.free_unlinked().await, 1);
+        assert_eq!(teems.live_keys(), base - 1, "and goes when the remover frees it");
+        two.write(held.fh, 0, b"newer").await.expect("write");
+        assert!(matches!(two.flush(held.fh).await, Err(FsError::Stale)), "a commit after the free");
+        assert!(matches!(two.release(held.fh).await, Err(FsError::Stale)));
+        for fs in [&one, &two] {
+            assert!(matches!(fs.lookup(root, b"f").await, Err(FsError::NotFound)));
+        }
+    }
+
     #[tokio::test]
     async fn large_directories_split_into_buckets_and_lookup_touches_one() {
         let teems = MemTeems::new();
