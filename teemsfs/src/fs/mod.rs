@@ -430,28 +430,26 @@ impl Fs {
             let mut unlinked = self.unlinked.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *unlinked)
         };
-        let freed = std::sync::atomic::AtomicUsize::new(0);
         stream::iter(batch)
-            .for_each_concurrent(16, |mut u| {
-                let freed = &freed;
-                async move {
-                    match self.free_inode(u.key, &u.inode).await {
-                        Ok(()) => {
-                            freed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(e) if u.failures + 1 < FREE_ATTEMPTS => {
-                            tracing::debug!(error = %e, "freeing an unlinked inode failed; will retry");
-                            u.failures += 1;
-                            self.unlinked.lock().unwrap_or_else(|p| p.into_inner()).push(u);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "freeing an unlinked inode failed; its blobs are left for teemsfs gc")
-                        }
+            .map(|mut u| async move {
+                match self.free_inode(u.key, &u.inode).await {
+                    Ok(()) => true,
+                    Err(e) if u.failures + 1 < FREE_ATTEMPTS => {
+                        tracing::debug!(error = %e, "freeing an unlinked inode failed; will retry");
+                        u.failures += 1;
+                        self.unlinked.lock().unwrap_or_else(|p| p.into_inner()).push(u);
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "freeing an unlinked inode failed; its blobs are left for teemsfs gc");
+                        false
                     }
                 }
             })
-            .await;
-        freed.into_inner()
+            .buffer_unordered(16)
+            .filter(|freed| std::future::ready(*freed))
+            .count()
+            .await
     }
 
     /// Frees every queued unlinked inode (retrying failures) and deletes every retired
