@@ -20,6 +20,15 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
+/// An RR cluster, initialised and started; the guard keeps other cluster tests of this
+/// binary waiting until it is dropped (after the cluster).
+fn started_rr() -> Result<(std::sync::MutexGuard<'static, ()>, TestCluster)> {
+    let one_at_a_time = serial();
+    let c = TestCluster::init("rr")?;
+    c.start(None)?;
+    Ok((one_at_a_time, c))
+}
+
 const RECOVERY: Duration = Duration::from_secs(45);
 
 /// Waits until no replica is suspicious: every one has finished recovery.
@@ -86,9 +95,7 @@ async fn round(clients: &[Session], share: ShareId, tag: &str) -> Result<()> {
 /// the deadline — never a hang — and a restart brings service back.
 #[test]
 fn concurrent_clients_survive_f_crashes_and_fail_fast_beyond_f() -> Result<()> {
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let rt = runtime();
     rt.block_on(async {
         let clients: Vec<Session> = (1..=4).map(|p| c.session("admin", p)).collect::<Result<_>>()?;
@@ -155,9 +162,7 @@ fn concurrent_clients_survive_f_crashes_and_fail_fast_beyond_f() -> Result<()> {
 /// become non-suspicious again (visible in `teemsfs cluster status`).
 #[test]
 fn rollback_of_one_then_m_r_replicas_never_surfaces_an_old_value() -> Result<()> {
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let aside = c.path().join("adversary");
     let rt = runtime();
     rt.block_on(async {
@@ -253,9 +258,7 @@ fn rollback_of_one_then_m_r_replicas_never_surfaces_an_old_value() -> Result<()>
 /// restored to old copies, all started: every completed write is there.
 #[test]
 fn whole_cluster_restart_with_m_r_rolled_back_keeps_every_completed_write() -> Result<()> {
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let aside = c.path().join("adversary");
     let rt = runtime();
     rt.block_on(async {
@@ -311,9 +314,7 @@ fn largest_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
 /// recovers everything from its peers: nothing is lost.
 #[test]
 fn corrupted_or_truncated_sealed_store_recovers_from_peers() -> Result<()> {
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let rt = runtime();
     rt.block_on(async {
         let admin = c.session("admin", 1)?;
@@ -361,9 +362,7 @@ fn corrupted_or_truncated_sealed_store_recovers_from_peers() -> Result<()> {
 fn garbage_and_oversized_frames_are_rejected_and_service_continues() -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let entry = c.file.replica(1).cloned().ok_or_else(|| anyhow::anyhow!("no replica 1"))?;
     let tenant = c.file.tenant_paths("admin");
     let ca = std::fs::read(c.file.ca_cert_path())?;
@@ -444,9 +443,7 @@ fn garbage_and_oversized_frames_are_rejected_and_service_continues() -> Result<(
 /// recovers and `v2` is read.
 #[test]
 fn rr_survives_the_rollback_that_breaks_cft() -> Result<()> {
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let rt = runtime();
     rt.block_on(async {
         let outcomes = adversarial_rollback(&c).await?;
@@ -523,9 +520,7 @@ fn metric_sum(c: &TestCluster, name: &str) -> Result<u64> {
 /// serves every completed write.
 #[test]
 fn a_write_costs_each_replica_one_sync_and_unsynced_stable_bits_lose_nothing() -> Result<()> {
-    let _one_at_a_time = serial();
-    let c = TestCluster::init("rr")?;
-    c.start(None)?;
+    let (_one_at_a_time, c) = started_rr()?;
     let rt = runtime();
     rt.block_on(async {
         let admin = c.session("admin", 1)?;
