@@ -20,6 +20,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
     let run = run_prefix();
     round_trip(&*store, &run).await;
     missing_is_none(&*store, &run).await;
+    get_range_slices_and_clips(&*store, &run).await;
     delete_is_idempotent(&*store, &run).await;
     overwrite_replaces(&*store, &run).await;
     names_we_use_are_accepted(&*store, &run).await;
@@ -98,6 +99,87 @@ pub async fn missing_is_none(store: &dyn ObjectStore, run: &str) {
     );
 }
 
+async fn get_range_ok(store: &dyn ObjectStore, name: &str, start: u64, len: u64) -> Option<Bytes> {
+    match store.get_range(name, start, len).await {
+        Ok(found) => found,
+        Err(e) => panic!(
+            "{}: get_range {name:?} {start}+{len} failed: {e}",
+            store.describe()
+        ),
+    }
+}
+
+/// `get_range` returns exactly the requested slice, clipped to the object: ranges at the
+/// start, in the middle, at and across the end; an empty `Some` for `len` 0 and for a start
+/// at or past the end (of an empty object too); `None` for a missing object, whatever the
+/// range.
+pub async fn get_range_slices_and_clips(store: &dyn ObjectStore, run: &str) {
+    const SIZE: u64 = 100_000;
+    let name = format!("{run}gr-100k");
+    let object = pattern(SIZE as usize, 5);
+    put_ok(store, &name, object.clone()).await;
+    let cases: [(u64, u64); 17] = [
+        (0, 1),
+        (0, 4_096),
+        (0, SIZE),
+        (0, SIZE + 1),
+        (0, u64::MAX),
+        (1, 10),
+        (50_000, 1_234),
+        (65_535, 2),
+        (SIZE - 10, 10),
+        (SIZE - 1, 1),
+        (SIZE - 10, 100),
+        (SIZE, 1),
+        (SIZE, 10),
+        (SIZE + 1, 10),
+        (1 << 40, 10),
+        (u64::MAX, u64::MAX),
+        (u64::MAX - 1, 5),
+    ];
+    let zero_len = [0, 50_000, SIZE - 1, SIZE, SIZE + 7];
+    for (start, len) in cases.into_iter().chain(zero_len.map(|start| (start, 0))) {
+        let first = start.min(SIZE) as usize;
+        let end = start.saturating_add(len).min(SIZE) as usize;
+        let want = object.slice(first..end);
+        match get_range_ok(store, &name, start, len).await {
+            None => panic!(
+                "{}: get_range {name:?} {start}+{len} answered None for an existing object",
+                store.describe()
+            ),
+            Some(got) if got != want => panic!(
+                "{}: get_range {name:?} {start}+{len} returned {} bytes that differ from the \
+                 {} bytes {first}..{end} of the object",
+                store.describe(),
+                got.len(),
+                want.len()
+            ),
+            Some(_) => {}
+        }
+    }
+
+    let empty = format!("{run}gr-empty");
+    put_ok(store, &empty, Bytes::new()).await;
+    for (start, len) in [(0, 0), (0, 1), (0, 10), (5, 10)] {
+        assert_eq!(
+            get_range_ok(store, &empty, start, len).await,
+            Some(Bytes::new()),
+            "{}: get_range {empty:?} {start}+{len} of an empty object",
+            store.describe()
+        );
+    }
+
+    let missing = format!("{run}gr-never-written");
+    for (start, len) in [(0, 10), (0, 0), (SIZE, 10), (u64::MAX, u64::MAX)] {
+        assert_eq!(
+            get_range_ok(store, &missing, start, len).await,
+            None,
+            "{}: get_range {missing:?} {start}+{len} of a missing object must be Ok(None)",
+            store.describe()
+        );
+    }
+}
+
 /// Deleting a missing object succeeds; a deleted object reads as `None`.
 pub async fn delete_is_idempotent(store: &dyn ObjectStore, run: &str) {
     let name = format!("{run}del");
@@ -160,6 +242,13 @@ pub async fn invalid_names_are_rejected(store: &dyn ObjectStore) {
             Err(StoreError::InvalidName { .. }) => {}
             other => panic!(
                 "{}: get {bad:?} must fail with InvalidName, got {other:?}",
+                store.describe()
+            ),
+        }
+        match store.get_range(bad, 0, 1).await {
+            Err(StoreError::InvalidName { .. }) => {}
+            other => panic!(
+                "{}: get_range {bad:?} must fail with InvalidName, got {other:?}",
                 store.describe()
             ),
         }

@@ -26,16 +26,18 @@ use bytes::{Bytes, BytesMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{ObjectMeta, ObjectStore, Op, StoreError, check_name};
+use super::{ObjectMeta, ObjectStore, Op, StoreError, check_name, slice_range};
 
-/// One misbehaviour, applied to the names a rule matches.
+/// One misbehaviour, applied to the names a rule matches. What a fault does to `get` it
+/// does to `get_range` too, restricted to the range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// The object is gone: `get` answers `None`, and a `put` is acknowledged but not stored
     /// (a lost write).
     Drop,
     /// `get` returns the object with one byte flipped (or one byte appended to an empty
-    /// object).
+    /// object); `get_range` flips one byte of the range (or returns one byte for an empty
+    /// range).
     Corrupt,
     /// Every operation waits this long before going to the inner store.
     Delay { delay_ms: u64 },
@@ -51,7 +53,7 @@ pub enum Fault {
 
 /// Probabilities (0.0–1.0) of a random fault on each operation, drawn independently per
 /// operation in the order listed; the first one drawn applies. Scripted faults take
-/// precedence over random ones.
+/// precedence over random ones. `get` here stands for `get_range` too.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultConfig {
     /// `put` acknowledged but lost; `get` answers `None`.
@@ -169,8 +171,10 @@ impl FaultyStore {
         let mut state = self.lock();
         let mut plan = Plan::default();
         let applies = |fault: &Fault| match fault {
-            Fault::Drop => matches!(op, Op::Put | Op::Get),
-            Fault::Corrupt | Fault::Stale | Fault::Substitute { .. } => op == Op::Get,
+            Fault::Drop => matches!(op, Op::Put | Op::Get | Op::GetRange),
+            Fault::Corrupt | Fault::Stale | Fault::Substitute { .. } => {
+                matches!(op, Op::Get | Op::GetRange)
+            }
             Fault::Delay { .. } | Fault::Fail => true,
         };
         for (prefix, fault) in &state.rules {
@@ -208,6 +212,73 @@ impl FaultyStore {
         plan
     }
 
+    /// A `get` (`op` [`Op::Get`]) or `get_range` ([`Op::GetRange`]) of `span` of `name`,
+    /// with the same faults for both: a stale or substituted read returns that span of the
+    /// other bytes, and a corruption flips a byte inside the span (an empty span gets one
+    /// byte), so a faulted ranged read is always damaged where the caller looks.
+    async fn read(&self, op: Op, name: &str, span: Span) -> Result<Option<Bytes>, StoreError> {
+        let plan = self.plan(op, name);
+        if plan.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(plan.delay_ms)).await;
+        }
+        match plan.action {
+            Some(Fault::Fail) => Err(self.injected_error(op, name)),
+            Some(Fault::Drop) => {
+                self.count(|c| c.drops += 1);
+                Ok(None)
+            }
+            Some(Fault::Corrupt) => {
+                let real = self.read_inner(name, span).await?;
+                Ok(real.map(|bytes| {
+                    self.count(|c| c.corrupts += 1);
+                    corrupt(&bytes, plan.corrupt_at)
+                }))
+            }
+            Some(Fault::Stale) => {
+                let older = {
+                    let state = self.lock();
+                    state
+                        .history
+                        .get(name)
+                        .and_then(|versions| versions.len().checked_sub(2).and_then(|i| versions.get(i)))
+                        .cloned()
+                };
+                match older {
+                    Some(bytes) => {
+                        self.count(|c| c.stales += 1);
+                        Ok(Some(span.cut(&bytes)))
+                    }
+                    None => self.read_inner(name, span).await,
+                }
+            }
+            Some(Fault::Substitute { with }) => {
+                let replayed = match self.read_inner(&with, span).await? {
+                    Some(bytes) => Some(bytes),
+                    // The substitute may have been deleted since; the adversary kept a copy.
+                    None => self
+                        .lock()
+                        .history
+                        .get(&with)
+                        .and_then(|versions| versions.last())
+                        .map(|bytes| span.cut(bytes)),
+                };
+                if replayed.is_some() {
+                    self.count(|c| c.substitutes += 1);
+                }
+                Ok(replayed)
+            }
+            Some(Fault::Delay { .. }) | None => self.read_inner(name, span).await,
+        }
+    }
+
+    /// `span` of `name` in the inner store, read natively (a range as a range).
+    async fn read_inner(&self, name: &str, span: Span) -> Result<Option<Bytes>, StoreError> {
+        match span {
+            Span::Whole => self.inner.get(name).await,
+            Span::Range { start, len } => self.inner.get_range(name, start, len).await,
+        }
+    }
+
     fn count(&self, update: impl FnOnce(&mut FaultCounts)) {
         update(&mut self.lock().counts);
     }
@@ -218,6 +289,23 @@ impl FaultyStore {
             store: self.label.clone(),
             op,
             name: name.to_owned(),
+        }
+    }
+}
+
+/// The part of an object one read asks for.
+#[derive(Clone, Copy, Debug)]
+enum Span {
+    Whole,
+    Range { start: u64, len: u64 },
+}
+
+impl Span {
+    /// This span of a whole object (a replayed copy the wrapper kept).
+    fn cut(self, object: &Bytes) -> Bytes {
+        match self {
+            Span::Whole => object.clone(),
+            Span::Range { start, len } => slice_range(object, start, len),
         }
     }
 }
@@ -266,58 +354,12 @@ impl ObjectStore for FaultyStore {
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
-        let plan = self.plan(Op::Get, name);
-        if plan.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(plan.delay_ms)).await;
-        }
-        match plan.action {
-            Some(Fault::Fail) => Err(self.injected_error(Op::Get, name)),
-            Some(Fault::Drop) => {
-                self.count(|c| c.drops += 1);
-                Ok(None)
-            }
-            Some(Fault::Corrupt) => {
-                let real = self.inner.get(name).await?;
-                Ok(real.map(|bytes| {
-                    self.count(|c| c.corrupts += 1);
-                    corrupt(&bytes, plan.corrupt_at)
-                }))
-            }
-            Some(Fault::Stale) => {
-                let older = {
-                    let state = self.lock();
-                    state
-                        .history
-                        .get(name)
-                        .and_then(|versions| versions.len().checked_sub(2).and_then(|i| versions.get(i)))
-                        .cloned()
-                };
-                match older {
-                    Some(bytes) => {
-                        self.count(|c| c.stales += 1);
-                        Ok(Some(bytes))
-                    }
-                    None => self.inner.get(name).await,
-                }
-            }
-            Some(Fault::Substitute { with }) => {
-                let replayed = match self.inner.get(&with).await? {
-                    Some(bytes) => Some(bytes),
-                    // The substitute may have been deleted since; the adversary kept a copy.
-                    None => self
-                        .lock()
-                        .history
-                        .get(&with)
-                        .and_then(|versions| versions.last())
-                        .cloned(),
-                };
-                if replayed.is_some() {
-                    self.count(|c| c.substitutes += 1);
-                }
-                Ok(replayed)
-            }
-            Some(Fault::Delay { .. }) | None => self.inner.get(name).await,
-        }
+        self.read(Op::Get, name, Span::Whole).await
+    }
+
+    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+        check_name(&self.label, name)?;
+        self.read(Op::GetRange, name, Span::Range { start, len }).await
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -390,6 +432,87 @@ mod tests {
             (counts.stales, counts.corrupts, counts.substitutes, counts.drops, counts.fails),
             (1, 1, 1, 2, 1)
         );
+    }
+
+    /// A ranged read suffers what a whole read does, inside the range, and counts alike.
+    #[tokio::test]
+    async fn ranged_reads_suffer_the_same_faults() {
+        let (inner, faulty) = store(3);
+        faulty.put("a-1", Bytes::from_static(b"old version")).await.unwrap();
+        faulty.put("a-1", Bytes::from_static(b"0123456789")).await.unwrap();
+        faulty.put("b-1", Bytes::from_static(b"abcdefghij")).await.unwrap();
+        assert_eq!(faulty.get_range("a-1", 2, 3).await.unwrap().unwrap(), "234");
+
+        faulty.set_fault("a-", Fault::Corrupt);
+        for (start, len, want) in [(2, 3, &b"234"[..]), (0, 10, b"0123456789"), (8, 5, b"89")] {
+            let got = faulty.get_range("a-1", start, len).await.unwrap().unwrap();
+            assert_eq!(got.len(), want.len(), "range {start}+{len}");
+            let flipped = got.iter().zip(want).filter(|(g, w)| g != w).count();
+            assert_eq!(flipped, 1, "range {start}+{len}: one byte flipped, got {got:?}");
+        }
+        // An empty range is damaged too: a byte where there should be none.
+        assert_eq!(faulty.get_range("a-1", 10, 5).await.unwrap().unwrap().len(), 1);
+        assert_eq!(faulty.get_range("a-1", 3, 0).await.unwrap().unwrap().len(), 1);
+        // Nothing to corrupt in a missing object.
+        assert_eq!(faulty.get_range("a-missing", 0, 5).await.unwrap(), None);
+
+        // The range of the previous version, clipped to that version's length.
+        faulty.set_fault("a-", Fault::Stale);
+        assert_eq!(faulty.get_range("a-1", 4, 3).await.unwrap().unwrap(), "ver");
+        assert_eq!(faulty.get_range("a-1", 8, 10).await.unwrap().unwrap(), "ion");
+        assert_eq!(faulty.get_range("a-1", 11, 10).await.unwrap().unwrap(), "");
+
+        // The range of the other object, also after it was deleted (the adversary's copy).
+        faulty.set_fault("a-", Fault::Substitute { with: "b-1".into() });
+        assert_eq!(faulty.get_range("a-1", 1, 3).await.unwrap().unwrap(), "bcd");
+        inner.delete("b-1").await.unwrap();
+        assert_eq!(faulty.get_range("a-1", 7, 9).await.unwrap().unwrap(), "hij");
+
+        faulty.set_fault("a-", Fault::Drop);
+        assert_eq!(faulty.get_range("a-1", 0, 3).await.unwrap(), None);
+        assert_eq!(faulty.get_range("a-1", 0, 0).await.unwrap(), None);
+        faulty.set_fault("a-", Fault::Fail);
+        assert!(matches!(
+            faulty.get_range("a-1", 0, 3).await,
+            Err(StoreError::Injected { op: Op::GetRange, .. })
+        ));
+        assert!(matches!(
+            faulty.get_range("a/1", 0, 3).await,
+            Err(StoreError::InvalidName { .. })
+        ));
+        faulty.clear_fault("a-");
+        assert_eq!(faulty.get_range("a-1", 2, 3).await.unwrap().unwrap(), "234");
+        let counts = faulty.injected();
+        assert_eq!(
+            (counts.corrupts, counts.stales, counts.substitutes, counts.drops, counts.fails),
+            (5, 3, 2, 2, 1)
+        );
+    }
+
+    /// Random faults hit ranged reads too, and replay from the seed like whole reads.
+    #[tokio::test]
+    async fn random_faults_hit_ranged_reads() {
+        async fn outcomes(seed: u64) -> Vec<Option<Bytes>> {
+            let (_inner, faulty) = store(seed);
+            faulty.put("o", Bytes::from(vec![7u8; 64])).await.unwrap();
+            faulty.set_random(FaultConfig {
+                p_drop: 0.2,
+                p_corrupt: 0.2,
+                ..FaultConfig::default()
+            });
+            let mut out = Vec::new();
+            for i in 0..50 {
+                out.push(faulty.get_range("o", i, 8).await.unwrap());
+            }
+            out
+        }
+        let first = outcomes(11).await;
+        assert_eq!(first, outcomes(11).await);
+        let faulted = first
+            .iter()
+            .filter(|got| got.as_deref() != Some(&[7u8; 8][..]))
+            .count();
+        assert!((5..=40).contains(&faulted), "{faulted} of 50 faulted at p=0.4");
     }
 
     #[tokio::test(start_paused = true)]

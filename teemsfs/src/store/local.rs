@@ -14,7 +14,7 @@
 //! unreferenced garbage that `teemsfs gc` removes, which is cheaper than syncing on every
 //! delete.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use rand::RngCore;
 
 use super::{
     DEFAULT_OP_TIMEOUT_MS, ObjectMeta, ObjectStore, Op, StoreError, check_name, check_prefix,
-    with_timeout,
+    clip_range, with_timeout,
 };
 
 #[derive(Debug)]
@@ -104,6 +104,25 @@ fn put_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Bytes `start .. start + len` of the file at `path`, clipped to its length; `None` if
+/// there is no such file. Reads only the range: the file's length bounds the buffer, so a
+/// huge `len` allocates nothing extra.
+fn read_range(path: &Path, start: u64, len: u64) -> std::io::Result<Option<Bytes>> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let range = clip_range(file.metadata()?.len(), start, len);
+    let want = range.end - range.start;
+    let mut bytes = Vec::with_capacity(usize::try_from(want).map_err(std::io::Error::other)?);
+    file.seek(SeekFrom::Start(range.start))?;
+    // A put replaces the file by rename, so the open file does not change under us; should
+    // something else shrink it, `take` stops at its end and the range is clipped there.
+    file.take(want).read_to_end(&mut bytes)?;
+    Ok(Some(Bytes::from(bytes)))
+}
+
 fn list_dir(dir: &Path, prefix: &str) -> std::io::Result<Vec<ObjectMeta>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -157,6 +176,15 @@ impl ObjectStore for LocalStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             }
+        })
+        .await
+    }
+
+    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+        check_name(&self.inner.label, name)?;
+        let owned = name.to_owned();
+        self.blocking(Op::GetRange, name, move |inner| {
+            read_range(&inner.dir.join(&owned), start, len)
         })
         .await
     }

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectStore, StoreError, check_name, check_prefix};
+use super::{ObjectMeta, ObjectStore, StoreError, check_name, check_prefix, slice_range};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -77,6 +77,14 @@ impl ObjectStore for MemoryStore {
     async fn get(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
         Ok(self.lock().get(name).map(|(bytes, _)| bytes.clone()))
+    }
+
+    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+        check_name(&self.label, name)?;
+        Ok(self
+            .lock()
+            .get(name)
+            .map(|(bytes, _)| slice_range(bytes, start, len)))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {

@@ -33,6 +33,7 @@ pub mod s3;
 
 use std::fmt;
 use std::future::Future;
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -61,6 +62,7 @@ pub enum Op {
     Connect,
     Put,
     Get,
+    GetRange,
     Delete,
     List,
 }
@@ -71,6 +73,7 @@ impl fmt::Display for Op {
             Op::Connect => "connect",
             Op::Put => "put",
             Op::Get => "get",
+            Op::GetRange => "get range",
             Op::Delete => "delete",
             Op::List => "list",
         })
@@ -81,7 +84,8 @@ impl fmt::Display for Op {
 /// [`ObjectStore::describe`] string) and, where there is one, the object, so that an error
 /// surfacing from the blob layer says exactly where the problem is.
 ///
-/// A missing object is not an error: [`ObjectStore::get`] returns `Ok(None)`.
+/// A missing object is not an error: [`ObjectStore::get`] and [`ObjectStore::get_range`]
+/// return `Ok(None)`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("{store}: invalid object name {name:?}: {reason}")]
@@ -148,6 +152,10 @@ pub struct ObjectMeta {
 /// - `put` of an existing name replaces the object (last writer wins); teemsfs never does
 ///   this for fragments except to repair them with identical bytes;
 /// - `get` of a missing name is `Ok(None)`;
+/// - `get_range(name, start, len)` is the slice `start .. start + len` of what `get` would
+///   return, clipped to the object's length: empty (`Some`) when `len` is 0 or `start` is at
+///   or past the end, and `Ok(None)` exactly when `get` would be; a networked store
+///   fetches only the range, not the whole object;
 /// - `delete` is idempotent: deleting a missing name succeeds;
 /// - `list(prefix)` returns exactly the objects whose names start with `prefix`, sorted
 ///   by name, each once;
@@ -163,6 +171,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// The bytes stored under `name`, or `None` if there is no such object.
     async fn get(&self, name: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// Bytes `start .. start + len` of the object under `name`, clipped to its length
+    /// (empty if `start` is at or past the end), or `None` if there is no such object.
+    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError>;
 
     /// Removes `name`; succeeds if it does not exist.
     async fn delete(&self, name: &str) -> Result<(), StoreError>;
@@ -220,6 +232,20 @@ pub(crate) fn check_prefix(store: &str, prefix: &str) -> Result<(), StoreError> 
     })
 }
 
+/// `start .. start + len` clipped to an object of `size` bytes, as
+/// [`ObjectStore::get_range`] promises: `start <= end <= size`, and empty at `size` when
+/// `start` is at or past the end. No overflow for any `start` and `len`.
+pub(crate) fn clip_range(size: u64, start: u64, len: u64) -> Range<u64> {
+    start.min(size)..start.saturating_add(len).min(size)
+}
+
+/// The part of a whole object that [`ObjectStore::get_range`]`(name, start, len)` returns.
+pub(crate) fn slice_range(object: &Bytes, start: u64, len: u64) -> Bytes {
+    let range = clip_range(object.len() as u64, start, len);
+    // Both ends are at most `object.len()`, so they fit a usize and the slice is in bounds.
+    object.slice(range.start as usize..range.end as usize)
+}
+
 /// Runs one network call under `timeout_ms`, turning expiry into [`StoreError::Timeout`].
 pub(crate) async fn with_timeout<T>(
     store: &str,
@@ -257,5 +283,22 @@ mod tests {
         }
         assert!(validate_prefix("").is_ok());
         assert!(validate_prefix("a/").is_err());
+    }
+
+    #[test]
+    fn ranges_are_clipped_without_overflow() {
+        assert_eq!(clip_range(100, 10, 20), 10..30);
+        assert_eq!(clip_range(100, 90, 20), 90..100);
+        assert_eq!(clip_range(100, 100, 5), 100..100);
+        assert_eq!(clip_range(100, 500, 5), 100..100);
+        assert_eq!(clip_range(100, 50, 0), 50..50);
+        assert_eq!(clip_range(100, u64::MAX, u64::MAX), 100..100);
+        assert_eq!(clip_range(100, 1, u64::MAX), 1..100);
+        assert_eq!(clip_range(0, 0, 10), 0..0);
+        let object = Bytes::from_static(b"0123456789");
+        assert_eq!(slice_range(&object, 3, 4), "3456");
+        assert_eq!(slice_range(&object, 8, 4), "89");
+        assert_eq!(slice_range(&object, 10, 4), "");
+        assert_eq!(slice_range(&object, u64::MAX, 1), "");
     }
 }

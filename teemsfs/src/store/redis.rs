@@ -22,7 +22,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, MultipleNodeRou
 
 use super::{
     DEFAULT_OP_TIMEOUT_MS, ObjectMeta, ObjectStore, Op, StoreError, check_name, check_prefix,
-    with_timeout,
+    slice_range, with_timeout,
 };
 
 /// How to reach Redis.
@@ -338,6 +338,33 @@ impl ObjectStore for RedisStore {
         command.arg(self.key(name));
         let value: Option<Vec<u8>> = self.query(Op::Get, name, &command).await?;
         Ok(value.map(Bytes::from))
+    }
+
+    /// `GETRANGE key first last` (both ends inclusive). GETRANGE answers an empty string
+    /// alike for a missing key, a range past the end, and an empty object, so an empty
+    /// answer (and `len == 0`, which GETRANGE cannot express) is settled with `EXISTS`. The
+    /// two calls are not atomic: an object put or deleted between them is seen as the
+    /// second call finds it (teemsfs writes a fragment name once, before anything reads it).
+    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+        check_name(&self.label, name)?;
+        let key = self.key(name);
+        if len > 0 {
+            // GETRANGE offsets are signed, and negative ones count from the end: clamp into
+            // i64, far beyond any Redis string (at most 512 MiB).
+            let first = i64::try_from(start).unwrap_or(i64::MAX);
+            let last = i64::try_from(start.saturating_add(len - 1)).unwrap_or(i64::MAX);
+            let mut command = redis::cmd("GETRANGE");
+            command.arg(&key).arg(first).arg(last);
+            let value: Vec<u8> = self.query(Op::GetRange, name, &command).await?;
+            if !value.is_empty() {
+                // Clipped again, so a server answering more than asked cannot break the contract.
+                return Ok(Some(slice_range(&Bytes::from(value), 0, len)));
+            }
+        }
+        let mut command = redis::cmd("EXISTS");
+        command.arg(&key);
+        let exists: u64 = self.query(Op::GetRange, name, &command).await?;
+        Ok((exists > 0).then(Bytes::new))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {

@@ -32,7 +32,7 @@ use bytes::Bytes;
 
 use super::{
     DEFAULT_OP_TIMEOUT_MS, ObjectMeta, ObjectStore, Op, StoreError, check_name, check_prefix,
-    with_timeout,
+    slice_range, with_timeout,
 };
 
 /// Where and how to reach one bucket.
@@ -192,6 +192,72 @@ impl S3Store {
     fn key(&self, name: &str) -> String {
         format!("{}{}", self.key_prefix, name)
     }
+
+    /// One GetObject of `name`, whole or only the HTTP byte `range` (`bytes=first-last`),
+    /// under the store's timeout. `Ok(None)`: there is no such key. With a range, an
+    /// unsatisfiable-range answer (416 `InvalidRange`: the range starts at or past the end,
+    /// or the object is empty) is an existing object with nothing there.
+    async fn get_object(
+        &self,
+        op: Op,
+        name: &str,
+        range: Option<String>,
+    ) -> Result<Option<Fetched>, StoreError> {
+        let label = &self.label;
+        let ranged = range.is_some();
+        with_timeout(label, op, name, self.timeout_ms, async {
+            let response = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.key(name))
+                .set_range(range)
+                .send()
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    // Only a missing *key* is "not found". A missing bucket also answers
+                    // 404, but treating it as an empty store would make every fragment
+                    // look lost (and read repair write into the void): that is an error.
+                    let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                        || (status == Some(404) && e.code().is_none_or(|code| code == "NoSuchKey"));
+                    if missing {
+                        return Ok(None);
+                    }
+                    // S3 checks that the key exists before the range, so this is an object.
+                    let unsatisfiable =
+                        ranged && (status == Some(416) || e.code() == Some("InvalidRange"));
+                    if unsatisfiable {
+                        return Ok(Some(Fetched {
+                            bytes: Bytes::new(),
+                            partial: true,
+                        }));
+                    }
+                    return Err(StoreError::backend(label, op, name, DisplayErrorContext(&e)));
+                }
+            };
+            let partial = response.content_range().is_some();
+            let body = response
+                .body
+                .collect()
+                .await
+                .map_err(|e| StoreError::backend(label, op, name, DisplayErrorContext(&e)))?;
+            Ok(Some(Fetched {
+                bytes: body.into_bytes(),
+                partial,
+            }))
+        })
+        .await
+    }
+}
+
+/// What one GetObject brought back.
+struct Fetched {
+    bytes: Bytes,
+    /// The answer is a part of the object (it came with a `Content-Range`), not all of it.
+    partial: bool,
 }
 
 #[async_trait]
@@ -220,39 +286,28 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
-        let label = &self.label;
-        check_name(label, name)?;
-        with_timeout(label, Op::Get, name, self.timeout_ms, async {
-            let response = match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.key(name))
-                .send()
-                .await
-            {
-                Ok(response) => response,
-                Err(e) => {
-                    // Only a missing *key* is "not found". A missing bucket also answers
-                    // 404, but treating it as an empty store would make every fragment
-                    // look lost (and read repair write into the void): that is an error.
-                    let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key())
-                        || (e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
-                            && e.code().is_none_or(|code| code == "NoSuchKey"));
-                    if missing {
-                        return Ok(None);
-                    }
-                    return Err(StoreError::backend(label, Op::Get, name, DisplayErrorContext(&e)));
-                }
-            };
-            let body = response
-                .body
-                .collect()
-                .await
-                .map_err(|e| StoreError::backend(label, Op::Get, name, DisplayErrorContext(&e)))?;
-            Ok(Some(body.into_bytes()))
-        })
-        .await
+        check_name(&self.label, name)?;
+        Ok(self.get_object(Op::Get, name, None).await?.map(|fetched| fetched.bytes))
+    }
+
+    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+        check_name(&self.label, name)?;
+        // An HTTP range names at least one byte: for `len == 0` ask for one and drop it,
+        // which still tells a missing object from an existing one.
+        let last = start.saturating_add(len.max(1) - 1);
+        let fetched = self
+            .get_object(Op::GetRange, name, Some(format!("bytes={start}-{last}")))
+            .await?;
+        Ok(fetched.map(|fetched| {
+            if fetched.partial {
+                // Clipped again, so a server answering more than asked cannot break the
+                // contract.
+                slice_range(&fetched.bytes, 0, len)
+            } else {
+                // The server ignored the range (HTTP allows that) and sent everything.
+                slice_range(&fetched.bytes, start, len)
+            }
+        }))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
