@@ -21,6 +21,9 @@ pub enum SealError {
         /// Maximum allowed.
         max: u64,
     },
+    /// A fragment format this build does not write.
+    #[error("fragment format {0} is not one this build writes (1 or 2)")]
+    UnsupportedFormat(u8),
     /// The operating system's random number generator failed.
     #[error("could not draw a fresh key and nonce from the system random number generator")]
     Random,
@@ -98,6 +101,13 @@ pub enum FragmentError {
         found_id: BlobId,
         /// Version in the header.
         found_version: u64,
+    },
+    /// A format 2 fragment's tree trailer does not match its bytes or the `BlobRef`'s
+    /// hash, or a ranged read found no trailer (a format 1 fragment has none).
+    #[error("fragment {index}: tree trailer missing or inconsistent with the blob ref")]
+    BadTrailer {
+        /// Fragment index.
+        index: usize,
     },
     /// The BLAKE3 hash of the stored bytes differs from the `BlobRef`'s: corrupt.
     #[error("fragment {index} is corrupt: its BLAKE3 hash does not match the blob ref")]

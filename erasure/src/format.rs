@@ -15,8 +15,18 @@ use crate::layout::{BlobId, Layout, LayoutError};
 pub const BLOB_REF_MAGIC: [u8; 4] = *b"TSBR";
 /// Magic bytes opening every stored fragment.
 pub const FRAGMENT_MAGIC: [u8; 4] = *b"TSFG";
-/// Format version written by this crate for both the `BlobRef` and the fragment header.
+/// Format version of the encoded `BlobRef` (and of the fragments of the first format).
 pub const FORMAT_VERSION: u8 = 1;
+/// Fragment format version this crate writes. Version 2 appends the tree trailer (the
+/// BLAKE3 chaining value of every [`TREE_GROUP_LEN`] bytes of header and payload), so a
+/// byte range can be verified without the rest of the fragment; version 1 fragments
+/// (no trailer) are still read.
+pub const FRAGMENT_FORMAT_VERSION: u8 = 2;
+/// Bytes of a fragment's hashed part (header and payload) covered by one chaining value
+/// of the tree trailer: 16 BLAKE3 chunks, one complete subtree of the fragment's hash.
+pub const TREE_GROUP_LEN: u64 = 16 * 1024;
+/// Bytes per chaining value in the tree trailer.
+pub const TREE_CV_LEN: u64 = 32;
 /// Length of the fixed part of an encoded `BlobRef`; `32 * (k + m)` hash bytes follow.
 pub const BLOB_REF_FIXED_LEN: usize = 100;
 /// Length of the fragment header; the fragment payload starts at this offset. A
@@ -56,9 +66,7 @@ pub enum FormatError {
         found: [u8; 4],
     },
     /// A format version this build does not read.
-    #[error(
-        "{what}: unsupported format version {found} (this build reads version {FORMAT_VERSION})"
-    )]
+    #[error("{what}: unsupported format version {found}")]
     UnsupportedVersion {
         /// Which structure was being decoded.
         what: &'static str,
@@ -117,6 +125,14 @@ pub enum FormatError {
         /// Length found.
         found: u64,
     },
+}
+
+/// Length of the tree trailer of a version 2 fragment whose header and payload are
+/// `hashed_len` bytes: one chaining value per [`TREE_GROUP_LEN`] bytes, or nothing when
+/// they fit in one group (the fragment hash then covers the only group).
+pub fn tree_trailer_len(hashed_len: u64) -> u64 {
+    let groups = hashed_len.div_ceil(TREE_GROUP_LEN);
+    if groups < 2 { 0 } else { groups * TREE_CV_LEN }
 }
 
 /// Fragment payload length for a ciphertext of `ciphertext_len` bytes split into `k`
@@ -214,12 +230,23 @@ impl BlobRef {
         self.payload_len
     }
 
-    /// Length of each stored fragment (header plus payload), in bytes.
+    /// Length of each fragment's hashed part (header plus payload), in bytes: the whole
+    /// stored fragment in format 1; format 2 appends the tree trailer.
     pub fn fragment_len(&self) -> u64 {
         self.payload_len + FRAGMENT_HEADER_LEN as u64
     }
 
-    /// BLAKE3 hash of stored fragment `i` (its whole bytes, header included).
+    /// Length of each stored fragment written in fragment format `format` (1 or 2).
+    pub fn stored_fragment_len(&self, format: u8) -> u64 {
+        let hashed = self.fragment_len();
+        if format >= 2 {
+            hashed + tree_trailer_len(hashed)
+        } else {
+            hashed
+        }
+    }
+
+    /// BLAKE3 hash of fragment `i`'s hashed part (header and payload).
     pub fn fragment_hash(&self, i: usize) -> Option<&[u8; 32]> {
         self.fragment_hashes.get(i)
     }
@@ -349,6 +376,8 @@ impl BlobRef {
 /// rejected with a precise reason before any hashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentHeader {
+    /// Fragment format version: 1 (no trailer) or 2 (tree trailer after the payload).
+    pub format: u8,
     /// Fragment index, `< k + m`; data fragments come first.
     pub index: u8,
     /// Layout of the blob the fragment belongs to.
@@ -368,7 +397,7 @@ impl FragmentHeader {
     pub fn encode(&self) -> [u8; FRAGMENT_HEADER_LEN] {
         let mut out = [0u8; FRAGMENT_HEADER_LEN];
         out[0..4].copy_from_slice(&FRAGMENT_MAGIC);
-        out[4] = FORMAT_VERSION;
+        out[4] = self.format;
         out[5] = self.index;
         out[6] = self.layout.k;
         out[7] = self.layout.m;
@@ -400,7 +429,7 @@ impl FragmentHeader {
             });
         }
         let [version, index, k, m] = read_array(head, 4).ok_or_else(too_short)?;
-        if version != FORMAT_VERSION {
+        if version != 1 && version != FRAGMENT_FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion {
                 what,
                 found: version,
@@ -414,6 +443,7 @@ impl FragmentHeader {
         let blob_version = read_u64(head, 24).ok_or_else(too_short)?;
         let content_hash = read_array(head, 32).ok_or_else(too_short)?;
         let header = FragmentHeader {
+            format: version,
             index,
             layout,
             blob_id,
@@ -441,6 +471,7 @@ mod tests {
     #[test]
     fn fragment_header_round_trips() {
         let header = FragmentHeader {
+            format: FRAGMENT_FORMAT_VERSION,
             index: 5,
             layout: Layout { k: 4, m: 2 },
             blob_id: BlobId([7; 16]),
@@ -457,6 +488,7 @@ mod tests {
     #[test]
     fn fragment_header_rejects_bad_fields() {
         let header = FragmentHeader {
+            format: FRAGMENT_FORMAT_VERSION,
             index: 1,
             layout: Layout { k: 2, m: 1 },
             blob_id: BlobId([1; 16]),
@@ -471,11 +503,14 @@ mod tests {
             Err(FormatError::BadMagic { .. })
         ));
         let mut bad = good;
-        bad[4] = 2;
+        bad[4] = 3;
         assert!(matches!(
             FragmentHeader::parse(&bad),
-            Err(FormatError::UnsupportedVersion { found: 2, .. })
+            Err(FormatError::UnsupportedVersion { found: 3, .. })
         ));
+        let mut old = good;
+        old[4] = 1;
+        assert_eq!(FragmentHeader::parse(&old).map(|(h, _)| h.format), Ok(1));
         let mut bad = good;
         bad[5] = 3;
         assert!(matches!(

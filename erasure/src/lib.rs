@@ -10,6 +10,9 @@
 //!   BLAKE3 of every stored fragment and of the whole ciphertext.
 //! * [`verify_fragment`]: checks one stored fragment against the `BlobRef` (header,
 //!   length, BLAKE3 hash) — for a store layer that hedges and repairs as fragments arrive.
+//! * [`BlobRef::range_plan`] and [`open_range`]: a plaintext range from parts of the
+//!   data fragments, verified through the tree trailer a format 2 fragment carries (the
+//!   BLAKE3 chaining value of every 16 KiB of it), decrypted in counter mode.
 //! * [`open`]: from any `k` good fragments, verifies each one *before* decoding,
 //!   reports exactly which were bad, concatenates (all data fragments good) or
 //!   rebuilds from parity, decrypts and authenticates. Fewer than `k` good fragments
@@ -33,6 +36,8 @@
 //! * `layout` — [`Layout`] `(k, m)` and [`BlobId`].
 //! * `format` — [`BlobRef`] encoding and the fragment header ([`FragmentHeader`]).
 //! * `pipeline` — [`seal`], [`seal_with`], [`verify_fragment`], [`open`].
+//! * `range` — [`RangePiece`], [`open_range`]: verified ranged reads.
+//! * `tree` — the fragment hash as a tree of 16 KiB groups (BLAKE3 `hazmat`).
 //! * `code` — the erasure code behind a small trait (Reed-Solomon, GF(2^8)).
 //! * `crypto` — AES-256-GCM via ring, identity in the associated data.
 //! * `buf` — [`AlignedBuf`], the 4096-aligned buffer everything lives in.
@@ -69,14 +74,19 @@ mod format;
 pub mod fuzz_bodies;
 mod layout;
 mod pipeline;
+mod range;
+mod tree;
 
 pub use buf::{AlignedBuf, BUF_ALIGN, BufTooLarge};
 pub use code::CodeError;
 pub use error::{Corruption, FragmentError, OpenError, SealError};
 pub use format::{
-    BLOB_REF_FIXED_LEN, BLOB_REF_MAGIC, BlobRef, FORMAT_VERSION, FRAGMENT_HEADER_LEN,
-    FRAGMENT_MAGIC, FormatError, FragmentHeader, MAX_PLAINTEXT_LEN, PAYLOAD_ALIGN, TAG_LEN,
-    payload_len_for,
+    BLOB_REF_FIXED_LEN, BLOB_REF_MAGIC, BlobRef, FORMAT_VERSION, FRAGMENT_FORMAT_VERSION,
+    FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, FormatError, FragmentHeader, MAX_PLAINTEXT_LEN,
+    PAYLOAD_ALIGN, TAG_LEN, TREE_CV_LEN, TREE_GROUP_LEN, payload_len_for, tree_trailer_len,
 };
 pub use layout::{BlobId, Layout, LayoutError, MAX_FRAGMENTS};
-pub use pipeline::{Fragment, Opened, Sealed, open, seal, seal_with, verify_fragment};
+pub use pipeline::{
+    Fragment, Opened, Sealed, open, seal, seal_with, seal_with_format, verify_fragment,
+};
+pub use range::{RangePiece, open_range};

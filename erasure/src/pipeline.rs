@@ -9,15 +9,20 @@ use crate::code::codec_for;
 use crate::crypto;
 use crate::error::{Corruption, FragmentError, OpenError, SealError};
 use crate::format::{
-    BlobRef, FRAGMENT_HEADER_LEN, FragmentHeader, MAX_PLAINTEXT_LEN, TAG_LEN, payload_len_for,
+    BlobRef, FRAGMENT_FORMAT_VERSION, FRAGMENT_HEADER_LEN, FragmentHeader, MAX_PLAINTEXT_LEN,
+    TAG_LEN, payload_len_for, tree_trailer_len,
 };
 use crate::layout::{BlobId, Layout};
+use crate::tree;
 
 /// One stored fragment: exactly the bytes to put in an object store (a
-/// [`FRAGMENT_HEADER_LEN`]-byte header, then the payload), in a 4096-aligned buffer.
+/// [`FRAGMENT_HEADER_LEN`]-byte header, the payload, and in format 2 the tree trailer),
+/// in a 4096-aligned buffer.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Fragment {
     index: u8,
+    /// Header plus payload: the bytes the fragment hash covers.
+    hashed_len: usize,
     bytes: AlignedBuf,
 }
 
@@ -32,9 +37,11 @@ impl Fragment {
         usize::from(self.index)
     }
 
-    /// The payload (the bytes after the header).
+    /// The payload (the bytes after the header, before any trailer).
     pub fn payload(&self) -> &[u8] {
-        self.bytes.get(FRAGMENT_HEADER_LEN..).unwrap_or_default()
+        self.bytes
+            .get(FRAGMENT_HEADER_LEN..self.hashed_len)
+            .unwrap_or_default()
     }
 
     /// Gives up the aligned buffer holding [`Fragment::as_bytes`].
@@ -53,9 +60,10 @@ impl std::fmt::Debug for Fragment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Fragment {{ index: {}, len: {} }}",
+            "Fragment {{ index: {}, len: {}, hashed: {} }}",
             self.index,
-            self.bytes.len()
+            self.bytes.len(),
+            self.hashed_len
         )
     }
 }
@@ -107,6 +115,32 @@ pub fn seal_with(
     key: [u8; 32],
     nonce: [u8; 12],
 ) -> Result<Sealed, SealError> {
+    seal_with_format(
+        id,
+        version,
+        plaintext,
+        layout,
+        key,
+        nonce,
+        FRAGMENT_FORMAT_VERSION,
+    )
+}
+
+/// [`seal_with`] writing fragment format `format`: 2 (what [`seal`] writes) or 1 (no
+/// tree trailer, as builds before format 2 wrote). Read repair re-seals a damaged
+/// fragment in the format its blob was written in, so that it matches the `BlobRef`.
+pub fn seal_with_format(
+    id: &BlobId,
+    version: u64,
+    plaintext: &[u8],
+    layout: Layout,
+    key: [u8; 32],
+    nonce: [u8; 12],
+    format: u8,
+) -> Result<Sealed, SealError> {
+    if format != 1 && format != FRAGMENT_FORMAT_VERSION {
+        return Err(SealError::UnsupportedFormat(format));
+    }
     let layout = layout.validate()?;
     let plaintext_len = plaintext.len();
     let too_large = SealError::TooLarge {
@@ -121,7 +155,7 @@ pub fn seal_with(
     let ciphertext_len = plaintext_len + TAG_LEN;
     let payload_len = payload_len_for(ciphertext_len as u64, k).ok_or(too_large.clone())?;
     let payload_usize = usize::try_from(payload_len).map_err(|_| too_large.clone())?;
-    let arena_len = payload_usize.checked_mul(k).ok_or(too_large)?;
+    let arena_len = payload_usize.checked_mul(k).ok_or(too_large.clone())?;
 
     // One contiguous aligned arena holds the ciphertext followed by zero padding up
     // to k whole shards: ring encrypts in place, and the data shards are its slices.
@@ -134,8 +168,15 @@ pub fn seal_with(
     let ciphertext = arena.get(..ciphertext_len).ok_or(SealError::Crypto)?;
     let content_hash: [u8; 32] = *blake3::hash(ciphertext).as_bytes();
 
+    let hashed_len = FRAGMENT_HEADER_LEN + payload_usize;
+    let trailer_len = if format >= 2 {
+        usize::try_from(tree_trailer_len(hashed_len as u64)).map_err(|_| too_large)?
+    } else {
+        0
+    };
     let header_for = |index: usize| {
         FragmentHeader {
+            format,
             index: u8::try_from(index).unwrap_or(u8::MAX), // index < n <= 32
             layout,
             blob_id: *id,
@@ -147,17 +188,26 @@ pub fn seal_with(
     let mut fragments: Vec<Fragment> = Vec::with_capacity(n);
     for (index, shard) in arena.chunks_exact(payload_usize).enumerate() {
         let header = header_for(index);
-        let bytes = AlignedBuf::from_parts(&[Part::Bytes(&header), Part::Bytes(shard)])?;
+        let bytes = AlignedBuf::from_parts(&[
+            Part::Bytes(&header),
+            Part::Bytes(shard),
+            Part::Zeros(trailer_len),
+        ])?;
         fragments.push(Fragment {
             index: header[5],
+            hashed_len,
             bytes,
         });
     }
     for index in k..n {
         let header = header_for(index);
-        let bytes = AlignedBuf::from_parts(&[Part::Bytes(&header), Part::Zeros(payload_usize)])?;
+        let bytes = AlignedBuf::from_parts(&[
+            Part::Bytes(&header),
+            Part::Zeros(payload_usize + trailer_len),
+        ])?;
         fragments.push(Fragment {
             index: header[5],
+            hashed_len,
             bytes,
         });
     }
@@ -170,16 +220,16 @@ pub fn seal_with(
             .map(|fragment| {
                 fragment
                     .bytes
-                    .get_mut(FRAGMENT_HEADER_LEN..)
+                    .get_mut(FRAGMENT_HEADER_LEN..hashed_len)
                     .unwrap_or_default()
             })
             .collect();
         codec.encode(&data, &mut parity)?;
     }
     let fragment_hashes: Vec<[u8; 32]> = fragments
-        .iter()
-        .map(|fragment| *blake3::hash(fragment.as_bytes()).as_bytes())
-        .collect();
+        .iter_mut()
+        .map(|fragment| hash_fragment(fragment, trailer_len))
+        .collect::<Result<_, _>>()?;
     let blob_ref = BlobRef {
         key,
         nonce,
@@ -193,6 +243,23 @@ pub fn seal_with(
         blob_ref,
         fragments,
     })
+}
+
+/// Hashes a sealed fragment's header and payload and, when it has a tree trailer,
+/// fills the trailer with the groups' chaining values computed on the way (one pass).
+fn hash_fragment(fragment: &mut Fragment, trailer_len: usize) -> Result<[u8; 32], SealError> {
+    let (hashed, trailer) = fragment
+        .bytes
+        .split_at_mut_checked(fragment.hashed_len)
+        .ok_or(SealError::Crypto)?;
+    if trailer_len == 0 {
+        return Ok(*blake3::hash(hashed).as_bytes());
+    }
+    let (root, cvs) = tree::hash_with_trailer(hashed).ok_or(SealError::Crypto)?;
+    for (slot, cv) in trailer.chunks_exact_mut(32).zip(&cvs) {
+        slot.copy_from_slice(cv);
+    }
+    Ok(root)
 }
 
 /// Checks stored fragment `index` against `blob_ref`: header (parses; right index,
@@ -234,7 +301,7 @@ fn check_fragment(
     if header.content_hash != blob_ref.content_hash {
         return Err(FragmentError::OtherContents { index });
     }
-    let expected_len = blob_ref.fragment_len();
+    let expected_len = blob_ref.stored_fragment_len(header.format);
     if stored.len() as u64 != expected_len {
         return Err(FragmentError::WrongLength {
             index,
@@ -242,8 +309,23 @@ fn check_fragment(
             found: stored.len() as u64,
         });
     }
-    if blake3::hash(stored).as_bytes() != expected_hash {
+    let hashed_len = usize::try_from(blob_ref.fragment_len()).unwrap_or(usize::MAX);
+    let (hashed, trailer) = stored
+        .split_at_checked(hashed_len)
+        .ok_or(FragmentError::HashMismatch { index })?;
+    if trailer.is_empty() {
+        if blake3::hash(hashed).as_bytes() != expected_hash {
+            return Err(FragmentError::HashMismatch { index });
+        }
+        return Ok(header);
+    }
+    // Format 2: the same single pass yields the hash and the trailer it must carry.
+    let (root, cvs) = tree::hash_with_trailer(hashed).ok_or(FragmentError::BadTrailer { index })?;
+    if &root != expected_hash {
         return Err(FragmentError::HashMismatch { index });
+    }
+    if tree::parse_trailer(trailer, hashed_len as u64).as_ref() != Some(&cvs) {
+        return Err(FragmentError::BadTrailer { index });
     }
     Ok(header)
 }
@@ -302,7 +384,8 @@ pub fn open(
                         found_version: header.version,
                     });
                 }
-                good[index] = stored.get(FRAGMENT_HEADER_LEN..);
+                let hashed_len = usize::try_from(blob_ref.fragment_len()).unwrap_or(usize::MAX);
+                good[index] = stored.get(FRAGMENT_HEADER_LEN..hashed_len);
             }
             Err(error) => {
                 bad.push(index);

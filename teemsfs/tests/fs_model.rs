@@ -441,9 +441,8 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
         },
         Op::Chmod { path, perm, .. } => {
             let node = m.lookup(path)?;
-            match m.nodes.get_mut(&node) {
-                Some(MNode::File { perm: p, .. } | MNode::Dir { perm: p, .. }) => *p = *perm,
-                _ => {}
+            if let Some(MNode::File { perm: p, .. } | MNode::Dir { perm: p, .. }) = m.nodes.get_mut(&node) {
+                *p = *perm;
             }
             Ok(Out::Unit)
         }

@@ -244,6 +244,27 @@ fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
 /// error — never the old content. In-process `Fs` over local stores behind FaultyStore.
 #[test]
 fn stores_returning_older_objects_never_surface_old_content() {
+    let config = FsConfig { inline_file_max_bytes: 0, ..FsConfig::default() };
+    let ranged = stale_stores_never_surface_old_content(b"OLD content, version one".to_vec(), b"NEW content, version two".to_vec(), config, (0, 1 << 20));
+    assert_eq!(ranged, 0, "a small blob is read whole");
+}
+
+/// The same for a random read of 4 KiB in a large file, which reads just those bytes from
+/// parts of the data fragments (docs/FORMAT.md F6): an older fragment's part fails its
+/// check and the read falls back to the whole chunk, which is the current one or an error.
+#[test]
+fn random_reads_through_stores_returning_older_objects_never_surface_old_content() {
+    let config = FsConfig { inline_file_max_bytes: 0, chunk_size_bytes: 1 << 20, ..FsConfig::default() };
+    let v1: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let v2: Vec<u8> = (0..3u32 << 20).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+    let ranged = stale_stores_never_surface_old_content(v1, v2, config, (2_500_000, 4096));
+    assert!(ranged >= 1, "the clean read was a ranged read");
+}
+
+/// Writes `v1` then `v2` to one file (one chunk's fragments per store per version), then
+/// reads `at` with fresh clients while up to all stores answer with version 1's
+/// fragments. Returns how many ranged reads succeeded.
+fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsConfig, at: (u64, u32)) -> u64 {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let tmp = tempfile::tempdir().expect("tmp");
     let faulty: Vec<Arc<FaultyStore>> = (0..3)
@@ -253,12 +274,10 @@ fn stores_returning_older_objects_never_surface_old_content() {
         })
         .collect();
     let stores: Vec<Arc<dyn ObjectStore>> = faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
-    let blobs: Arc<dyn BlobIo> =
+    let blob_store =
         Arc::new(BlobStore::new(stores.clone(), BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 })).expect("blobs"));
+    let blobs: Arc<dyn BlobIo> = Arc::clone(&blob_store) as Arc<dyn BlobIo>;
     let teems = MemTeems::new();
-    // The file's content in blobs (not inline in its metadata), so the stores are on the
-    // read path under test.
-    let config = FsConfig { inline_file_max_bytes: 0, ..FsConfig::default() };
     let new_fs = || Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs), ShareId([5; 16]), Key([6; 16]), config.clone());
     let names = |stores: &[Arc<dyn ObjectStore>]| -> Vec<Vec<String>> {
         rt.block_on(async {
@@ -285,55 +304,70 @@ fn stores_returning_older_objects_never_surface_old_content() {
         })
     };
     let before = names(&stores);
-    write(b"OLD content, version one");
+    write(&v1);
     let after_v1 = names(&stores);
-    write(b"NEW content, version two");
+    write(&v2);
     let after_v2 = names(&stores);
-    // Per store: v1's fragment and v2's fragment of the file.
+    // Per store: the fragments v1's write left and those v2's left (chunks and manifest).
+    // Each new name is answered with one of the old objects of the same store: authentic
+    // fragments, of an older version.
     let fresh = |now: &Vec<String>, then: &Vec<String>| -> Vec<String> { now.iter().filter(|n| !then.contains(n)).cloned().collect() };
-    let mut substitutions = BTreeMap::new();
+    let mut substitutions: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
     for i in 0..3 {
-        let v1 = fresh(&after_v1[i], &before[i]);
-        let v2 = fresh(&after_v2[i], &after_v1[i]);
-        assert_eq!((v1.len(), v2.len()), (1, 1), "one fragment per store per version");
-        substitutions.insert(i, (v2[0].clone(), v1[0].clone()));
+        let old = fresh(&after_v1[i], &before[i]);
+        let new = fresh(&after_v2[i], &after_v1[i]);
+        assert_eq!(old.len(), new.len(), "as many fragments per store per version");
+        assert!(!new.is_empty());
+        substitutions.insert(i, new.into_iter().zip(old).collect());
     }
+    let (offset, len) = at;
+    let end = (offset as usize + len as usize).min(v2.len());
+    let (want_new, want_old) = (&v2[offset as usize..end], &v1[offset as usize..end]);
     let read_fresh = || -> Result<Vec<u8>, String> {
         // A new client each time: no blob cache, fresh metadata.
         let reader = new_fs();
         rt.block_on(async {
             let o = reader.open(key, false).await.map_err(|e| e.to_string())?;
-            let r = reader.read(o.fh, 0, 1 << 20).await.map_err(|e| e.to_string());
+            let r = reader.read(o.fh, offset, len).await.map_err(|e| e.to_string());
             let _ = reader.release(o.fh).await;
             r
         })
     };
-    assert_eq!(read_fresh().expect("clean read"), b"NEW content, version two");
+    assert!(read_fresh().expect("clean read") == want_new, "clean read: other bytes");
+    let ranged = blob_store.stats().ranged_reads;
+    let substitute = |i: usize| {
+        for (new, old) in &substitutions[&i] {
+            faulty[i].set_fault(new, Fault::Substitute { with: old.clone() });
+        }
+    };
     // Up to m = 1 store rolled back: the current content, verified.
     for i in 0..3 {
-        let (new, old) = &substitutions[&i];
-        faulty[i].set_fault(new, Fault::Substitute { with: old.clone() });
-        assert_eq!(read_fresh().expect("read with one stale store"), b"NEW content, version two", "store {i} stale");
+        substitute(i);
+        assert!(read_fresh().expect("read with one stale store") == want_new, "store {i} stale: other bytes");
         faulty[i].clear_all();
     }
     // Every store rolled back: an error, never the old content.
-    for (i, (new, old)) in &substitutions {
-        faulty[*i].set_fault(new, Fault::Substitute { with: old.clone() });
+    for i in 0..3 {
+        substitute(i);
     }
     match read_fresh() {
-        Ok(content) => assert_ne!(content, b"OLD content, version one".to_vec(), "old content surfaced"),
+        Ok(content) => {
+            assert!(content != want_old, "old content surfaced");
+            assert!(content == want_new, "unverified bytes surfaced");
+        }
         Err(e) => assert!(e.contains("blob") || e.contains("storage"), "{e}"),
     }
     // The writer's warm cache still names the current version only.
     let warm = rt.block_on(async {
         let o = writer.open(key, false).await.expect("open");
-        let r = writer.read(o.fh, 0, 1 << 20).await;
+        let r = writer.read(o.fh, offset, len).await;
         let _ = writer.release(o.fh).await;
         r
     });
     if let Ok(content) = warm {
-        assert_eq!(content, b"NEW content, version two");
+        assert!(content == want_new, "warm read: other bytes");
     }
+    ranged
 }
 
 /// Crash (DESIGN §9, §10): kill the mount process in the middle of rewriting files; after

@@ -44,6 +44,13 @@ pub trait BlobIo: Send + Sync + 'static {
     async fn put(&self, id: [u8; 16], version: u64, plaintext: &[u8]) -> FsResult<BlobRef>;
     /// Fetches, verifies and opens a blob version.
     async fn get(&self, blob: &BlobRef) -> FsResult<Vec<u8>>;
+    /// Plaintext bytes `start .. start + len` of a blob version (clipped to its length),
+    /// verified, fetched without the rest of the blob — or `None` when that is not
+    /// possible or failed, and the caller should [`BlobIo::get`] it whole (which reports
+    /// errors properly). A random read of a few KiB in a 4 MiB chunk needs this.
+    async fn get_range(&self, _blob: &BlobRef, _start: u64, _len: u64) -> Option<Vec<u8>> {
+        None
+    }
     /// Deletes a blob version's fragments (best effort on the caller's side).
     async fn delete(&self, blob: &BlobRef) -> FsResult<()>;
 }
@@ -97,6 +104,13 @@ impl BlobIo for MemBlobs {
             .ok_or_else(|| FsError::Blob("blob missing".into()))
     }
 
+    async fn get_range(&self, blob: &BlobRef, start: u64, len: u64) -> Option<Vec<u8>> {
+        let whole = self.get(blob).await.ok()?;
+        let from = usize::try_from(start).ok()?.min(whole.len());
+        let to = usize::try_from(start.saturating_add(len)).unwrap_or(usize::MAX).min(whole.len());
+        whole.get(from..to).map(<[u8]>::to_vec)
+    }
+
     async fn delete(&self, blob: &BlobRef) -> FsResult<()> {
         self.blobs
             .lock()
@@ -123,6 +137,15 @@ impl BlobIo for crate::store::BlobStore {
         self.get_blob(&erasure::BlobId(blob.id), blob.version, &stored)
             .await
             .map_err(|e| FsError::Blob(e.to_string()))
+    }
+
+    async fn get_range(&self, blob: &BlobRef, start: u64, len: u64) -> Option<Vec<u8>> {
+        let stored = crate::store::StoredBlob::decode(&blob.stored).ok()?;
+        // A record whose length disagrees with the metadata's is the whole read's error.
+        if stored.blob_ref.plaintext_len() != blob.len {
+            return None;
+        }
+        self.get_blob_range(&stored, start, len).await
     }
 
     async fn delete(&self, blob: &BlobRef) -> FsResult<()> {

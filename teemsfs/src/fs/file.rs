@@ -32,6 +32,10 @@ const COMMIT_PARALLEL: usize = 8;
 pub(super) const UPLOAD_PARALLEL: usize = 8;
 /// Chunks fetched ahead of a sequential reader.
 const READ_AHEAD_CHUNKS: u64 = 4;
+/// A read that is not sequential and wants at most this many bytes of a committed chunk
+/// that is not cached fetches just those bytes (a ranged read of the fragments) instead
+/// of the chunk.
+const RANGE_READ_MAX: u64 = 256 << 10;
 
 /// A blob's identity as the blob cache keys it: id and content hash.
 type BlobKey = ([u8; 16], [u8; 32]);
@@ -398,6 +402,24 @@ impl Fs {
         self.get_blob(blob).await
     }
 
+    /// Bytes `at .. at + len` of committed chunk `idx` by a ranged read, when the chunk is
+    /// a blob that is neither dirty, cached, cut by a truncate nor being fetched ahead.
+    /// `None`: read the chunk whole.
+    async fn base_range(&self, s: &OpenState, idx: u64, at: u64, len: u64) -> Option<Vec<u8>> {
+        if s.dirty.contains_key(&idx) || (idx == 0 && s.base_inline.is_some()) {
+            return None;
+        }
+        let Some(Some(blob)) = s.base_chunks.get(usize::try_from(idx).ok()?) else { return None };
+        let chunk_start = idx.saturating_mul(s.chunk_size);
+        if chunk_start.saturating_add(blob.len) > s.base_limit || self.blob_cache.get(blob).is_some() {
+            return None;
+        }
+        if s.read_ahead.lock().ok()?.contains_key(&(blob.id, blob.content_hash())) {
+            return None;
+        }
+        self.blobs.get_range(blob, at, len).await
+    }
+
     /// Starts fetching the base chunks after `idx` that are neither dirty, cached nor
     /// already on their way (at most `READ_AHEAD_CHUNKS` ahead).
     fn read_ahead(&self, s: &OpenState, idx: u64) {
@@ -425,9 +447,13 @@ impl Fs {
         }
         let end = s.size.min(offset.saturating_add(u64::from(len)));
         // A sequential reader's next chunks are fetched while this read is served.
-        if offset == s.last_read_end && end > 0 {
+        let sequential = offset == s.last_read_end;
+        if sequential && end > 0 {
             self.read_ahead(&s, (end - 1) / s.chunk_size);
         }
+        // Reads of a sequential reader may arrive slightly out of order (the kernel sends
+        // several at once): only one far from the last is random enough for a ranged read.
+        let near = offset.abs_diff(s.last_read_end) <= s.chunk_size;
         s.last_read_end = end;
         let s = s;
         let mut out = vec![0u8; (end - offset) as usize];
@@ -437,8 +463,19 @@ impl Fs {
             let idx = pos / cs;
             let in_chunk = (pos % cs) as usize;
             let take = ((cs - pos % cs).min(end - pos)) as usize;
-            let bytes = self.chunk_bytes(&s, idx).await?;
             let dst_from = (pos - offset) as usize;
+            if !near
+                && take as u64 <= RANGE_READ_MAX
+                && let Some(part) = self.base_range(&s, idx, in_chunk as u64, take as u64).await
+            {
+                // Past the blob's end (within the file) the chunk reads as zeros.
+                if let Some(dst) = out.get_mut(dst_from..dst_from + part.len().min(take)) {
+                    dst.copy_from_slice(part.get(..dst.len()).unwrap_or_default());
+                }
+                pos += take as u64;
+                continue;
+            }
+            let bytes = self.chunk_bytes(&s, idx).await?;
             if in_chunk < bytes.len() {
                 let avail = (bytes.len() - in_chunk).min(take);
                 if let (Some(dst), Some(src)) = (
@@ -1050,10 +1087,11 @@ mod tests {
         fs.release(reader.fh).await.expect("close");
     }
 
-    /// Blobs that count `get`s.
+    /// Blobs that count `get`s and ranged reads.
     struct CountingBlobs {
         inner: MemBlobs,
         gets: std::sync::atomic::AtomicUsize,
+        ranges: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -1065,6 +1103,10 @@ mod tests {
             self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.inner.get(blob).await
         }
+        async fn get_range(&self, blob: &crate::fs::BlobRef, start: u64, len: u64) -> Option<Vec<u8>> {
+            self.ranges.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get_range(blob, start, len).await
+        }
         async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
             self.inner.delete(blob).await
         }
@@ -1075,7 +1117,7 @@ mod tests {
     /// the file's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sequential_reads_fetch_ahead_and_random_ones_do_not() {
-        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into() });
+        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into(), ranges: 0.into() });
         let teems = MemTeems::new();
         let config = FsConfig { chunk_size_bytes: 64 << 10, ..FsConfig::default() };
         let make = || {
@@ -1101,12 +1143,18 @@ mod tests {
         assert_eq!(got, content[..4096]);
         settle().await;
         assert_eq!(gets() - after_open, 1 + super::READ_AHEAD_CHUNKS as usize, "chunk 0 and the ones ahead");
-        // Not where the last read ended: no fetching ahead.
+        // Not where the last read ended: no fetching ahead, and only the bytes read are
+        // fetched (a ranged read), not their chunk.
         let far = 12 * (64 << 10) + 100;
         let got = reader.read(o.fh, far, 4096).await.expect("read");
         assert_eq!(got, content[far as usize..far as usize + 4096]);
         settle().await;
-        assert_eq!(gets() - after_open, 2 + super::READ_AHEAD_CHUNKS as usize, "only the chunk read");
+        assert_eq!(gets() - after_open, 1 + super::READ_AHEAD_CHUNKS as usize, "no chunk fetched");
+        assert_eq!(blobs.ranges.load(std::sync::atomic::Ordering::SeqCst), 1, "one ranged read");
+        // A random read in a chunk already fetched (ahead) is served from the cache.
+        let got = reader.read(o.fh, 2 * (64 << 10) + 7, 100).await.expect("read");
+        assert_eq!(got, content[2 * (64 << 10) + 7..2 * (64 << 10) + 107]);
+        assert_eq!(blobs.ranges.load(std::sync::atomic::Ordering::SeqCst), 1, "cached chunk: no ranged read");
         // The whole file, sequentially from the start: right bytes, each chunk fetched once.
         let mut all = Vec::new();
         let mut pos = 0u64;
@@ -1128,7 +1176,7 @@ mod tests {
     /// upload early. Every byte ends up where it was written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_over_unfetched_chunks_are_patches_until_read_or_commit() {
-        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into() });
+        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into(), ranges: 0.into() });
         let teems = MemTeems::new();
         const CS: u64 = 64 << 10;
         let config = FsConfig { chunk_size_bytes: CS, ..FsConfig::default() };

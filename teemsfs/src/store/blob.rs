@@ -17,6 +17,13 @@
 //! repair, by re-sealing the plaintext with the `BlobRef`'s key and nonce); store *errors*
 //! are not repaired, because a store that failed to answer may still hold the right bytes.
 //!
+//! Ranged reading ([`BlobStore::get_blob_range`]): a few bytes of a large blob come from
+//! parts of its data fragments — the 16 KiB groups covering them and the fragment's tree
+//! trailer (remembered per fragment hash, so it is fetched once), checked by
+//! `erasure::open_range` against the fragment hashes. Anything unusual (a format 1
+//! fragment without a trailer, a failed check, a store error) makes it answer `None`, and
+//! the caller reads the blob whole, with hedging and repair.
+//!
 //! Nothing a store returns is trusted: verification against the `BlobRef` hashes (which
 //! come from TEEMS) happens before any fragment is used, so a store can make a read fail
 //! but never make it return wrong data.
@@ -288,6 +295,10 @@ pub enum BlobStoreError {
 /// Counters since the `BlobStore` was created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlobStoreStats {
+    /// Ranged reads answered from parts of the data fragments.
+    pub ranged_reads: u64,
+    /// Ranged reads that gave up (the caller then reads the whole blob).
+    pub range_fallbacks: u64,
     /// Spare fragments fetched because one was slow (not because one failed).
     pub hedged_fetches: u64,
     /// Fragments found missing or failing verification.
@@ -300,14 +311,32 @@ pub struct BlobStoreStats {
 
 #[derive(Default)]
 struct Counters {
+    ranged_reads: AtomicU64,
+    range_fallbacks: AtomicU64,
     hedged_fetches: AtomicU64,
     bad_fragments: AtomicU64,
     repairs_done: AtomicU64,
     repairs_failed: AtomicU64,
 }
 
+/// Verified tree trailers by fragment hash: content-addressed, so never stale.
+type TrailerCache = quick_cache::sync::Cache<[u8; 32], Bytes, TrailerWeighter>;
+
+/// Bytes of tree trailers a `BlobStore` remembers (a 2 MiB fragment has 4 KiB).
+const TRAILER_CACHE_BYTES: u64 = 16 << 20;
+
+#[derive(Clone)]
+struct TrailerWeighter;
+
+impl quick_cache::Weighter<[u8; 32], Bytes> for TrailerWeighter {
+    fn weight(&self, _key: &[u8; 32], val: &Bytes) -> u64 {
+        val.len() as u64 + 64
+    }
+}
+
 pub struct BlobStore {
     stores: Vec<Arc<dyn ObjectStore>>,
+    trailers: TrailerCache,
     config: BlobStoreConfig,
     counters: Arc<Counters>,
     repairs: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -366,6 +395,11 @@ impl BlobStore {
         }
         Ok(BlobStore {
             stores,
+            trailers: TrailerCache::with_weighter(
+                (TRAILER_CACHE_BYTES / 4096) as usize,
+                TRAILER_CACHE_BYTES,
+                TrailerWeighter,
+            ),
             config: BlobStoreConfig { layout, ..config },
             counters: Arc::new(Counters::default()),
             repairs: Mutex::new(Vec::new()),
@@ -382,6 +416,8 @@ impl BlobStore {
 
     pub fn stats(&self) -> BlobStoreStats {
         BlobStoreStats {
+            ranged_reads: self.counters.ranged_reads.load(Ordering::Relaxed),
+            range_fallbacks: self.counters.range_fallbacks.load(Ordering::Relaxed),
             hedged_fetches: self.counters.hedged_fetches.load(Ordering::Relaxed),
             bad_fragments: self.counters.bad_fragments.load(Ordering::Relaxed),
             repairs_done: self.counters.repairs_done.load(Ordering::Relaxed),
@@ -606,11 +642,61 @@ impl BlobStore {
                 .filter(|f| matches!(f.problem, FragmentProblem::Missing | FragmentProblem::Invalid(_)))
                 .map(|f| f.index)
                 .collect();
-            if !damaged.is_empty() {
-                self.start_repair(*id, version, stored, plaintext.clone(), damaged);
+            // Repairs re-seal in the format the good fragments were written in (byte 4 of
+            // a fragment; they all share it, or their hashes would not all match).
+            let format = good.iter().flatten().find_map(|g| g.get(4).copied());
+            if let (false, Some(format)) = (damaged.is_empty(), format) {
+                self.start_repair(*id, version, stored, plaintext.clone(), damaged, format);
             }
         }
         Ok((plaintext, report))
+    }
+
+    /// Plaintext bytes `start .. start + len` (clipped to the blob) read from parts of the
+    /// data fragments, each verified by `erasure::open_range` before it is decrypted.
+    /// `None` means "read the whole blob instead": the blob is small (its fragments are
+    /// one group each), its fragments are format 1 (no trailer), or a part was missing,
+    /// failed its check or its store failed — the whole read then hedges, reports and
+    /// repairs as usual. Never returns unverified bytes.
+    pub async fn get_blob_range(&self, stored: &StoredBlob, start: u64, len: u64) -> Option<Vec<u8>> {
+        let plan = stored.blob_ref.range_plan(start, len)?;
+        let pieces = plan.iter().map(|piece| self.fetch_piece(stored, piece));
+        match futures::future::try_join_all(pieces).await {
+            Ok(parts) => {
+                self.counters.ranged_reads.fetch_add(1, Ordering::Relaxed);
+                Some(parts.concat())
+            }
+            Err(why) => {
+                tracing::debug!(start, len, reason = %why, "ranged read falls back to a whole read");
+                self.counters.range_fallbacks.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// One piece of a ranged read: its groups, and its fragment's trailer unless known.
+    async fn fetch_piece(&self, stored: &StoredBlob, piece: &erasure::RangePiece) -> Result<Vec<u8>, String> {
+        let blob_ref = &stored.blob_ref;
+        let location = stored.locations.get(piece.index).ok_or("no location")?;
+        let store = self.stores.get(usize::from(location.store_index)).ok_or("no such store")?;
+        let hash = *blob_ref.fragment_hash(piece.index).ok_or("no fragment hash")?;
+        let get = |range: &std::ops::Range<u64>| {
+            let (store, name, range) = (Arc::clone(store), location.name.clone(), range.clone());
+            async move {
+                match store.get_range(&name, range.start, range.end - range.start).await {
+                    Ok(Some(bytes)) => Ok(bytes),
+                    Ok(None) => Err("fragment missing".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        let (trailer, groups) = match self.trailers.get(&hash) {
+            Some(trailer) => (trailer, get(&piece.groups).await?),
+            None => futures::future::try_join(get(&piece.trailer), get(&piece.groups)).await?,
+        };
+        let plain = erasure::open_range(blob_ref, piece, &trailer, &groups).map_err(|e| e.to_string())?;
+        self.trailers.insert(hash, trailer);
+        Ok(plain)
     }
 
     /// Fetches fragment `index` and verifies it against the `BlobRef`.
@@ -660,19 +746,21 @@ impl BlobStore {
         stored: &StoredBlob,
         plaintext: Vec<u8>,
         damaged: Vec<usize>,
+        format: u8,
     ) {
         let stored = stored.clone();
         let stores = self.stores.clone();
         let counters = Arc::clone(&self.counters);
         let handle = tokio::spawn(async move {
             let blob_ref = &stored.blob_ref;
-            let resealed = erasure::seal_with(
+            let resealed = erasure::seal_with_format(
                 &id,
                 version,
                 &plaintext,
                 blob_ref.layout(),
                 *blob_ref.key(),
                 *blob_ref.nonce(),
+                format,
             );
             let sealed = match resealed {
                 Ok(sealed) => sealed,
@@ -1039,6 +1127,72 @@ mod tests {
         for f in &rig.faulty {
             assert!(f.inner().list("").await.unwrap().is_empty());
         }
+    }
+
+    /// A range of a large blob comes from parts of its data fragments, verified; a
+    /// corrupt, stale or missing part makes it give up (the caller reads the blob whole),
+    /// never return other bytes.
+    #[tokio::test]
+    async fn ranged_reads_verify_parts_and_give_up_on_anything_wrong() {
+        let rig = rig(6, 11);
+        let v1 = plaintext(1 << 20, 1);
+        let v2 = plaintext(1 << 20, 2);
+        let stored_v1 = rig.blobs.put_blob(&ID, 1, &v1).await.unwrap();
+        let stored = rig.blobs.put_blob(&ID, 2, &v2).await.unwrap();
+        // Fragment payloads are ~256 KiB here (k = 4): ranges inside one and across two.
+        for (start, len) in [(0u64, 4096u64), (300_000, 4096), (262_100, 200), (1_048_570, 100)] {
+            let got = rig.blobs.get_blob_range(&stored, start, len).await.expect("ranged read");
+            let end = (start + len).min(v2.len() as u64) as usize;
+            assert_eq!(got, &v2[start as usize..end], "{start}+{len}");
+        }
+        assert_eq!(rig.blobs.stats().ranged_reads, 4);
+        assert_eq!(rig.blobs.get_blob_range(&stored, 1 << 20, 10).await, None, "past the end");
+        let small = rig.blobs.put_blob(&ID, 3, &plaintext(10_000, 3)).await.unwrap();
+        assert_eq!(rig.blobs.get_blob_range(&small, 0, 10).await, None, "one group per fragment: read it whole");
+
+        let index = 1; // holds plaintext 262_144.. (payload length 262_208 with the tag)
+        for fault in [
+            Fault::Corrupt,
+            Fault::Drop,
+            Fault::Fail,
+            Fault::Substitute { with: stored_v1.locations[index].name.clone() },
+        ] {
+            let old_location = &stored_v1.locations[index];
+            let old = rig.faulty[usize::from(old_location.store_index)].inner().get(&old_location.name).await.unwrap();
+            let location = &stored.locations[index];
+            rig.faulty[usize::from(location.store_index)].inner().put(&old_location.name, old.unwrap()).await.unwrap();
+            // A fresh store, so no trailer is remembered from the reads above.
+            let fresh = BlobStore::new(rig.blobs.stores().to_vec(), BlobStoreConfig::new(LAYOUT)).unwrap();
+            rig.fault(&stored, index, fault.clone());
+            assert_eq!(fresh.get_blob_range(&stored, 300_000, 4096).await, None, "{fault:?}");
+            assert_eq!(fresh.stats().range_fallbacks, 1, "{fault:?}");
+            // The whole read still works from the other fragments.
+            assert_eq!(fresh.get_blob(&ID, 2, &stored).await.unwrap(), v2, "{fault:?}");
+            rig.clear();
+            fresh.wait_for_repairs().await;
+        }
+    }
+
+    /// Blobs written before fragment format 2 (no tree trailer) read whole, and read
+    /// repair rebuilds their fragments in format 1 so they still match the `BlobRef`.
+    #[tokio::test]
+    async fn format_1_blobs_read_whole_and_repair_in_their_format() {
+        let rig = rig(6, 12);
+        let data = plaintext(1 << 20, 4);
+        let placed = rig.blobs.put_blob(&ID, 1, &data).await.unwrap();
+        let sealed = erasure::seal_with_format(&ID, 1, &data, LAYOUT, [7; 32], [8; 12], 1).unwrap();
+        for (fragment, location) in sealed.fragments.iter().zip(&placed.locations) {
+            let store = rig.faulty[usize::from(location.store_index)].inner();
+            store.put(&location.name, Bytes::copy_from_slice(fragment.as_bytes())).await.unwrap();
+        }
+        let stored = StoredBlob { blob_ref: sealed.blob_ref.clone(), locations: placed.locations.clone() };
+        assert_eq!(rig.blobs.get_blob_range(&stored, 5_000, 4096).await, None, "no trailer");
+        rig.fault(&stored, 2, Fault::Corrupt);
+        assert_eq!(rig.blobs.get_blob(&ID, 1, &stored).await.unwrap(), data);
+        rig.clear();
+        rig.blobs.wait_for_repairs().await;
+        assert_eq!(rig.blobs.stats().repairs_done, 1);
+        assert!(rig.stored_fragment_is_valid(&stored, 2).await, "repaired as format 1");
     }
 
     #[tokio::test]
