@@ -53,9 +53,16 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+    /// The histogram as one metric family (`# HELP`, `# TYPE`, then its samples).
+    pub fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
+        self.render_samples(out, name, labels);
+    }
+
+    /// Only the samples, for one labelled series of a family whose header is written
+    /// once before all of them.
+    pub fn render_samples(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
         for (bound, c) in BUCKETS_MS.iter().zip(self.counts.iter()) {

@@ -39,6 +39,7 @@ use tokio::runtime::Handle;
 
 use crate::fs::{Attr, Caller, Fs, FsError, FsResult, Kind, RenameFlags, SetAttr, perm};
 use crate::meta::Key;
+use crate::metrics::MountMetrics;
 
 /// Options of one mount; every field has a documented default.
 #[derive(Clone, Debug)]
@@ -81,11 +82,25 @@ pub struct MountHandle {
     fs: Arc<Fs>,
     runtime: Handle,
     housekeeping: Option<tokio::task::JoinHandle<()>>,
+    metrics: Arc<MountMetrics>,
 }
 
 impl MountHandle {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// This mount's metrics as Prometheus text (see [`crate::metrics`]).
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.fs)
+    }
+
+    /// A handler for [`enclave_replica::net::admin::serve_http`] answering `GET /metrics`.
+    pub fn metrics_handler(&self) -> Arc<enclave_replica::net::admin::Handler> {
+        let (metrics, fs) = (Arc::clone(&self.metrics), Arc::clone(&self.fs));
+        Arc::new(move |path: &str| {
+            (path == "/metrics").then(|| (enclave_replica::net::admin::PROMETHEUS_TEXT, metrics.render(&fs)))
+        })
     }
 
     /// Whether the FUSE session has ended (e.g. `fusermount3 -u` from outside).
@@ -156,7 +171,9 @@ pub fn mount(
     }
     config.n_threads = Some(options.threads.max(1));
     let housekeeping = fs.spawn_housekeeping(&runtime);
+    let metrics = Arc::new(MountMetrics::default());
     let adapter = FuseAdapter {
+        metrics: Arc::clone(&metrics),
         fs: Arc::clone(&fs),
         rt: runtime.clone(),
         inodes: Arc::new(Mutex::new(InodeMap::default())),
@@ -177,6 +194,7 @@ pub fn mount(
         fs,
         runtime,
         housekeeping: Some(housekeeping),
+        metrics,
     })
 }
 
@@ -264,6 +282,7 @@ struct FuseAdapter {
     ttl: Duration,
     max_write_bytes: u32,
     writeback_cache: bool,
+    metrics: Arc<MountMetrics>,
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -393,22 +412,34 @@ impl FuseAdapter {
         Ctx { fs: Arc::clone(&self.fs), inodes: Arc::clone(&self.inodes), ttl: self.ttl }
     }
 
-    /// Runs `work` on the runtime; it must reply.
-    fn spawn<F>(&self, work: impl FnOnce(Ctx) -> F)
+    /// Runs `work`, the kernel request `op`, on the runtime; it must reply. Its time from
+    /// the callback to the reply goes into the mount's metrics.
+    fn spawn<F>(&self, op: &'static str, work: impl FnOnce(Ctx) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(work(self.ctx()));
+        let started = std::time::Instant::now();
+        let metrics = Arc::clone(&self.metrics);
+        let work = work(self.ctx());
+        self.rt.spawn(async move {
+            work.await;
+            metrics.observe(op, started.elapsed());
+        });
     }
 
-    /// Runs `op` on the key of `ino` and answers `reply` with its outcome.
-    fn keyed_empty<F>(&self, ino: INodeNo, reply: ReplyEmpty, op: impl FnOnce(Arc<Fs>, Key) -> F + Send + 'static)
-    where
+    /// Runs `f` on the key of `ino` and answers `reply` with its outcome.
+    fn keyed_empty<F>(
+        &self,
+        op: &'static str,
+        ino: INodeNo,
+        reply: ReplyEmpty,
+        f: impl FnOnce(Arc<Fs>, Key) -> F + Send + 'static,
+    ) where
         F: std::future::Future<Output = FsResult<()>> + Send + 'static,
     {
-        self.spawn(|c| async move {
+        self.spawn(op, |c| async move {
             match c.key(ino) {
-                Ok(key) => reply_empty(reply, op(Arc::clone(&c.fs), key).await),
+                Ok(key) => reply_empty(reply, f(Arc::clone(&c.fs), key).await),
                 Err(e) => reply.error(e),
             }
         });
@@ -441,7 +472,7 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("lookup", |c| async move {
             let parent = match c.key(parent) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -457,7 +488,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(|c| async move {
+        self.spawn("getattr", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -498,7 +529,7 @@ impl Filesystem for FuseAdapter {
             mtime: time_of(mtime),
         };
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("setattr", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -511,7 +542,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(|c| async move {
+        self.spawn("readlink", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -535,7 +566,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("mknod", |c| async move {
             let Some(kind) = kind_of_mode(mode) else {
                 return reply.error(errno(&FsError::Invalid("mknod file type")));
             };
@@ -560,7 +591,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("mkdir", |c| async move {
             let parent = match c.key(parent) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -573,13 +604,13 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.unlink_by(parent, &name, who).await });
+        self.keyed_empty("unlink", parent, reply, move |fs, parent| async move { fs.unlink_by(parent, &name, who).await });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.keyed_empty(parent, reply, move |fs, parent| async move { fs.rmdir_by(parent, &name, who).await });
+        self.keyed_empty("rmdir", parent, reply, move |fs, parent| async move { fs.rmdir_by(parent, &name, who).await });
     }
 
     fn symlink(
@@ -593,7 +624,7 @@ impl Filesystem for FuseAdapter {
         let name = link_name.as_bytes().to_vec();
         let target = target.as_os_str().as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("symlink", |c| async move {
             let parent = match c.key(parent) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -620,7 +651,7 @@ impl Filesystem for FuseAdapter {
                 || flags.contains(fuser::RenameFlags::RENAME_WHITEOUT),
         };
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("rename", |c| async move {
             let (src, dst) = match (c.key(parent), c.key(newparent)) {
                 (Ok(s), Ok(d)) => (s, d),
                 (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -639,7 +670,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let newname = newname.as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("link", |c| async move {
             let (key, dst) = match (c.key(ino), c.key(newparent)) {
                 (Ok(k), Ok(d)) => (k, d),
                 (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -659,7 +690,7 @@ impl Filesystem for FuseAdapter {
             perm::open_mask(flags.acc_mode() != OpenAccMode::O_WRONLY, writable)
         };
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("open", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -691,7 +722,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(|c| async move {
+        self.spawn("read", |c| async move {
             match c.fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -712,7 +743,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(|c| async move {
+        self.spawn("write", |c| async move {
             match c.fs.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),
@@ -728,7 +759,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|c| async move {
+        self.spawn("flush", |c| async move {
             reply_empty(reply, c.fs.flush(fh.0).await);
         });
     }
@@ -743,20 +774,20 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|c| async move {
+        self.spawn("release", |c| async move {
             reply_empty(reply, c.fs.release(fh.0).await);
         });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.spawn(|c| async move {
+        self.spawn("fsync", |c| async move {
             reply_empty(reply, c.fs.fsync(fh.0).await);
         });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("opendir", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -781,7 +812,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(|c| async move {
+        self.spawn("readdir", |c| async move {
             let listing = match c.fs.readdir_snapshot(fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
@@ -811,7 +842,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(|c| async move {
+        self.spawn("readdirplus", |c| async move {
             let listing = match c.fs.readdir_snapshot(fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
@@ -875,7 +906,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
         let who = caller(req);
-        self.keyed_empty(ino, reply, move |fs, key| async move {
+        self.keyed_empty("setxattr", ino, reply, move |fs, key| async move {
             fs.setxattr_by(key, &name, &value, flags, who).await
         });
     }
@@ -883,7 +914,7 @@ impl Filesystem for FuseAdapter {
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("getxattr", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -896,7 +927,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(|c| async move {
+        self.spawn("listxattr", |c| async move {
             let key = match c.key(ino) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
@@ -918,12 +949,12 @@ impl Filesystem for FuseAdapter {
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.keyed_empty(ino, reply, move |fs, key| async move { fs.removexattr_by(key, &name, who).await });
+        self.keyed_empty("removexattr", ino, reply, move |fs, key| async move { fs.removexattr_by(key, &name, who).await });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let who = caller(req);
-        self.keyed_empty(ino, reply, move |fs, key| async move { fs.access(key, mask.bits() as u32, who).await });
+        self.keyed_empty("access", ino, reply, move |fs, key| async move { fs.access(key, mask.bits() as u32, who).await });
     }
 
     fn create(
@@ -938,7 +969,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.spawn(|c| async move {
+        self.spawn("create", |c| async move {
             let parent = match c.key(parent) {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),

@@ -49,3 +49,4 @@ pub mod replicas;
 pub mod bench;
 pub mod deploy;
 pub mod housekeeping;
+pub mod metrics;

@@ -177,11 +177,42 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
     let up = Up::start(None);
     let scratch = tempfile::tempdir().expect("scratch");
     shell_life(&up.mnt(), scratch.path(), 12);
+    // DESIGN §12: the mount's Prometheus metrics, on the address it published.
+    let metrics = mount_metrics(&up.dir);
+    for op in ["lookup", "getattr", "create", "write", "read", "unlink", "rename"] {
+        let line = format!("teemsfs_fuse_request_seconds_count{{op=\"{op}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"));
+        assert!(count > 0, "no {op} requests counted:\n{metrics}");
+    }
+    assert!(metrics.contains("teemsfs_ranged_reads_total ") && metrics.contains("teemsfs_blob_cache_bytes "), "{metrics}");
     let fsck = teemsfs(&[&"fsck", &up.dir]);
     assert!(fsck.contains("0 problems"), "{fsck}");
     let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run"]);
     assert!(gc.contains("gc summary") && gc.contains("dry run"), "{gc}");
     up.down();
+}
+
+/// `GET /metrics` from the mount of `dir`, at the address in `run/mount-*.metrics`.
+fn mount_metrics(dir: &Path) -> String {
+    use std::io::{Read, Write};
+    let file = std::fs::read_dir(dir.join("run"))
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "metrics"))
+        .expect("a metrics address file");
+    let addr = std::fs::read_to_string(&file).expect("address");
+    let mut s = std::net::TcpStream::connect(addr.trim()).expect("connect to the metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }
 
 /// DESIGN §12: a config file switches the stores to Redis and S3 and the layout to (3,2).
@@ -341,10 +372,10 @@ fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsCo
         }
     };
     // Up to m = 1 store rolled back: the current content, verified.
-    for i in 0..3 {
+    for (i, store) in faulty.iter().enumerate() {
         substitute(i);
         assert!(read_fresh().expect("read with one stale store") == want_new, "store {i} stale: other bytes");
-        faulty[i].clear_all();
+        store.clear_all();
     }
     // Every store rolled back: an error, never the old content.
     for i in 0..3 {

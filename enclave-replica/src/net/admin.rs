@@ -1,5 +1,6 @@
 //! Loopback admin endpoint: `GET /status` (JSON [`StatusReport`], read by
-//! `teemsfs cluster status`) and `GET /metrics` (Prometheus text).
+//! `teemsfs cluster status`) and `GET /metrics` (Prometheus text), served by
+//! [`serve_http`], which the mount's metrics endpoint uses too.
 //!
 //! It binds `127.0.0.1` on a port the kernel picks and writes the address to
 //! `<replica dir>/admin.addr` ([`ADMIN_ADDR_FILE`]), so `cluster.toml` needs no
@@ -56,22 +57,44 @@ pub fn publish_addr(replica_dir: &Path, addr: std::net::SocketAddr) -> std::io::
 
 /// Serve until the task is dropped.
 pub async fn serve_admin(listener: TcpListener, status: Arc<Mutex<StatusReport>>, metrics: Arc<Metrics>, me: u32) {
+    let handler = move |path: &str| match path {
+        "/status" => {
+            let report = status.lock().map(|s| s.clone()).unwrap_or_default();
+            let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".to_string());
+            Some(("application/json", body))
+        }
+        "/metrics" => Some((PROMETHEUS_TEXT, metrics.render(me))),
+        _ => None,
+    };
+    serve_http(listener, Arc::new(handler), "try /status or /metrics\n").await;
+}
+
+/// Content type of the Prometheus text exposition format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// What a read-only endpoint answers to `GET path`: content type and body, or `None`
+/// for a 404.
+pub type Handler = dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync;
+
+/// A minimal read-only HTTP/1.1 server (one request per connection, `GET` only, request
+/// heads bounded in size and time), until the task is dropped. The replica's admin
+/// endpoint and the mount's metrics endpoint use it.
+pub async fn serve_http(listener: TcpListener, handler: Arc<Handler>, not_found: &'static str) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let status = Arc::clone(&status);
-        let metrics = Arc::clone(&metrics);
+        let handler = Arc::clone(&handler);
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &status, &metrics, me)).await {
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &*handler, not_found)).await {
                 tracing::debug!(error = %e, "admin request timed out");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, status: &Mutex<StatusReport>, metrics: &Metrics, me: u32) {
+async fn answer(mut stream: TcpStream, handler: &Handler, not_found: &str) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
@@ -84,14 +107,10 @@ async fn answer(mut stream: TcpStream, status: &Mutex<StatusReport>, metrics: &M
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (code, content_type, body) = match (method, path) {
-        ("GET", "/status") => {
-            let report = status.lock().map(|s| s.clone()).unwrap_or_default();
-            let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".to_string());
-            ("200 OK", "application/json", body)
-        }
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render(me)),
-        _ => ("404 Not Found", "text/plain", "try /status or /metrics\n".to_string()),
+    let answer = if method == "GET" { handler(path) } else { None };
+    let (code, content_type, body) = match answer {
+        Some((content_type, body)) => ("200 OK", content_type, body),
+        None => ("404 Not Found", "text/plain", not_found.to_string()),
     };
     let response = format!(
         "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

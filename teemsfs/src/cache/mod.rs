@@ -15,6 +15,7 @@
 //! pressure (see LIBRARIES notes in the project docs).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -53,6 +54,8 @@ type BlobCacheMap = Cache<([u8; 16], [u8; 32]), Arc<Vec<u8>>, BytesWeighter>;
 #[derive(Clone)]
 pub struct BlobCache {
     inner: Option<Arc<BlobCacheMap>>,
+    /// Lookups that found the blob, and those that did not (for metrics).
+    counts: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl BlobCache {
@@ -62,13 +65,21 @@ impl BlobCache {
             let items = usize::try_from(capacity_bytes / 65_536).unwrap_or(usize::MAX).max(16);
             Arc::new(Cache::with_weighter(items, capacity_bytes, BytesWeighter))
         });
-        BlobCache { inner }
+        BlobCache { inner, counts: Arc::default() }
     }
 
     /// The plaintext of exactly this blob version, if cached. The caller must have `blob`
     /// from fresh metadata.
     pub fn get(&self, blob: &BlobRef) -> Option<Arc<Vec<u8>>> {
-        self.inner.as_ref()?.get(&(blob.id, blob.content_hash()))
+        let hit = self.inner.as_ref()?.get(&(blob.id, blob.content_hash()));
+        let counter = if hit.is_some() { &self.counts.0 } else { &self.counts.1 };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit
+    }
+
+    /// (hits, misses) of [`BlobCache::get`] so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.counts.0.load(Ordering::Relaxed), self.counts.1.load(Ordering::Relaxed))
     }
 
     pub fn insert(&self, blob: &BlobRef, plaintext: Arc<Vec<u8>>) {

@@ -125,6 +125,14 @@ pub fn up(args: UpArgs) -> Result<()> {
     } else {
         let (pid, log) = spawn_mount(&d, &mountpoint)?;
         println!("mounted: {} (mount process pid {pid}, log {})", mountpoint.display(), log.display());
+        let metrics_file = d.mount_files(&mountpoint).0.with_extension("metrics");
+        let until = Instant::now() + Duration::from_secs(2);
+        while !metrics_file.exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(addr) = std::fs::read_to_string(&metrics_file) {
+            println!("metrics: http://{}/metrics", addr.trim());
+        }
     }
     println!("stop with: teemsfs down {}", d.dir.display());
     Ok(())
@@ -207,6 +215,13 @@ fn serve_foreground(d: &Deployment, mountpoint: &Path) -> Result<()> {
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let (pid_file, _) = d.mount_files(mountpoint);
     std::fs::create_dir_all(d.run_dir())?;
+    // Metrics on a loopback port the kernel picks; its address goes next to the PID file.
+    let metrics_file = pid_file.with_extension("metrics");
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).context("binding the metrics port")?;
+    let metrics_addr = listener.local_addr()?;
+    rt.spawn(enclave_replica::net::admin::serve_http(listener, handle.metrics_handler(), "try /metrics\n"));
+    std::fs::write(&metrics_file, format!("{metrics_addr}\n"))?;
+    eprintln!("teemsfs: metrics at http://{metrics_addr}/metrics");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
     eprintln!("teemsfs: serving {} (pid {})", mountpoint.display(), std::process::id());
     let reason = rt.block_on(async {
@@ -227,6 +242,7 @@ fn serve_foreground(d: &Deployment, mountpoint: &Path) -> Result<()> {
     eprintln!("teemsfs: {reason}; unmounting {}", mountpoint.display());
     let result = handle.unmount();
     let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&metrics_file);
     result.with_context(|| format!("unmounting {}", mountpoint.display()))?;
     eprintln!("teemsfs: done");
     Ok(())
@@ -275,6 +291,7 @@ pub fn down(args: DownArgs) -> Result<()> {
             }
             println!("mount process {pid} stopped");
             let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path.with_extension("metrics"));
         }
     }
     if d.has_cluster() {

@@ -53,6 +53,10 @@ pub trait BlobIo: Send + Sync + 'static {
     }
     /// Deletes a blob version's fragments (best effort on the caller's side).
     async fn delete(&self, blob: &BlobRef) -> FsResult<()>;
+    /// Counters of the blob layer, for metrics, if it keeps any.
+    fn stats(&self) -> Option<crate::store::BlobStoreStats> {
+        None
+    }
 }
 
 /// Blobs kept as plaintext in a map: for unit tests of the layers above only. It still
@@ -137,6 +141,10 @@ impl BlobIo for crate::store::BlobStore {
         self.get_blob(&erasure::BlobId(blob.id), blob.version, &stored)
             .await
             .map_err(|e| FsError::Blob(e.to_string()))
+    }
+
+    fn stats(&self) -> Option<crate::store::BlobStoreStats> {
+        Some(crate::store::BlobStore::stats(self))
     }
 
     async fn get_range(&self, blob: &BlobRef, start: u64, len: u64) -> Option<Vec<u8>> {

@@ -374,6 +374,21 @@ impl Fs {
         retired.extend(blobs.into_iter().map(|b| (now, b)));
     }
 
+    /// The blob layer's counters, when it keeps any (the object-store `BlobStore` does).
+    pub fn blob_stats(&self) -> Option<crate::store::BlobStoreStats> {
+        self.blobs.stats()
+    }
+
+    /// (hits, misses) of the blob cache so far.
+    pub fn blob_cache_counts(&self) -> (u64, u64) {
+        self.blob_cache.counts()
+    }
+
+    /// Plaintext bytes the blob cache holds.
+    pub fn blob_cache_bytes(&self) -> u64 {
+        self.blob_cache.weight_bytes()
+    }
+
     /// Retired blobs not yet deleted (for tests and metrics).
     pub fn retired_len(&self) -> usize {
         self.retired.lock().map(|r| r.len()).unwrap_or(0)

@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use blob::{BlobStore, BlobStoreConfig, BlobStoreError, StoredBlob};
+pub use blob::{BlobStore, BlobStoreConfig, BlobStoreError, BlobStoreStats, StoredBlob};
 pub use faulty::{Fault, FaultConfig, FaultyStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
