@@ -60,6 +60,7 @@ impl MountMetrics {
             counters.extend([
                 ("teemsfs_ranged_reads_total", "Random reads answered from parts of the data fragments.", b.ranged_reads),
                 ("teemsfs_range_fallbacks_total", "Ranged reads that fell back to reading the whole blob.", b.range_fallbacks),
+                ("teemsfs_decoded_reads_total", "Blob reads decoded from parity (a data fragment bad, slow or on a slower store).", b.decoded_reads),
                 ("teemsfs_hedged_fetches_total", "Spare fragments fetched because one was slow.", b.hedged_fetches),
                 ("teemsfs_bad_fragments_total", "Fragments found missing or failing verification.", b.bad_fragments),
                 ("teemsfs_repairs_total", "Fragments rewritten by read repair.", b.repairs_done),

@@ -7,8 +7,10 @@
 //! records the returned [`StoredBlob`] in TEEMS, and only after that may old fragments go.
 //! Fragment names are never reused, so a store cannot confuse two versions by name.
 //!
-//! Reading: the `k` data fragments are fetched first (with all of them present the
-//! systematic code needs no decoding). Each fragment is checked with
+//! Reading: `k` fragments from the fastest stores (DESIGN §9) — the data fragments unless
+//! a parity fragment's store is clearly faster than a data fragment's, by the per-store
+//! speed every put and get of a large fragment updates (with all data fragments present
+//! the systematic code needs no decoding, so parity must win by a margin). Each fragment is checked with
 //! `erasure::verify_fragment` as it arrives; a missing, corrupt, stale or substituted one,
 //! or a store error, immediately starts a fetch of a spare (parity) fragment, and so does a
 //! fragment still outstanding after `hedge_delay_ms`. Decoding starts as soon as `k` good
@@ -299,6 +301,9 @@ pub struct BlobStoreStats {
     pub ranged_reads: u64,
     /// Ranged reads that gave up (the caller then reads the whole blob).
     pub range_fallbacks: u64,
+    /// Whole reads that decoded from parity (a data fragment was bad, slow, or on a
+    /// clearly slower store).
+    pub decoded_reads: u64,
     /// Spare fragments fetched because one was slow (not because one failed).
     pub hedged_fetches: u64,
     /// Fragments found missing or failing verification.
@@ -313,14 +318,39 @@ pub struct BlobStoreStats {
 struct Counters {
     ranged_reads: AtomicU64,
     range_fallbacks: AtomicU64,
+    decoded_reads: AtomicU64,
     hedged_fetches: AtomicU64,
     bad_fragments: AtomicU64,
     repairs_done: AtomicU64,
     repairs_failed: AtomicU64,
 }
 
+/// Folds one put or get of `len` bytes that took `took` into store `store_index`'s
+/// speed estimate (only fragments of at least [`SPEED_MIN_BYTES`]).
+fn observe_speed(speeds: &[AtomicU64], store_index: usize, len: usize, took: Duration) {
+    let Some(slot) = speeds.get(store_index) else { return };
+    if len < SPEED_MIN_BYTES {
+        return;
+    }
+    let sample = took.as_nanos() as f64 / len as f64;
+    let old = slot.load(Ordering::Relaxed);
+    let new = if old == 0 { sample } else { f64::from_bits(old) * (1.0 - SPEED_EWMA) + sample * SPEED_EWMA };
+    // Racing updates may lose one sample; the estimate stays an estimate.
+    slot.store(new.to_bits().max(1), Ordering::Relaxed);
+}
+
 /// Verified tree trailers by fragment hash: content-addressed, so never stale.
 type TrailerCache = quick_cache::sync::Cache<[u8; 32], Bytes, TrailerWeighter>;
+
+/// Fragments at least this long teach and use the per-store speed estimates; smaller ones
+/// cost mostly a round trip, and are read data-first.
+const SPEED_MIN_BYTES: usize = 256 << 10;
+/// Weight of a new observation in a store's speed estimate.
+const SPEED_EWMA: f64 = 0.2;
+/// A parity fragment replaces a data fragment in a read only if its store is faster by
+/// this factor and [`DECODE_MARGIN_NS`]: decoding and re-hashing cost CPU.
+const PARITY_FACTOR: f64 = 1.5;
+const DECODE_MARGIN_NS: f64 = 1_000_000.0;
 
 /// Bytes of tree trailers a `BlobStore` remembers (a 2 MiB fragment has 4 KiB).
 const TRAILER_CACHE_BYTES: u64 = 16 << 20;
@@ -336,6 +366,9 @@ impl quick_cache::Weighter<[u8; 32], Bytes> for TrailerWeighter {
 
 pub struct BlobStore {
     stores: Vec<Arc<dyn ObjectStore>>,
+    /// Per store: nanoseconds per byte of large fragment puts and gets (EWMA, `f64` bits;
+    /// 0 = not measured yet).
+    speeds: Arc<Vec<AtomicU64>>,
     trailers: TrailerCache,
     config: BlobStoreConfig,
     counters: Arc<Counters>,
@@ -394,6 +427,7 @@ impl BlobStore {
             )));
         }
         Ok(BlobStore {
+            speeds: Arc::new(stores.iter().map(|_| AtomicU64::new(0)).collect()),
             stores,
             trailers: TrailerCache::with_weighter(
                 (TRAILER_CACHE_BYTES / 4096) as usize,
@@ -418,11 +452,43 @@ impl BlobStore {
         BlobStoreStats {
             ranged_reads: self.counters.ranged_reads.load(Ordering::Relaxed),
             range_fallbacks: self.counters.range_fallbacks.load(Ordering::Relaxed),
+            decoded_reads: self.counters.decoded_reads.load(Ordering::Relaxed),
             hedged_fetches: self.counters.hedged_fetches.load(Ordering::Relaxed),
             bad_fragments: self.counters.bad_fragments.load(Ordering::Relaxed),
             repairs_done: self.counters.repairs_done.load(Ordering::Relaxed),
             repairs_failed: self.counters.repairs_failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// The speed estimate of store `store_index` in ns per byte, once measured.
+    fn speed(&self, store_index: u16) -> Option<f64> {
+        let bits = self.speeds.get(usize::from(store_index))?.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// Which fragments to fetch first: `k` from the fastest stores, then the spares.
+    /// Data fragments first unless every store holding the blob has a speed estimate
+    /// and a parity fragment's store is faster, by [`PARITY_FACTOR`] and
+    /// [`DECODE_MARGIN_NS`], than a data fragment's.
+    fn fetch_order(&self, stored: &StoredBlob) -> VecDeque<usize> {
+        let n = stored.locations.len();
+        let k = stored.blob_ref.layout().data_count();
+        let data_first: VecDeque<usize> = (0..n).collect();
+        let len = stored.blob_ref.fragment_len() as f64;
+        if (len as usize) < SPEED_MIN_BYTES {
+            return data_first;
+        }
+        let est: Option<Vec<f64>> = stored.locations.iter().map(|l| self.speed(l.store_index)).collect();
+        let Some(est) = est else { return data_first };
+        // Expected time of each fragment's fetch; a parity fragment pays for the decode.
+        let cost = |i: usize| {
+            let t = est.get(i).copied().unwrap_or(f64::MAX) * len;
+            if i < k { t } else { t * PARITY_FACTOR + DECODE_MARGIN_NS }
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        // Stable: equal costs keep data fragments (lower indices) first.
+        order.sort_by(|a, b| cost(*a).total_cmp(&cost(*b)));
+        order.into()
     }
 
     /// Waits until every read repair started so far has finished (tests, shutdown).
@@ -478,7 +544,15 @@ impl BlobStore {
             // The sealed buffer itself becomes the request body: no copy.
             let bytes = Bytes::from_owner(fragment.into_buf());
             let put_name = name.clone();
-            puts.push(async move { store.put(&put_name, bytes).await });
+            let speeds = Arc::clone(&self.speeds);
+            puts.push(async move {
+                let (len, started) = (bytes.len(), std::time::Instant::now());
+                let result = store.put(&put_name, bytes).await;
+                if result.is_ok() {
+                    observe_speed(&speeds, store_index, len, started.elapsed());
+                }
+                result
+            });
             locations.push(FragmentLocation {
                 store_index: store_index as u16,
                 name,
@@ -544,8 +618,8 @@ impl BlobStore {
                 found: stored.locations.len(),
             });
         }
-        // Data fragments first: with all k of them the decoder only concatenates.
-        let mut waiting: VecDeque<usize> = (0..n).collect();
+        // The k fastest first (data fragments unless parity is clearly faster).
+        let mut waiting = self.fetch_order(stored);
         let mut in_flight = FuturesUnordered::new();
         let mut good: Vec<Option<Bytes>> = vec![None; n];
         let mut good_count = 0usize;
@@ -633,6 +707,9 @@ impl BlobStore {
             }
         })?;
         report.used = (0..n).filter(|&i| good[i].is_some()).collect();
+        if report.used.iter().any(|&i| i >= k) {
+            self.counters.decoded_reads.fetch_add(1, Ordering::Relaxed);
+        }
         report.failures.sort_by_key(|f| f.index);
         let plaintext = opened.plaintext.to_vec();
         if self.config.read_repair {
@@ -711,6 +788,7 @@ impl BlobStore {
             .and_then(|l| self.stores.get(usize::from(l.store_index)))
             .cloned();
         let blob_ref = stored.blob_ref.clone();
+        let speeds = Arc::clone(&self.speeds);
         async move {
             let (Some(location), Some(store)) = (location, store) else {
                 return Fetched {
@@ -718,9 +796,14 @@ impl BlobStore {
                     result: Err(FragmentProblem::UnknownStore),
                 };
             };
+            let started = std::time::Instant::now();
             let result = match store.get(&location.name).await {
                 Ok(Some(bytes)) => match erasure::verify_fragment(&blob_ref, index, &bytes) {
-                    Ok(()) => Ok(bytes),
+                    Ok(()) => {
+                        let store_index = usize::from(location.store_index);
+                        observe_speed(&speeds, store_index, bytes.len(), started.elapsed());
+                        Ok(bytes)
+                    }
                     Err(e) => Err(FragmentProblem::Invalid(e.to_string())),
                 },
                 Ok(None) => Err(FragmentProblem::Missing),
@@ -1127,6 +1210,57 @@ mod tests {
         for f in &rig.faulty {
             assert!(f.inner().list("").await.unwrap().is_empty());
         }
+    }
+
+    /// DESIGN §9: k fragments from the fastest stores. Puts and gets teach the per-store
+    /// speeds; a data fragment on a clearly slower store is replaced by parity from a
+    /// fast one (decoded, still verified), and the slow store is not waited for.
+    #[tokio::test]
+    async fn reads_take_parity_from_a_clearly_faster_store_instead_of_a_slow_one() {
+        let faulty: Vec<Arc<FaultyStore>> = (0..3)
+            .map(|i| Arc::new(FaultyStore::new(Arc::new(MemoryStore::with_label(&format!("mem{i}"))), 30 + i)))
+            .collect();
+        faulty[0].set_fault("f-", Fault::Delay { delay_ms: 40 });
+        let as_dyn = faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
+        let blobs = BlobStore::new(as_dyn, BlobStoreConfig::new(Layout { k: 2, m: 1 })).unwrap();
+        let data = plaintext(2 << 20, 7);
+        let mut decoded = 0;
+        for version in 1..=50u64 {
+            let stored = blobs.put_blob(&ID, version, &data).await.unwrap();
+            let slow = stored.locations.iter().position(|l| l.store_index == 0).unwrap();
+            let (got, report) = blobs.get_blob_with_report(&ID, version, &stored).await.unwrap();
+            assert!(got == data, "version {version}: other bytes");
+            assert!(!report.used.contains(&slow), "version {version}: read from the slow store: {report:?}");
+            if slow < 2 {
+                assert_eq!(report.used.len(), 2);
+                assert!(report.used.contains(&2), "parity replaced the slow data fragment");
+                decoded += 1;
+                if decoded == 2 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(decoded, 2, "the slow store never held a data fragment");
+        assert_eq!(blobs.stats().decoded_reads, 2);
+        // The rule itself, with set speeds (ns per byte) for stores 0, 1, 2 holding
+        // fragments 0, 1 (data) and 2 (parity) of 1 MiB.
+        let stored = blobs.put_blob(&ID, 99, &data).await.unwrap();
+        let stored = StoredBlob {
+            locations: (0..3u16).map(|i| FragmentLocation { store_index: i, name: format!("f-{i}") }).collect(),
+            ..stored
+        };
+        let order = |speeds: [f64; 3]| {
+            for (slot, v) in blobs.speeds.iter().zip(speeds) {
+                slot.store(v.to_bits(), Ordering::Relaxed);
+            }
+            Vec::from(blobs.fetch_order(&stored))
+        };
+        assert_eq!(order([1.0, 1.0, 1.0]), vec![0, 1, 2], "same speed: data first");
+        assert_eq!(order([1.0, 1.0, 0.5]), vec![0, 1, 2], "parity a little faster: not worth a decode");
+        assert_eq!(order([10.0, 1.0, 1.0]), vec![1, 2, 0], "slow data store: parity instead");
+        assert_eq!(order([10.0, 10.0, 1.0]), vec![2, 0, 1], "both data stores slow: parity and one of them");
+        blobs.speeds[2].store(0, Ordering::Relaxed);
+        assert_eq!(Vec::from(blobs.fetch_order(&stored)), vec![0, 1, 2], "a store not measured yet: data first");
     }
 
     /// A range of a large blob comes from parts of its data fragments, verified; a
