@@ -5,6 +5,11 @@
 # Usage: scripts/pjdfstest.sh [PJDFSTEST_PATTERN...]
 #   FSX_OPS=N     fsx operations (0 skips fsx)       default 100000
 #   FSX_SEED=N    fsx seed                            default 1
+#   CHUNK_BYTES=N chunk size of the deployment        default teemsfs's (4 MiB); a small
+#                 one (e.g. 65536) makes fsx's 256 KiB file many chunks, so its far
+#                 reads are ranged reads (docs/FORMAT.md F6)
+#   BLOB_CACHE_BYTES=N  the mount's blob cache (0: off, so reads of committed chunks
+#                 go to the stores)                   default teemsfs's (256 MiB)
 #   KEEP=1        leave the deployment up afterwards
 #
 # Brings up a fresh deployment (`teemsfs up`) in a temporary directory with
@@ -42,10 +47,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$work/teemsfs.toml" <<'EOF'
-[mount]
-allow_other = true
-EOF
+{
+  [ -n "${CHUNK_BYTES:-}" ] && echo "chunk_size_bytes = $CHUNK_BYTES"
+  [ -n "${BLOB_CACHE_BYTES:-}" ] && printf '[cache]\nblob_cache_bytes = %s\n' "$BLOB_CACHE_BYTES"
+  printf '[mount]\nallow_other = true\n'
+} > "$work/teemsfs.toml"
 # pjdfstest: Linux has no chflags or NFSv4 ACLs; two unprivileged users it can switch to.
 cat > "$work/pjdfstest.toml" <<'EOF'
 [features]
