@@ -77,6 +77,12 @@ impl BlobCache {
         hit
     }
 
+    /// Whether exactly this blob version is cached, without counting a hit or a miss
+    /// (for decisions about how to read, not reads).
+    pub fn contains(&self, blob: &BlobRef) -> bool {
+        self.inner.as_ref().is_some_and(|c| c.contains_key(&(blob.id, blob.content_hash())))
+    }
+
     /// (hits, misses) of [`BlobCache::get`] so far.
     pub fn counts(&self) -> (u64, u64) {
         (self.counts.0.load(Ordering::Relaxed), self.counts.1.load(Ordering::Relaxed))

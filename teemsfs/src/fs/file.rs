@@ -222,7 +222,7 @@ impl Fs {
         let guess = self.names.guess_content(key).and_then(|(_, blob)| blob);
         let prefetch = async {
             match &guess {
-                Some(b) if self.blob_cache.get(b).is_none() => Some(self.blobs.get(b).await),
+                Some(b) if !self.blob_cache.contains(b) => Some(self.blobs.get(b).await),
                 _ => None,
             }
         };
@@ -411,7 +411,7 @@ impl Fs {
         }
         let Some(Some(blob)) = s.base_chunks.get(usize::try_from(idx).ok()?) else { return None };
         let chunk_start = idx.saturating_mul(s.chunk_size);
-        if chunk_start.saturating_add(blob.len) > s.base_limit || self.blob_cache.get(blob).is_some() {
+        if chunk_start.saturating_add(blob.len) > s.base_limit || self.blob_cache.contains(blob) {
             return None;
         }
         if s.read_ahead.lock().ok()?.contains_key(&(blob.id, blob.content_hash())) {
@@ -432,7 +432,7 @@ impl Fs {
             }
             let Some(Some(blob)) = s.base_chunks.get(next as usize) else { continue };
             let key = (blob.id, blob.content_hash());
-            if pending.contains_key(&key) || self.blob_cache.get(blob).is_some() {
+            if pending.contains_key(&key) || self.blob_cache.contains(blob) {
                 continue;
             }
             pending.insert(key, tokio::spawn(self.fetch_blob(blob.clone())));
