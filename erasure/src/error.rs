@@ -109,6 +109,12 @@ pub enum FragmentError {
         /// Fragment index.
         index: usize,
     },
+    /// A ranged read's piece does not fit the blob (not one `BlobRef::range_plan` makes).
+    #[error("range piece for fragment {index} does not fit the blob")]
+    BadRange {
+        /// Fragment index.
+        index: usize,
+    },
     /// The BLAKE3 hash of the stored bytes differs from the `BlobRef`'s: corrupt.
     #[error("fragment {index} is corrupt: its BLAKE3 hash does not match the blob ref")]
     HashMismatch {

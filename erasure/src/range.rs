@@ -82,6 +82,18 @@ pub fn open_range(
         .filter(|_| index < count)
         .ok_or(FragmentError::IndexOutOfRange { index, count })?;
     let hashed = blob_ref.fragment_len();
+    // The piece must be one `range_plan` could have made: its plaintext inside the blob
+    // and inside fragment `index`, its bytes inside the groups it names.
+    let fragment_start = (index as u64) * blob_ref.payload_len;
+    let (start, end) = (piece.plaintext.start, piece.plaintext.end);
+    let from = (FRAGMENT_HEADER_LEN as u64 + start).checked_sub(fragment_start);
+    let fits = start <= end
+        && end <= blob_ref.plaintext_len
+        && end <= fragment_start + blob_ref.payload_len
+        && from.is_some_and(|f| f >= piece.groups.start && f + (end - start) <= piece.groups.end);
+    let Some(from) = from.filter(|_| fits) else {
+        return Err(FragmentError::BadRange { index });
+    };
     let bad_trailer = FragmentError::BadTrailer { index };
     let cvs = tree::parse_trailer(trailer, hashed).ok_or(bad_trailer.clone())?;
     if tree::root_from_cvs(&cvs, hashed).as_ref() != Some(expected_hash) {
@@ -116,13 +128,9 @@ pub fn open_range(
         at += len;
         group += 1;
     }
-    // The piece's plaintext as ciphertext bytes inside the fetched groups.
-    let fragment_start = (index as u64) * blob_ref.payload_len;
-    let from = FRAGMENT_HEADER_LEN as u64 + piece.plaintext.start.saturating_sub(fragment_start);
-    let len = piece.plaintext.end.saturating_sub(piece.plaintext.start);
-    let rel = from
-        .checked_sub(piece.groups.start)
-        .ok_or(bad_trailer.clone())?;
+    // The piece's plaintext as ciphertext bytes inside the fetched groups (checked above).
+    let len = end - start;
+    let rel = from - piece.groups.start;
     let slice = usize::try_from(rel)
         .ok()
         .zip(usize::try_from(rel + len).ok())
@@ -132,9 +140,6 @@ pub fn open_range(
             expected: wanted,
             found: groups.len() as u64,
         })?;
-    if piece.plaintext.end > blob_ref.plaintext_len {
-        return Err(bad_trailer);
-    }
     let mut out = slice.to_vec();
     crypto::ctr_apply(
         &blob_ref.key,
@@ -258,6 +263,11 @@ mod tests {
             open_range(&sealed.blob_ref, piece, trailer, old_groups),
             Err(FragmentError::HashMismatch { index: 0 })
         );
+        // A piece that is not one the plan makes is refused before anything is read.
+        let beyond = RangePiece { plaintext: piece.plaintext.start..(2 << 20), ..piece.clone() };
+        assert_eq!(open_range(&sealed.blob_ref, &beyond, trailer, groups), Err(FragmentError::BadRange { index: 0 }));
+        let outside = RangePiece { plaintext: 0..10, ..piece.clone() };
+        assert_eq!(open_range(&sealed.blob_ref, &outside, trailer, groups), Err(FragmentError::BadRange { index: 0 }));
         // Parity fragments are not read by range.
         let parity = RangePiece {
             index: 2,
