@@ -17,13 +17,25 @@ fn ready(mode: Mode, m_r: u32, f: u32) -> Cluster {
     let config = ClusterConfig::new(mode, m_r, f).expect("valid config");
     let mut c = Cluster::new(config, 7);
     c.run_for(3_000);
-    let created = c.request(1, "alice", Request::ChangePolicy { share: SHARE, op: PolicyOp::CreateShare }, 10_000);
+    let created = c.request(
+        1,
+        "alice",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: PolicyOp::CreateShare,
+        },
+        10_000,
+    );
     assert_eq!(created, Some(Response::PolicyChanged { epoch: 1 }));
     c
 }
 
 fn bench_cores(cr: &mut Criterion) {
-    for (label, mode, m_r, f) in [("rr_2_2", Mode::Rr, 2, 2), ("rr_4_2", Mode::Rr, 4, 2), ("cft_2_2", Mode::Cft, 2, 2)] {
+    for (label, mode, m_r, f) in [
+        ("rr_2_2", Mode::Rr, 2, 2),
+        ("rr_4_2", Mode::Rr, 4, 2),
+        ("cft_2_2", Mode::Cft, 2, 2),
+    ] {
         let mut group = cr.benchmark_group(format!("cores/{label}"));
         let mut c = ready(mode, m_r, f);
         let key = Key::from_name("bench");
@@ -32,7 +44,16 @@ fn bench_cores(cr: &mut Criterion) {
             b.iter(|| {
                 i += 1;
                 let value = i.to_le_bytes().to_vec();
-                let r = c.request(1, "alice", Request::Write { share: SHARE, key, value }, 10_000);
+                let r = c.request(
+                    1,
+                    "alice",
+                    Request::Write {
+                        share: SHARE,
+                        key,
+                        value,
+                    },
+                    10_000,
+                );
                 assert!(matches!(r, Some(Response::Written { .. })), "{r:?}");
             })
         });
@@ -47,8 +68,15 @@ fn bench_cores(cr: &mut Criterion) {
         group.bench_function("paxos_slot_policy_change", |b| {
             b.iter(|| {
                 n += 1;
-                let op = PolicyOp::Revoke { tenant: TenantId(format!("t{n}")) };
-                let r = c.request(3, "alice", Request::ChangePolicy { share: SHARE, op }, 10_000);
+                let op = PolicyOp::Revoke {
+                    tenant: TenantId(format!("t{n}")),
+                };
+                let r = c.request(
+                    3,
+                    "alice",
+                    Request::ChangePolicy { share: SHARE, op },
+                    10_000,
+                );
                 assert!(matches!(r, Some(Response::PolicyChanged { .. })), "{r:?}");
             })
         });

@@ -16,8 +16,10 @@ use metadata_client::wire::{ErrorKind, Request, Response};
 /// Upper bounds of the latency histogram buckets, in milliseconds. From a
 /// tenth of a millisecond (an fsync on tmpfs) to ten seconds (beyond any
 /// operation deadline).
-const BUCKETS_MS: [f64; 16] =
-    [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+const BUCKETS_MS: [f64; 16] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+    10000.0,
+];
 
 /// A cumulative latency histogram.
 #[derive(Debug, Default)]
@@ -68,21 +70,45 @@ impl Histogram {
         for (bound, c) in BUCKETS_MS.iter().zip(self.counts.iter()) {
             cumulative += c.load(Ordering::Relaxed);
             let le = bound / 1000.0;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
         }
         cumulative += self.overflow.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
         let sum_s = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let brace = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+        let brace = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
         let _ = writeln!(out, "{name}_sum{} {sum_s}", brace(labels));
-        let _ = writeln!(out, "{name}_count{} {}", brace(labels), self.count.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}_count{} {}",
+            brace(labels),
+            self.count.load(Ordering::Relaxed)
+        );
     }
 }
 
 /// Kinds of tenant operation, the label of the per-operation metrics.
 pub const OP_KINDS: [&str; 5] = ["read", "write", "delete", "change_policy", "read_policy"];
 /// Outcomes of a tenant operation.
-pub const OUTCOMES: [&str; 6] = ["ok", "not_found", "denied", "not_writer", "unavailable", "bad_request"];
+pub const OUTCOMES: [&str; 6] = [
+    "ok",
+    "not_found",
+    "denied",
+    "not_writer",
+    "unavailable",
+    "bad_request",
+];
 
 pub fn op_kind_index(request: &Request) -> usize {
     match request {
@@ -175,19 +201,28 @@ impl Metrics {
     }
 
     pub fn bad_frames_total(&self) -> u64 {
-        self.bad_frames.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.bad_frames
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The Prometheus text exposition of every metric, `replica` as a label.
     pub fn render(&self, replica: u32) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let r = format!("replica=\"{replica}\"");
-        let _ = writeln!(out, "# HELP teems_ops_total Tenant operations answered by this proxy.");
+        let _ = writeln!(
+            out,
+            "# HELP teems_ops_total Tenant operations answered by this proxy."
+        );
         let _ = writeln!(out, "# TYPE teems_ops_total counter");
         for (kind, row) in OP_KINDS.iter().zip(self.ops.iter()) {
             for (outcome, c) in OUTCOMES.iter().zip(row.iter()) {
                 let v = c.load(Ordering::Relaxed);
-                let _ = writeln!(out, "teems_ops_total{{{r},op=\"{kind}\",outcome=\"{outcome}\"}} {v}");
+                let _ = writeln!(
+                    out,
+                    "teems_ops_total{{{r},op=\"{kind}\",outcome=\"{outcome}\"}} {v}"
+                );
             }
         }
         self.quorum_wait.render(
@@ -203,28 +238,88 @@ impl Metrics {
             &r,
         );
         let counters: [(&str, &str, &AtomicU64); 13] = [
-            ("teems_persisted_records_total", "Records made durable in the sealed log.", &self.persisted_records),
-            ("teems_snapshots_total", "Sealed snapshots written.", &self.snapshots),
-            ("teems_suspicious_replies_total", "Peer replies carrying the suspicious flag.", &self.suspicious_replies),
-            ("teems_recoveries_total", "Times this replica completed recovery and cleared suspicion.", &self.recoveries_completed),
-            ("teems_recovery_rounds_total", "Recovery rounds started.", &self.recovery_rounds),
-            ("teems_sealed_corruptions_total", "Sealed stores found corrupt at start.", &self.sealed_corruptions),
-            ("teems_peer_messages_dropped_total", "Peer messages dropped (queue full or peer down).", &self.peer_messages_dropped),
-            ("teems_peer_messages_sent_total", "Peer messages written to connections.", &self.peer_messages_sent),
-            ("teems_peer_messages_received_total", "Peer messages received and decoded.", &self.peer_messages_received),
-            ("teems_peer_connects_total", "Outgoing peer connections established.", &self.peer_connects),
-            ("teems_client_sessions_opened_total", "Tenant sessions accepted.", &self.client_sessions_opened),
-            ("teems_client_sessions_open", "Tenant sessions open now.", &self.client_sessions_open),
-            ("teems_client_replies_dropped_total", "Replies dropped for tenants that stopped reading.", &self.client_replies_dropped),
+            (
+                "teems_persisted_records_total",
+                "Records made durable in the sealed log.",
+                &self.persisted_records,
+            ),
+            (
+                "teems_snapshots_total",
+                "Sealed snapshots written.",
+                &self.snapshots,
+            ),
+            (
+                "teems_suspicious_replies_total",
+                "Peer replies carrying the suspicious flag.",
+                &self.suspicious_replies,
+            ),
+            (
+                "teems_recoveries_total",
+                "Times this replica completed recovery and cleared suspicion.",
+                &self.recoveries_completed,
+            ),
+            (
+                "teems_recovery_rounds_total",
+                "Recovery rounds started.",
+                &self.recovery_rounds,
+            ),
+            (
+                "teems_sealed_corruptions_total",
+                "Sealed stores found corrupt at start.",
+                &self.sealed_corruptions,
+            ),
+            (
+                "teems_peer_messages_dropped_total",
+                "Peer messages dropped (queue full or peer down).",
+                &self.peer_messages_dropped,
+            ),
+            (
+                "teems_peer_messages_sent_total",
+                "Peer messages written to connections.",
+                &self.peer_messages_sent,
+            ),
+            (
+                "teems_peer_messages_received_total",
+                "Peer messages received and decoded.",
+                &self.peer_messages_received,
+            ),
+            (
+                "teems_peer_connects_total",
+                "Outgoing peer connections established.",
+                &self.peer_connects,
+            ),
+            (
+                "teems_client_sessions_opened_total",
+                "Tenant sessions accepted.",
+                &self.client_sessions_opened,
+            ),
+            (
+                "teems_client_sessions_open",
+                "Tenant sessions open now.",
+                &self.client_sessions_open,
+            ),
+            (
+                "teems_client_replies_dropped_total",
+                "Replies dropped for tenants that stopped reading.",
+                &self.client_replies_dropped,
+            ),
         ];
         for (name, help, c) in counters {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{{r}}} {}", c.load(Ordering::Relaxed));
         }
         for (name, help, arr) in [
-            ("teems_bad_frames_total", "Malformed or oversized frames; each closed its connection.", &self.bad_frames),
+            (
+                "teems_bad_frames_total",
+                "Malformed or oversized frames; each closed its connection.",
+                &self.bad_frames,
+            ),
             (
                 "teems_rejected_connections_total",
                 "Connections refused at the TLS handshake or authentication.",
@@ -234,7 +329,11 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             for (link, c) in LINKS.iter().zip(arr.iter()) {
-                let _ = writeln!(out, "{name}{{{r},link=\"{link}\"}} {}", c.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "{name}{{{r},link=\"{link}\"}} {}",
+                    c.load(Ordering::Relaxed)
+                );
             }
         }
         out
@@ -254,8 +353,13 @@ mod tests {
         m.persist_latency.observe(Duration::from_micros(300));
         m.persist_latency.observe(Duration::from_secs(20));
         let text = m.render(3);
-        assert!(text.contains("teems_ops_total{replica=\"3\",op=\"read\",outcome=\"ok\"} 1"), "{text}");
-        assert!(text.contains("teems_ops_total{replica=\"3\",op=\"write\",outcome=\"unavailable\"} 1"));
+        assert!(
+            text.contains("teems_ops_total{replica=\"3\",op=\"read\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("teems_ops_total{replica=\"3\",op=\"write\",outcome=\"unavailable\"} 1")
+        );
         assert!(text.contains("teems_bad_frames_total{replica=\"3\",link=\"client\"} 1"));
         assert!(text.contains("teems_persist_seconds_bucket{replica=\"3\",le=\"0.0005\"} 1"));
         assert!(text.contains("teems_persist_seconds_bucket{replica=\"3\",le=\"+Inf\"} 2"));

@@ -691,7 +691,11 @@ const RANDOM_PORT_FLOOR: u16 = 10_000;
 fn free_ports(ip: IpAddr, count: usize) -> Result<Vec<SocketAddr>, ProvisionError> {
     let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|lo| lo.parse::<u16>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|lo| lo.parse::<u16>().ok())
+        })
         .unwrap_or(32_768);
     let mut listeners = Vec::with_capacity(count);
     if ephemeral_low > RANDOM_PORT_FLOOR + 1_000 {

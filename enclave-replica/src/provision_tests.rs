@@ -364,7 +364,9 @@ fn replica_ports_are_distinct_and_below_the_ephemeral_range() {
         assert_eq!(distinct.len(), 14, "{addrs:?}");
         if low > RANDOM_PORT_FLOOR + 1_000 {
             assert!(
-                addrs.iter().all(|a| (RANDOM_PORT_FLOOR..low).contains(&a.port())),
+                addrs
+                    .iter()
+                    .all(|a| (RANDOM_PORT_FLOOR..low).contains(&a.port())),
                 "{addrs:?} not in {RANDOM_PORT_FLOOR}..{low}"
             );
         }

@@ -47,16 +47,20 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::core::{ClientId, Command, DurableState, Millis, Mode, Node, PeerMessage, Record, ReplicaId, Timer};
-use crate::enclave::attestation::{Attestation, AttestationError, SoftwareAttestation, measure_current_exe};
+use crate::core::{
+    ClientId, Command, DurableState, Millis, Mode, Node, PeerMessage, Record, ReplicaId, Timer,
+};
+use crate::enclave::MeasurementPolicy;
+use crate::enclave::attestation::{
+    Attestation, AttestationError, SoftwareAttestation, measure_current_exe,
+};
 use crate::enclave::sealed_log::{Recovered, SealedLog, SealedStoreError};
 use crate::enclave::sealer::{SealerSetupError, SoftwareSealer};
-use crate::enclave::MeasurementPolicy;
 use crate::metrics::{Metrics, op_kind_index, outcome_index};
+use crate::net::Event;
 use crate::net::admin::{StatusReport, publish_addr, serve_admin};
 use crate::net::client::{ClientContext, serve_clients};
 use crate::net::peer::{AcceptContext, DialContext, PeerLinks, serve_peers, spawn_dialers};
-use crate::net::Event;
 use crate::provision::{ClusterFile, ClusterFileError};
 
 /// Events handled before their records are synced together. Bounds the
@@ -85,7 +89,10 @@ pub enum RuntimeError {
     #[error("replica {0} is not in the cluster file")]
     UnknownReplica(ReplicaId),
     #[error("cannot read {path}: {source}")]
-    Credentials { path: PathBuf, source: std::io::Error },
+    Credentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS set-up: {0}")]
     Tls(#[from] TlsSetupError),
     #[error("attestation: {0}")]
@@ -97,13 +104,20 @@ pub enum RuntimeError {
     #[error("sealed store: {0}")]
     Store(#[from] SealedStoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("admin endpoint: {0}")]
     Admin(std::io::Error),
 }
 
 /// How the sealed store loaded; shown by `cluster status`.
-fn load_state(log: &mut SealedLog, recovered: Recovered, metrics: &Metrics) -> Result<(DurableState, String), SealedStoreError> {
+fn load_state(
+    log: &mut SealedLog,
+    recovered: Recovered,
+    metrics: &Metrics,
+) -> Result<(DurableState, String), SealedStoreError> {
     let corrupt = |what: String| {
         metrics.sealed_corruptions.fetch_add(1, Ordering::Relaxed);
         tracing::error!(corruption = %what, "sealed state unusable; starting empty and suspicious, recovering from peers");
@@ -112,7 +126,11 @@ fn load_state(log: &mut SealedLog, recovered: Recovered, metrics: &Metrics) -> R
     match recovered {
         Recovered::Empty => Ok((DurableState::default(), "empty".to_string())),
         Recovered::Corrupt(c) => Ok((DurableState::default(), corrupt(c.to_string()))),
-        Recovered::State { snapshot, records, torn_tail } => {
+        Recovered::State {
+            snapshot,
+            records,
+            torn_tail,
+        } => {
             let mut state = match snapshot {
                 None => DurableState::default(),
                 Some(bytes) => match DurableState::decode(&bytes) {
@@ -131,7 +149,11 @@ fn load_state(log: &mut SealedLog, recovered: Recovered, metrics: &Metrics) -> R
                         state.apply(&record);
                     }
                     Err(e) => {
-                        let c = log.discard_undecodable(&r.file, r.position.offset_bytes, &e.to_string())?;
+                        let c = log.discard_undecodable(
+                            &r.file,
+                            r.position.offset_bytes,
+                            &e.to_string(),
+                        )?;
                         return Ok((DurableState::default(), corrupt(c.to_string())));
                     }
                 }
@@ -143,14 +165,22 @@ fn load_state(log: &mut SealedLog, recovered: Recovered, metrics: &Metrics) -> R
                     "loaded-torn-tail".to_string()
                 }
             };
-            tracing::info!(records = loaded, keys = state.registers.len(), executed = state.executed, "sealed state loaded");
+            tracing::info!(
+                records = loaded,
+                keys = state.registers.len(),
+                executed = state.executed,
+                "sealed state loaded"
+            );
             Ok((state, how))
         }
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    std::fs::read(path).map_err(|source| RuntimeError::Credentials { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| RuntimeError::Credentials {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn random_seed() -> u64 {
@@ -159,18 +189,29 @@ fn random_seed() -> u64 {
     // A failing system RNG leaves the seed time-based; the seed only spreads
     // election timeouts and proxy incarnations, it protects no secret.
     if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         return nanos as u64 ^ u64::from(std::process::id());
     }
     u64::from_be_bytes(b)
 }
 
 /// Run replica `opts.id` until `shutdown` completes (or a fatal error).
-pub async fn run(opts: RuntimeOptions, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+pub async fn run(
+    opts: RuntimeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
     let file = ClusterFile::load(&opts.cluster_file)?;
     let me = opts.id;
-    let entry = file.replica(me).cloned().ok_or(RuntimeError::UnknownReplica(me))?;
-    let paths = file.replica_paths(me).ok_or(RuntimeError::UnknownReplica(me))?;
+    let entry = file
+        .replica(me)
+        .cloned()
+        .ok_or(RuntimeError::UnknownReplica(me))?;
+    let paths = file
+        .replica_paths(me)
+        .ok_or(RuntimeError::UnknownReplica(me))?;
     // ClusterFile::load validated (M_R, F) and timing already.
     let config = file.cluster_config().map_err(|e| {
         RuntimeError::Config(ClusterFileError::Invalid {
@@ -197,7 +238,11 @@ pub async fn run(opts: RuntimeOptions, shutdown: impl Future<Output = ()>) -> Re
     // Listeners first: a port conflict should fail the start, not a peer later.
     let server_tls = tls_server_config(&ca_pem, &cert_pem, &key_pem, ClientAuth::Required)?;
     let client_tls = tls_client_config(&ca_pem, &cert_pem, &key_pem)?;
-    let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| RuntimeError::Bind { addr, source }) };
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::Bind { addr, source })
+    };
     let peer_listener = bind(entry.peer_addr).await?;
     let client_listener = bind(entry.client_addr).await?;
     let admin_listener = bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -206,8 +251,12 @@ pub async fn run(opts: RuntimeOptions, shutdown: impl Future<Output = ()>) -> Re
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
-    let peers: Vec<(ReplicaId, std::net::SocketAddr)> =
-        file.replicas.iter().filter(|r| r.id != me).map(|r| (r.id, r.peer_addr)).collect();
+    let peers: Vec<(ReplicaId, std::net::SocketAddr)> = file
+        .replicas
+        .iter()
+        .filter(|r| r.id != me)
+        .map(|r| (r.id, r.peer_addr))
+        .collect();
     let links = spawn_dialers(
         &peers,
         DialContext {
@@ -249,7 +298,12 @@ pub async fn run(opts: RuntimeOptions, shutdown: impl Future<Output = ()>) -> Re
         sealed_at_start,
         ..StatusReport::default()
     }));
-    let admin_task = tokio::spawn(serve_admin(admin_listener, Arc::clone(&status), Arc::clone(&metrics), me));
+    let admin_task = tokio::spawn(serve_admin(
+        admin_listener,
+        Arc::clone(&status),
+        Arc::clone(&metrics),
+        me,
+    ));
     tracing::info!(
         replica = me,
         peer_addr = %entry.peer_addr,
@@ -326,11 +380,22 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 fn carries_suspicion(msg: &PeerMessage) -> bool {
     matches!(
         msg,
-        PeerMessage::QueryReply { suspicious: true, .. }
-            | PeerMessage::WriteReply { suspicious: true, .. }
-            | PeerMessage::Promise { suspicious: true, .. }
-            | PeerMessage::Accepted { suspicious: true, .. }
-            | PeerMessage::DigestReply { suspicious: true, .. }
+        PeerMessage::QueryReply {
+            suspicious: true,
+            ..
+        } | PeerMessage::WriteReply {
+            suspicious: true,
+            ..
+        } | PeerMessage::Promise {
+            suspicious: true,
+            ..
+        } | PeerMessage::Accepted {
+            suspicious: true,
+            ..
+        } | PeerMessage::DigestReply {
+            suspicious: true,
+            ..
+        }
     )
 }
 
@@ -386,18 +451,31 @@ impl EventLoop {
         match ev {
             Event::Peer { from, msg } => {
                 if carries_suspicion(&msg) {
-                    self.metrics.suspicious_replies.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .suspicious_replies
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 batch.extend(self.node.on_message(now, from, msg));
             }
-            Event::ClientOpen { client, tenant: _, replies } => {
+            Event::ClientOpen {
+                client,
+                tenant: _,
+                replies,
+            } => {
                 self.clients.insert(client, replies);
             }
-            Event::ClientRequest { client, tenant, frame } => {
+            Event::ClientRequest {
+                client,
+                tenant,
+                frame,
+            } => {
                 if !self.clients.contains_key(&client) {
                     return; // closed meanwhile (reply queue overflowed)
                 }
-                self.pending_ops.insert((client, frame.request_id), (Instant::now(), op_kind_index(&frame.request)));
+                self.pending_ops.insert(
+                    (client, frame.request_id),
+                    (Instant::now(), op_kind_index(&frame.request)),
+                );
                 batch.extend(self.node.on_client_request(now, client, tenant, frame));
             }
             Event::ClientClosed { client } => self.drop_client(client),
@@ -456,7 +534,9 @@ impl EventLoop {
             return Err(e.into());
         }
         self.metrics.persist_latency.observe(started.elapsed());
-        self.metrics.persisted_records.fetch_add(all.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .persisted_records
+            .fetch_add(all.len() as u64, Ordering::Relaxed);
         if self.log.records_since_snapshot() >= self.snapshot_every_records {
             // Nothing is deferred now, so the node's durable state reflects
             // exactly the records synced (every applied record is in a Persist
@@ -475,11 +555,15 @@ impl EventLoop {
             self.metrics.quorum_wait.observe(at.elapsed());
             self.metrics.count_op(kind, outcome_index(&frame.response));
         }
-        let Some(queue) = self.clients.get(&client) else { return };
+        let Some(queue) = self.clients.get(&client) else {
+            return;
+        };
         if queue.try_send(frame).is_err() {
             // Full: the tenant stopped reading; closed: it is gone. Either way
             // forget the session (dropping the queue closes the connection).
-            self.metrics.client_replies_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .client_replies_dropped
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(client, "tenant not reading its replies; closing session");
             self.drop_client(client);
         }
@@ -502,8 +586,14 @@ impl EventLoop {
             self.metrics.recovery_rounds.fetch_add(1, Ordering::Relaxed);
         }
         if self.was_suspicious && !s.suspicious {
-            self.metrics.recoveries_completed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(keys = s.keys, executed = s.executed, "recovery complete: no longer suspicious");
+            self.metrics
+                .recoveries_completed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                keys = s.keys,
+                executed = s.executed,
+                "recovery complete: no longer suspicious"
+            );
         }
         self.was_recovering = s.recovering;
         self.was_suspicious = s.suspicious;

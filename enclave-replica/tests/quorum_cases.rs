@@ -4,12 +4,15 @@
 use enclave_replica::core::{ConfigError, Mode, Quorums};
 
 fn field<'a>(parts: &'a [&'a str], name: &str) -> Option<&'a str> {
-    parts.iter().find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    parts
+        .iter()
+        .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
 }
 
 fn num(parts: &[&str], name: &str, line: &str) -> u32 {
     let v = field(parts, name).unwrap_or_else(|| panic!("missing {name} in `{line}`"));
-    v.parse().unwrap_or_else(|e| panic!("bad {name} in `{line}`: {e}"))
+    v.parse()
+        .unwrap_or_else(|e| panic!("bad {name} in `{line}`: {e}"))
 }
 
 fn error_name(e: &ConfigError) -> &'static str {
@@ -26,8 +29,14 @@ fn error_name(e: &ConfigError) -> &'static str {
 fn quorum_cases_table() {
     let table = include_str!("quorum_cases.txt");
     let mut checked = 0;
-    for line in table.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (input, expect) = line.split_once("->").unwrap_or_else(|| panic!("no `->` in `{line}`"));
+    for line in table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (input, expect) = line
+            .split_once("->")
+            .unwrap_or_else(|| panic!("no `->` in `{line}`"));
         let ins: Vec<&str> = input.split_whitespace().collect();
         let outs: Vec<&str> = expect.split_whitespace().collect();
         let mode = match field(&ins, "mode") {
@@ -42,7 +51,10 @@ fn quorum_cases_table() {
             match result {
                 Err(e) => {
                     assert_eq!(error_name(&e), want, "`{line}`");
-                    assert!(e.to_string().contains("N = max(M_R, F) + F + 1"), "error names the formula: {e}");
+                    assert!(
+                        e.to_string().contains("N = max(M_R, F) + F + 1"),
+                        "error names the formula: {e}"
+                    );
                 }
                 Ok(q) => panic!("`{line}`: expected {want}, got n={}", q.n()),
             }
@@ -50,7 +62,12 @@ fn quorum_cases_table() {
             let q = result.unwrap_or_else(|e| panic!("`{line}`: {e}"));
             let s = num(&ins, "s", line);
             let got = (q.n(), q.write(), q.read(s), q.super_(s));
-            let want = (num(&outs, "n", line), num(&outs, "w", line), num(&outs, "r", line), num(&outs, "super", line));
+            let want = (
+                num(&outs, "n", line),
+                num(&outs, "w", line),
+                num(&outs, "r", line),
+                num(&outs, "super", line),
+            );
             assert_eq!(got, want, "`{line}` (n, w, r, super)");
         }
         checked += 1;

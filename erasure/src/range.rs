@@ -264,10 +264,22 @@ mod tests {
             Err(FragmentError::HashMismatch { index: 0 })
         );
         // A piece that is not one the plan makes is refused before anything is read.
-        let beyond = RangePiece { plaintext: piece.plaintext.start..(2 << 20), ..piece.clone() };
-        assert_eq!(open_range(&sealed.blob_ref, &beyond, trailer, groups), Err(FragmentError::BadRange { index: 0 }));
-        let outside = RangePiece { plaintext: 0..10, ..piece.clone() };
-        assert_eq!(open_range(&sealed.blob_ref, &outside, trailer, groups), Err(FragmentError::BadRange { index: 0 }));
+        let beyond = RangePiece {
+            plaintext: piece.plaintext.start..(2 << 20),
+            ..piece.clone()
+        };
+        assert_eq!(
+            open_range(&sealed.blob_ref, &beyond, trailer, groups),
+            Err(FragmentError::BadRange { index: 0 })
+        );
+        let outside = RangePiece {
+            plaintext: 0..10,
+            ..piece.clone()
+        };
+        assert_eq!(
+            open_range(&sealed.blob_ref, &outside, trailer, groups),
+            Err(FragmentError::BadRange { index: 0 })
+        );
         // Parity fragments are not read by range.
         let parity = RangePiece {
             index: 2,

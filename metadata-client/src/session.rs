@@ -48,10 +48,12 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::transport::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, TlsSetupError, server_name, tls_client_config};
+use crate::transport::{
+    DEFAULT_MAX_FRAME_BYTES, FrameCodec, TlsSetupError, server_name, tls_client_config,
+};
 use crate::wire::{
-    ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ResponseFrame, ShareId, SharePolicy, Version,
-    decode_response, encode_request,
+    ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ResponseFrame, ShareId, SharePolicy,
+    Version, decode_response, encode_request,
 };
 
 /// Default deadline of one operation, retries and failover included. Longer
@@ -98,7 +100,12 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// Defaults: [`DEFAULT_DEADLINE_MS`], [`DEFAULT_CONNECT_TIMEOUT_MS`], the
     /// default frame limit, starting at the first proxy.
-    pub fn new(proxies: Vec<ProxyAddr>, ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> SessionConfig {
+    pub fn new(
+        proxies: Vec<ProxyAddr>,
+        ca_pem: Vec<u8>,
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+    ) -> SessionConfig {
         SessionConfig {
             proxies,
             ca_pem,
@@ -276,7 +283,9 @@ fn random_token() -> [u8; 16] {
 
 fn getrandom_fill(out: &mut [u8]) -> bool {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(out)).is_ok()
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(out))
+        .is_ok()
 }
 
 impl Session {
@@ -320,7 +329,11 @@ impl Session {
     /// The proxy currently in use (its name), for logs and tests.
     pub fn current_proxy(&self) -> &str {
         let i = self.inner.current.load(Ordering::Relaxed) % self.inner.cfg.proxies.len();
-        self.inner.cfg.proxies.get(i).map_or("", |p| p.name.as_str())
+        self.inner
+            .cfg
+            .proxies
+            .get(i)
+            .map_or("", |p| p.name.as_str())
     }
 
     /// `read(id)`: the value and its version, or `NotFound` (also after a delete).
@@ -332,7 +345,12 @@ impl Session {
     }
 
     /// `write(id, value)`: the new version.
-    pub async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, ClientError> {
+    pub async fn write(
+        &self,
+        share: ShareId,
+        key: Key,
+        value: Vec<u8>,
+    ) -> Result<Version, ClientError> {
         match self.call(Request::Write { share, key, value }).await? {
             Response::Written { version } => Ok(version),
             other => Err(unexpected(&other)),
@@ -375,7 +393,9 @@ impl Session {
                 return Err(match (last_unavailable, last_connect_error) {
                     (Some(reason), _) => ClientError::Unavailable { reason },
                     (None, Some(last_error)) => ClientError::NoProxy { last_error },
-                    (None, None) => ClientError::Unavailable { reason: "deadline passed".into() },
+                    (None, None) => ClientError::Unavailable {
+                        reason: "deadline passed".into(),
+                    },
                 });
             }
             let conn = match self.connection(deadline).await {
@@ -388,7 +408,11 @@ impl Session {
                 }
             };
             let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-            let frame = RequestFrame { request_id, idempotency, request: request.clone() };
+            let frame = RequestFrame {
+                request_id,
+                idempotency,
+                request: request.clone(),
+            };
             match conn.request(&frame, deadline).await {
                 Attempt::Answer(answer) if answer.request_id != request_id => {
                     return Err(ClientError::Protocol(format!(
@@ -396,10 +420,16 @@ impl Session {
                         answer.request_id
                     )));
                 }
-                Attempt::Answer(ResponseFrame { response: Response::Error(ErrorKind::Unavailable), .. }) => {
+                Attempt::Answer(ResponseFrame {
+                    response: Response::Error(ErrorKind::Unavailable),
+                    ..
+                }) => {
                     // That proxy could not gather a quorum in its own
                     // deadline; another proxy might (it may be partitioned).
-                    last_unavailable = Some(format!("proxy {} found no quorum in time", self.proxy_name(conn.proxy)));
+                    last_unavailable = Some(format!(
+                        "proxy {} found no quorum in time",
+                        self.proxy_name(conn.proxy)
+                    ));
                     self.abandon(&conn).await;
                     tokio::time::sleep_until((Instant::now() + RETRY_PAUSE).min(deadline)).await;
                 }
@@ -426,7 +456,11 @@ impl Session {
     }
 
     fn proxy_name(&self, i: usize) -> &str {
-        self.inner.cfg.proxies.get(i).map_or("?", |p| p.name.as_str())
+        self.inner
+            .cfg
+            .proxies
+            .get(i)
+            .map_or("?", |p| p.name.as_str())
     }
 
     /// Drop `conn` (if it is still the current one) and move to the next proxy.
@@ -435,7 +469,9 @@ impl Session {
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             *slot = None;
             let n = self.inner.cfg.proxies.len();
-            self.inner.current.store((conn.proxy + 1) % n, Ordering::Relaxed);
+            self.inner
+                .current
+                .store((conn.proxy + 1) % n, Ordering::Relaxed);
         }
     }
 
@@ -452,7 +488,8 @@ impl Session {
         let Some(proxy) = self.inner.cfg.proxies.get(i).cloned() else {
             return Err(ConnectFailure::Fatal(ClientError::NoProxies));
         };
-        let limit = (Instant::now() + Duration::from_millis(self.inner.cfg.connect_timeout_ms)).min(deadline);
+        let limit = (Instant::now() + Duration::from_millis(self.inner.cfg.connect_timeout_ms))
+            .min(deadline);
         match tokio::time::timeout_at(limit, self.open(i, &proxy)).await {
             Ok(Ok(conn)) => {
                 let conn = Arc::new(conn);
@@ -465,14 +502,19 @@ impl Session {
             }
             Err(_) => {
                 self.inner.current.store((i + 1) % n, Ordering::Relaxed);
-                Err(ConnectFailure::Retry(format!("{} ({}): connect timed out", proxy.name, proxy.addr)))
+                Err(ConnectFailure::Retry(format!(
+                    "{} ({}): connect timed out",
+                    proxy.name, proxy.addr
+                )))
             }
         }
     }
 
     async fn open(&self, index: usize, proxy: &ProxyAddr) -> Result<Conn, ConnectFailure> {
         let what = |e: &dyn std::fmt::Display| format!("{} ({}): {e}", proxy.name, proxy.addr);
-        let tcp = TcpStream::connect(proxy.addr).await.map_err(|e| ConnectFailure::Retry(what(&e)))?;
+        let tcp = TcpStream::connect(proxy.addr)
+            .await
+            .map_err(|e| ConnectFailure::Retry(what(&e)))?;
         let _ = tcp.set_nodelay(true);
         let name = server_name(&proxy.name).map_err(|e| ConnectFailure::Fatal(e.into()))?;
         let tls = self.inner.connector.connect(name, tcp).await.map_err(|e| {
@@ -514,15 +556,25 @@ impl Session {
                 }
                 // A proxy that sends bytes we cannot decode is broken or not
                 // ours: drop the connection; the operation fails over.
-                let Ok(answer) = decode_response(&payload) else { break };
-                let waiter = r_pending.lock().ok().and_then(|mut p| p.remove(&answer.request_id));
+                let Ok(answer) = decode_response(&payload) else {
+                    break;
+                };
+                let waiter = r_pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&answer.request_id));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(answer);
                 }
             }
             kill(&r_dead, &r_pending);
         });
-        Ok(Conn { proxy: index, requests: tx, pending, dead })
+        Ok(Conn {
+            proxy: index,
+            requests: tx,
+            pending,
+            dead,
+        })
     }
 }
 
@@ -538,7 +590,9 @@ fn into_result(response: Response) -> Result<Response, ClientError> {
         Response::Error(ErrorKind::NotFound) => Err(ClientError::NotFound),
         Response::Error(ErrorKind::Denied) => Err(ClientError::Denied),
         Response::Error(ErrorKind::NotWriter) => Err(ClientError::NotWriter),
-        Response::Error(ErrorKind::Unavailable) => Err(ClientError::Unavailable { reason: "reported by the proxy".into() }),
+        Response::Error(ErrorKind::Unavailable) => Err(ClientError::Unavailable {
+            reason: "reported by the proxy".into(),
+        }),
         Response::Error(ErrorKind::BadRequest(why)) => Err(ClientError::BadRequest(why)),
         ok => Ok(ok),
     }
@@ -556,16 +610,36 @@ mod tests {
     fn tokens_differ_and_errors_name_their_kind() {
         assert_ne!(random_token(), random_token());
         assert_eq!(ClientError::NotFound.to_string(), "not found");
-        assert_eq!(ClientError::Unavailable { reason: "x".into() }.kind(), "unavailable");
-        assert_eq!(ClientError::NoProxy { last_error: "x".into() }.kind(), "unavailable");
-        assert!(matches!(into_result(Response::Error(ErrorKind::Denied)), Err(ClientError::Denied)));
+        assert_eq!(
+            ClientError::Unavailable { reason: "x".into() }.kind(),
+            "unavailable"
+        );
+        assert_eq!(
+            ClientError::NoProxy {
+                last_error: "x".into()
+            }
+            .kind(),
+            "unavailable"
+        );
+        assert!(matches!(
+            into_result(Response::Error(ErrorKind::Denied)),
+            Err(ClientError::Denied)
+        ));
     }
 
     #[test]
     fn garbage_pem_is_a_setup_error() {
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
         let ca = b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_vec();
-        let cfg = SessionConfig::new(vec![ProxyAddr { name: "replica-1".into(), addr }], ca, vec![], vec![]);
+        let cfg = SessionConfig::new(
+            vec![ProxyAddr {
+                name: "replica-1".into(),
+                addr,
+            }],
+            ca,
+            vec![],
+            vec![],
+        );
         // Garbage PEM is a set-up error, not a hang.
         assert!(matches!(Session::new(cfg), Err(ClientError::Tls(_))));
     }

@@ -52,7 +52,9 @@ pub struct TenantId(pub String);
 
 /// Version of a register value: the RR-ABD timestamp `(seq, writer)`, compared
 /// lexicographically (RR §IV-B a).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Version {
     pub seq: u64,
     pub writer: u32,
@@ -134,10 +136,18 @@ pub enum Response {
         value: Vec<u8>,
         version: Version,
     },
-    Written { version: Version },
-    Deleted { version: Version },
-    PolicyChanged { epoch: u64 },
-    Policy { policy: SharePolicy },
+    Written {
+        version: Version,
+    },
+    Deleted {
+        version: Version,
+    },
+    PolicyChanged {
+        epoch: u64,
+    },
+    Policy {
+        policy: SharePolicy,
+    },
     Error(ErrorKind),
 }
 
@@ -175,11 +185,17 @@ pub fn encode_response(frame: &ResponseFrame) -> Vec<u8> {
 }
 
 pub fn decode_request(bytes: &[u8]) -> Result<RequestFrame, DecodeError> {
-    postcard::from_bytes(bytes).map_err(|source| DecodeError { what: "request frame", source })
+    postcard::from_bytes(bytes).map_err(|source| DecodeError {
+        what: "request frame",
+        source,
+    })
 }
 
 pub fn decode_response(bytes: &[u8]) -> Result<ResponseFrame, DecodeError> {
-    postcard::from_bytes(bytes).map_err(|source| DecodeError { what: "response frame", source })
+    postcard::from_bytes(bytes).map_err(|source| DecodeError {
+        what: "response frame",
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -193,8 +209,15 @@ mod tests {
     fn byte_values_encode_as_before() {
         #[derive(Serialize, Deserialize, Debug, PartialEq)]
         enum OldRequest {
-            Read { share: ShareId, key: Key },
-            Write { share: ShareId, key: Key, value: Vec<u8> },
+            Read {
+                share: ShareId,
+                key: Key,
+            },
+            Write {
+                share: ShareId,
+                key: Key,
+                value: Vec<u8>,
+            },
         }
         #[derive(Serialize, Deserialize, Debug, PartialEq)]
         enum OldResponse {
@@ -203,14 +226,35 @@ mod tests {
         for len in [0usize, 1, 127, 128, 300, 70_000] {
             let value: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let (share, key) = (ShareId([9; 16]), Key::from_name("k"));
-            let new = postcard::to_allocvec(&Request::Write { share, key, value: value.clone() }).expect("encodes");
-            let old = postcard::to_allocvec(&OldRequest::Write { share, key, value: value.clone() }).expect("encodes");
+            let new = postcard::to_allocvec(&Request::Write {
+                share,
+                key,
+                value: value.clone(),
+            })
+            .expect("encodes");
+            let old = postcard::to_allocvec(&OldRequest::Write {
+                share,
+                key,
+                value: value.clone(),
+            })
+            .expect("encodes");
             assert_eq!(new, old, "request of {len} bytes");
             let version = Version { seq: 5, writer: 2 };
-            let new = postcard::to_allocvec(&Response::Value { value: value.clone(), version }).expect("encodes");
-            let old = postcard::to_allocvec(&OldResponse::Value { value: value.clone(), version }).expect("encodes");
+            let new = postcard::to_allocvec(&Response::Value {
+                value: value.clone(),
+                version,
+            })
+            .expect("encodes");
+            let old = postcard::to_allocvec(&OldResponse::Value {
+                value: value.clone(),
+                version,
+            })
+            .expect("encodes");
             assert_eq!(new, old, "response of {len} bytes");
-            assert_eq!(postcard::from_bytes::<Response>(&old).expect("decodes"), Response::Value { value, version });
+            assert_eq!(
+                postcard::from_bytes::<Response>(&old).expect("decodes"),
+                Response::Value { value, version }
+            );
         }
     }
 
@@ -219,7 +263,11 @@ mod tests {
         let frame = RequestFrame {
             request_id: 7,
             idempotency: [3; 16],
-            request: Request::Write { share: ShareId([1; 16]), key: Key::from_name("a"), value: b"v".to_vec() },
+            request: Request::Write {
+                share: ShareId([1; 16]),
+                key: Key::from_name("a"),
+                value: b"v".to_vec(),
+            },
         };
         let bytes = encode_request(&frame);
         assert_eq!(decode_request(&bytes).expect("valid frame"), frame);

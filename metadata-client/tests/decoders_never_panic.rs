@@ -35,12 +35,18 @@ fn every_truncation_of_a_genuine_message_is_an_error() {
     // byte, so a strict prefix can never decode.
     for bytes in request_encodings() {
         for cut in 0..bytes.len() {
-            assert!(!check_request(&bytes[..cut]), "request prefix of {cut} bytes accepted");
+            assert!(
+                !check_request(&bytes[..cut]),
+                "request prefix of {cut} bytes accepted"
+            );
         }
     }
     for bytes in response_encodings() {
         for cut in 0..bytes.len() {
-            assert!(!check_response(&bytes[..cut]), "response prefix of {cut} bytes accepted");
+            assert!(
+                !check_response(&bytes[..cut]),
+                "response prefix of {cut} bytes accepted"
+            );
         }
     }
 }
@@ -78,7 +84,11 @@ fn every_truncation_of_a_frame_stream_yields_whole_frames_then_truncated() {
         for cut in 0..stream.len() {
             let frames = check_frames(DEFAULT_MAX_FRAME_BYTES, &stream[..cut], &[7, 1, 200]);
             assert!(frames.len() <= whole.len());
-            assert_eq!(frames[..], whole[..frames.len()], "cut at {cut} changed a frame");
+            assert_eq!(
+                frames[..],
+                whole[..frames.len()],
+                "cut at {cut} changed a frame"
+            );
         }
     }
 }
@@ -106,7 +116,11 @@ fn oversized_and_empty_prefixes_are_refused_before_buffering() {
     let mut codec = FrameCodec::new(64);
     let mut buffer = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
     assert!(codec.decode(&mut buffer).is_err());
-    assert!(buffer.capacity() < 1024, "reserved {} bytes for a refused frame", buffer.capacity());
+    assert!(
+        buffer.capacity() < 1024,
+        "reserved {} bytes for a refused frame",
+        buffer.capacity()
+    );
     let mut buffer = BytesMut::from(&[0, 0, 0, 0, 1][..]);
     assert!(codec.decode(&mut buffer).is_err());
 }

@@ -34,7 +34,9 @@ use crate::fs::{Caller, Fs, FsConfig};
 use crate::fuse::MountOptions;
 use crate::meta::{Key, ShareId};
 use crate::meta_remote::{ensure_share, session_config, share_id};
-use crate::store::{BlobStore, BlobStoreConfig, LocalStore, ObjectStore, RedisConfig, RedisStore, S3Config, S3Store};
+use crate::store::{
+    BlobStore, BlobStoreConfig, LocalStore, ObjectStore, RedisConfig, RedisStore, S3Config, S3Store,
+};
 
 /// File name of the deployment config inside a deployment directory.
 pub const CONFIG_FILE: &str = "teemsfs.toml";
@@ -48,11 +50,18 @@ pub enum DeployError {
     #[error("{file}: {detail}")]
     ConfigSyntax { file: String, detail: String },
     #[error("{file}: `{field}`: {reason}")]
-    ConfigField { file: String, field: String, reason: String },
+    ConfigField {
+        file: String,
+        field: String,
+        reason: String,
+    },
     #[error("store {spec:?}: {reason}")]
     Store { spec: String, reason: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cluster: {0}")]
     Cluster(String),
     #[error("metadata session: {0}")]
@@ -64,7 +73,10 @@ pub enum DeployError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError + '_ {
-    move |source| DeployError::Io { path: path.to_path_buf(), source }
+    move |source| DeployError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The cluster `up` creates when the directory has none.
@@ -81,7 +93,11 @@ pub struct ClusterSection {
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection { replicas: 5, m_r: 2, f: 2 }
+        ClusterSection {
+            replicas: 5,
+            m_r: 2,
+            f: 2,
+        }
     }
 }
 
@@ -113,7 +129,10 @@ pub struct CacheSection {
 impl Default for CacheSection {
     fn default() -> Self {
         let d = CacheConfig::default();
-        CacheSection { blob_cache_bytes: d.blob_cache_bytes, name_cache_entries: d.name_cache_entries }
+        CacheSection {
+            blob_cache_bytes: d.blob_cache_bytes,
+            name_cache_entries: d.name_cache_entries,
+        }
     }
 }
 
@@ -218,9 +237,12 @@ impl StoreSpec {
             if bucket.is_empty() || bucket.contains('/') {
                 return Err("`s3://BUCKET?endpoint=URL`: bad bucket name".into());
             }
-            let (mut endpoint, mut region, mut prefix, mut key_id, mut secret) = (None, None, None, None, None);
+            let (mut endpoint, mut region, mut prefix, mut key_id, mut secret) =
+                (None, None, None, None, None);
             for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| format!("query part {pair:?} is not key=value"))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("query part {pair:?} is not key=value"))?;
                 let v = Some(v.to_string());
                 match k {
                     "endpoint" => endpoint = v,
@@ -228,7 +250,11 @@ impl StoreSpec {
                     "prefix" => prefix = v,
                     "access_key_id" => key_id = v,
                     "secret_access_key" => secret = v,
-                    other => return Err(format!("unknown S3 option {other:?} (known: endpoint, region, prefix, access_key_id, secret_access_key)")),
+                    other => {
+                        return Err(format!(
+                            "unknown S3 option {other:?} (known: endpoint, region, prefix, access_key_id, secret_access_key)"
+                        ));
+                    }
                 }
             }
             let endpoint = endpoint.ok_or("S3 stores need `?endpoint=URL`")?;
@@ -248,16 +274,23 @@ impl StoreSpec {
 impl DeployConfig {
     /// Parses and validates a config; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<DeployConfig, DeployError> {
-        let config: DeployConfig =
-            toml::from_str(text).map_err(|e| DeployError::ConfigSyntax { file: file.to_string(), detail: e.to_string() })?;
+        let config: DeployConfig = toml::from_str(text).map_err(|e| DeployError::ConfigSyntax {
+            file: file.to_string(),
+            detail: e.to_string(),
+        })?;
         config.validate(file)?;
         Ok(config)
     }
 
     /// Checks every value; the error names the field.
     pub fn validate(&self, file: &str) -> Result<(), DeployError> {
-        let bad = |field: &str, reason: String| DeployError::ConfigField { file: file.to_string(), field: field.to_string(), reason };
-        enclave_replica::provision::check_tenant_name(&self.tenant).map_err(|r| bad("tenant", r.to_string()))?;
+        let bad = |field: &str, reason: String| DeployError::ConfigField {
+            file: file.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        enclave_replica::provision::check_tenant_name(&self.tenant)
+            .map_err(|r| bad("tenant", r.to_string()))?;
         if self.stores.is_empty() {
             return Err(bad("stores", "at least one store is needed".into()));
         }
@@ -268,25 +301,45 @@ impl DeployConfig {
             return Err(bad("layout.k", "must be at least 1".into()));
         }
         let total = usize::from(self.layout.k) + usize::from(self.layout.m);
-        erasure::Layout { k: self.layout.k, m: self.layout.m }
-            .validate()
-            .map_err(|e| bad("layout", format!("(k={}, m={}): {e}", self.layout.k, self.layout.m)))?;
+        erasure::Layout {
+            k: self.layout.k,
+            m: self.layout.m,
+        }
+        .validate()
+        .map_err(|e| {
+            bad(
+                "layout",
+                format!("(k={}, m={}): {e}", self.layout.k, self.layout.m),
+            )
+        })?;
         if self.layout.m > 0 && self.stores.len() < total {
             // Fragments of one blob would share stores; losing one store could then lose
             // more than m fragments. Allowed only without parity, where it changes nothing.
             return Err(bad(
                 "layout",
-                format!("k + m = {total} fragments need at least {total} stores to survive m store losses; {} configured", self.stores.len()),
+                format!(
+                    "k + m = {total} fragments need at least {total} stores to survive m store losses; {} configured",
+                    self.stores.len()
+                ),
             ));
         }
         if !(4096..=(1 << 30)).contains(&self.chunk_size_bytes) {
-            return Err(bad("chunk_size_bytes", format!("{} is outside 4096 ..= 1 GiB", self.chunk_size_bytes)));
+            return Err(bad(
+                "chunk_size_bytes",
+                format!("{} is outside 4096 ..= 1 GiB", self.chunk_size_bytes),
+            ));
         }
         if self.mount.threads == 0 || self.mount.threads > 256 {
-            return Err(bad("mount.threads", format!("{} is outside 1 ..= 256", self.mount.threads)));
+            return Err(bad(
+                "mount.threads",
+                format!("{} is outside 1 ..= 256", self.mount.threads),
+            ));
         }
         if !(4096..=(16 << 20)).contains(&self.mount.max_write_bytes) {
-            return Err(bad("mount.max_write_bytes", format!("{} is outside 4096 ..= 16 MiB", self.mount.max_write_bytes)));
+            return Err(bad(
+                "mount.max_write_bytes",
+                format!("{} is outside 4096 ..= 16 MiB", self.mount.max_write_bytes),
+            ));
         }
         if let Some(share) = &self.share
             && share.is_empty()
@@ -380,11 +433,15 @@ impl Deployment {
 
     /// PID and log file of the mount process for `mountpoint`.
     pub fn mount_files(&self, mountpoint: &Path) -> (PathBuf, PathBuf) {
-        let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+        let canonical =
+            std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
         let h = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
         let tag = h.as_str().get(..12).unwrap_or("mount").to_string();
         let run = self.run_dir();
-        (run.join(format!("mount-{tag}.pid")), run.join(format!("mount-{tag}.log")))
+        (
+            run.join(format!("mount-{tag}.pid")),
+            run.join(format!("mount-{tag}.log")),
+        )
     }
 
     /// Creates the cluster if the directory has none (`cluster init` with the config's
@@ -398,7 +455,8 @@ impl Deployment {
         if self.config.tenant != ADMIN_TENANT {
             opts.tenants.push(self.config.tenant.clone());
         }
-        init_cluster(&self.cluster_dir(), &opts).map_err(|e| DeployError::Cluster(e.to_string()))?;
+        init_cluster(&self.cluster_dir(), &opts)
+            .map_err(|e| DeployError::Cluster(e.to_string()))?;
         Ok(true)
     }
 
@@ -408,9 +466,16 @@ impl Deployment {
             .stores
             .iter()
             .map(|s| match StoreSpec::parse(s) {
-                Ok(StoreSpec::Dir(p)) => Ok(StoreSpec::Dir(if p.is_absolute() { p } else { self.dir.join(p) })),
+                Ok(StoreSpec::Dir(p)) => Ok(StoreSpec::Dir(if p.is_absolute() {
+                    p
+                } else {
+                    self.dir.join(p)
+                })),
                 Ok(other) => Ok(other),
-                Err(reason) => Err(DeployError::Store { spec: s.clone(), reason }),
+                Err(reason) => Err(DeployError::Store {
+                    spec: s.clone(),
+                    reason,
+                }),
             })
             .collect()
     }
@@ -419,13 +484,27 @@ impl Deployment {
     pub async fn open_stores(&self) -> Result<Vec<Arc<dyn ObjectStore>>, DeployError> {
         let mut out: Vec<Arc<dyn ObjectStore>> = Vec::new();
         for (spec, text) in self.store_specs()?.into_iter().zip(&self.config.stores) {
-            let fail = |reason: String| DeployError::Store { spec: text.clone(), reason };
+            let fail = |reason: String| DeployError::Store {
+                spec: text.clone(),
+                reason,
+            };
             let store: Arc<dyn ObjectStore> = match spec {
-                StoreSpec::Dir(path) => Arc::new(LocalStore::open(&path).map_err(|e| fail(e.to_string()))?),
-                StoreSpec::Redis(url) => {
-                    Arc::new(RedisStore::connect(RedisConfig::single(&url)).await.map_err(|e| fail(e.to_string()))?)
+                StoreSpec::Dir(path) => {
+                    Arc::new(LocalStore::open(&path).map_err(|e| fail(e.to_string()))?)
                 }
-                StoreSpec::S3 { bucket, endpoint, region, prefix, access_key_id, secret_access_key } => {
+                StoreSpec::Redis(url) => Arc::new(
+                    RedisStore::connect(RedisConfig::single(&url))
+                        .await
+                        .map_err(|e| fail(e.to_string()))?,
+                ),
+                StoreSpec::S3 {
+                    bucket,
+                    endpoint,
+                    region,
+                    prefix,
+                    access_key_id,
+                    secret_access_key,
+                } => {
                     let mut cfg = S3Config::new(&endpoint, &bucket);
                     if let Some(r) = region {
                         cfg.region = r;
@@ -436,7 +515,9 @@ impl Deployment {
                     cfg.access_key_id = access_key_id;
                     cfg.secret_access_key = secret_access_key;
                     let s3 = S3Store::new(cfg).map_err(|e| fail(e.to_string()))?;
-                    s3.create_bucket_if_missing().await.map_err(|e| fail(e.to_string()))?;
+                    s3.create_bucket_if_missing()
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
                     Arc::new(s3)
                 }
             };
@@ -449,8 +530,12 @@ impl Deployment {
     pub async fn open_session(&self) -> Result<Session, DeployError> {
         let cfg = session_config(&self.cluster_dir(), &self.config.tenant, 0)
             .map_err(|e| DeployError::Session(e.to_string()))?;
-        let session = Session::connect(cfg).await.map_err(|e| DeployError::Session(e.to_string()))?;
-        ensure_share(&session, self.config.share_id()).await.map_err(|e| DeployError::Session(e.to_string()))?;
+        let session = Session::connect(cfg)
+            .await
+            .map_err(|e| DeployError::Session(e.to_string()))?;
+        ensure_share(&session, self.config.share_id())
+            .await
+            .map_err(|e| DeployError::Session(e.to_string()))?;
         Ok(session)
     }
 
@@ -459,9 +544,16 @@ impl Deployment {
     /// and fsck.
     pub async fn open_fs(&self) -> Result<(Arc<Fs>, Vec<Arc<dyn ObjectStore>>), DeployError> {
         let stores = self.open_stores().await?;
-        let layout = erasure::Layout { k: self.config.layout.k, m: self.config.layout.m };
-        let blobs = BlobStore::new(stores.clone(), BlobStoreConfig::new(layout))
-            .map_err(|e| DeployError::Store { spec: "(all)".into(), reason: e.to_string() })?;
+        let layout = erasure::Layout {
+            k: self.config.layout.k,
+            m: self.config.layout.m,
+        };
+        let blobs = BlobStore::new(stores.clone(), BlobStoreConfig::new(layout)).map_err(|e| {
+            DeployError::Store {
+                spec: "(all)".into(),
+                reason: e.to_string(),
+            }
+        })?;
         let session = self.open_session().await?;
         let fs = Arc::new(Fs::new(
             Arc::new(session),
@@ -479,7 +571,11 @@ impl Deployment {
 pub fn current_caller() -> Caller {
     // SAFETY: getuid/getgid take no arguments, cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    Caller { uid, gid, pid: std::process::id() }
+    Caller {
+        uid,
+        gid,
+        pid: std::process::id(),
+    }
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf, DeployError> {
@@ -492,7 +588,9 @@ fn absolute(dir: &Path) -> Result<PathBuf, DeployError> {
 
 /// Whether `mountpoint` is a mount point of a FUSE filesystem now (per /proc/mounts).
 pub fn is_fuse_mounted(mountpoint: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return false };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
     let want = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let want = want.to_string_lossy().replace(' ', "\\040");
     mounts.lines().any(|line| {
@@ -504,13 +602,20 @@ pub fn is_fuse_mounted(mountpoint: &Path) -> bool {
 
 /// Unmounts a FUSE mount from outside its process (`fusermount3 -u`, then `umount`).
 pub fn unmount(mountpoint: &Path) -> Result<(), DeployError> {
-    let fail = |reason: String| DeployError::Mount { mountpoint: mountpoint.to_path_buf(), reason };
+    let fail = |reason: String| DeployError::Mount {
+        mountpoint: mountpoint.to_path_buf(),
+        reason,
+    };
     if !is_fuse_mounted(mountpoint) {
         return Err(fail("not a mounted FUSE filesystem".into()));
     }
     let mut last = String::new();
     for (program, args) in [("fusermount3", vec!["-u"]), ("umount", vec![])] {
-        match std::process::Command::new(program).args(&args).arg(mountpoint).output() {
+        match std::process::Command::new(program)
+            .args(&args)
+            .arg(mountpoint)
+            .output()
+        {
             Ok(out) if out.status.success() => return Ok(()),
             Ok(out) => last = format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim()),
             Err(e) => last = format!("{program}: {e}"),
@@ -522,12 +627,19 @@ pub fn unmount(mountpoint: &Path) -> Result<(), DeployError> {
 /// Whether `pid` is alive and is a `teemsfs mount` process (so a stale PID file never
 /// makes us signal an unrelated process).
 pub fn is_mount_process(pid: u32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true);
-    args.first().is_some_and(|a| a.ends_with(b"teemsfs")) && args.iter().any(|a| *a == b"mount") && !zombie
+    args.first().is_some_and(|a| a.ends_with(b"teemsfs"))
+        && args.iter().any(|a| *a == b"mount")
+        && !zombie
 }
 
 /// Reads a PID file.
@@ -549,7 +661,9 @@ pub fn wait_exit(pid: u32, within: Duration) -> bool {
 
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     // SAFETY: kill(2) takes plain integers and has no memory effects; callers check the
     // PID belongs to a teemsfs mount process first.
     unsafe {
@@ -583,10 +697,21 @@ mod tests {
         )
         .expect("config");
         assert_eq!(c.layout, LayoutSection { k: 3, m: 1 });
-        assert_eq!(StoreSpec::parse(&c.stores[0]), Ok(StoreSpec::Redis("redis://127.0.0.1:6379".into())));
+        assert_eq!(
+            StoreSpec::parse(&c.stores[0]),
+            Ok(StoreSpec::Redis("redis://127.0.0.1:6379".into()))
+        );
         match StoreSpec::parse(&c.stores[1]) {
-            Ok(StoreSpec::S3 { bucket, endpoint, region, .. }) => {
-                assert_eq!((bucket.as_str(), endpoint.as_str(), region.as_deref()), ("b1", "http://127.0.0.1:9000", Some("eu-west-1")));
+            Ok(StoreSpec::S3 {
+                bucket,
+                endpoint,
+                region,
+                ..
+            }) => {
+                assert_eq!(
+                    (bucket.as_str(), endpoint.as_str(), region.as_deref()),
+                    ("b1", "http://127.0.0.1:9000", Some("eu-west-1"))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -606,8 +731,13 @@ mod tests {
             ("stores = [\"s3://b?region=x\"]", "stores[0]"),
         ];
         for (text, field) in cases {
-            let err = DeployConfig::from_toml(text, "t.toml").expect_err(text).to_string();
-            assert!(err.contains(field), "{text}: error {err:?} does not name {field}");
+            let err = DeployConfig::from_toml(text, "t.toml")
+                .expect_err(text)
+                .to_string();
+            assert!(
+                err.contains(field),
+                "{text}: error {err:?} does not name {field}"
+            );
         }
     }
 }

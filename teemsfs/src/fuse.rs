@@ -29,11 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow,
-    WriteFlags,
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -99,7 +98,12 @@ impl MountHandle {
     pub fn metrics_handler(&self) -> Arc<enclave_replica::net::admin::Handler> {
         let (metrics, fs) = (Arc::clone(&self.metrics), Arc::clone(&self.fs));
         Arc::new(move |path: &str| {
-            (path == "/metrics").then(|| (enclave_replica::net::admin::PROMETHEUS_TEXT, metrics.render(&fs)))
+            (path == "/metrics").then(|| {
+                (
+                    enclave_replica::net::admin::PROMETHEUS_TEXT,
+                    metrics.render(&fs),
+                )
+            })
         })
     }
 
@@ -129,12 +133,18 @@ impl MountHandle {
         // Block on the runtime from a plain thread: this may be called from inside an
         // async context, where `Handle::block_on` would panic.
         let drained = std::thread::scope(|scope| {
-            scope.spawn(move || runtime.block_on(fs.drain_retired_for_unmount())).join()
+            scope
+                .spawn(move || runtime.block_on(fs.drain_retired_for_unmount()))
+                .join()
         });
         match drained {
             Ok((deleted, 0)) => tracing::debug!(deleted, "retired blobs deleted at unmount"),
             Ok((deleted, left)) => {
-                tracing::info!(deleted, left, "retired blobs still in their grace period left for teemsfs gc")
+                tracing::info!(
+                    deleted,
+                    left,
+                    "retired blobs still in their grace period left for teemsfs gc"
+                )
             }
             Err(_) => tracing::warn!("deleting retired blobs at unmount panicked"),
         }
@@ -327,7 +337,10 @@ impl Ctx {
         }
         let map = self.inodes.lock().map_err(|_| errno(&FsError::BadHandle))?;
         // An inode number the kernel holds no reference to (or from before a remount).
-        map.by_ino.get(&ino.0).map(|(k, _)| *k).ok_or_else(|| errno(&FsError::Stale))
+        map.by_ino
+            .get(&ino.0)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| errno(&FsError::Stale))
     }
 
     /// The number of `key` for a reply that gives the kernel no new reference.
@@ -387,7 +400,11 @@ impl Ctx {
 
     fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
-            Ok(a) => reply.entry(&self.ttl, &self.attr_as(&a, self.ino_ref(a.key)), Generation(0)),
+            Ok(a) => reply.entry(
+                &self.ttl,
+                &self.attr_as(&a, self.ino_ref(a.key)),
+                Generation(0),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -397,7 +414,11 @@ impl Ctx {
 const FMODE_EXEC: i32 = 0o40;
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid(), pid: req.pid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
 }
 
 fn time_of(t: Option<TimeOrNow>) -> Option<SystemTime> {
@@ -409,7 +430,11 @@ fn time_of(t: Option<TimeOrNow>) -> Option<SystemTime> {
 
 impl FuseAdapter {
     fn ctx(&self) -> Ctx {
-        Ctx { fs: Arc::clone(&self.fs), inodes: Arc::clone(&self.inodes), ttl: self.ttl }
+        Ctx {
+            fs: Arc::clone(&self.fs),
+            inodes: Arc::clone(&self.inodes),
+            ttl: self.ttl,
+        }
     }
 
     /// Runs `work`, the kernel request `op`, on the runtime; it must reply. Its time from
@@ -523,7 +548,9 @@ impl Filesystem for FuseAdapter {
             uid,
             gid,
             size,
-            times_now: [atime, mtime].iter().all(|t| matches!(t, None | Some(TimeOrNow::Now))),
+            times_now: [atime, mtime]
+                .iter()
+                .all(|t| matches!(t, None | Some(TimeOrNow::Now))),
             through_handle: fh.is_some(),
             atime: time_of(atime),
             mtime: time_of(mtime),
@@ -596,7 +623,9 @@ impl Filesystem for FuseAdapter {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            let r = c.fs.mkdir(parent, &name, (mode & !umask & 0o7777) as u16, who).await;
+            let r =
+                c.fs.mkdir(parent, &name, (mode & !umask & 0o7777) as u16, who)
+                    .await;
             c.entry(reply, r);
         });
     }
@@ -604,13 +633,17 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.keyed_empty("unlink", parent, reply, move |fs, parent| async move { fs.unlink_by(parent, &name, who).await });
+        self.keyed_empty("unlink", parent, reply, move |fs, parent| async move {
+            fs.unlink_by(parent, &name, who).await
+        });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.keyed_empty("rmdir", parent, reply, move |fs, parent| async move { fs.rmdir_by(parent, &name, who).await });
+        self.keyed_empty("rmdir", parent, reply, move |fs, parent| async move {
+            fs.rmdir_by(parent, &name, who).await
+        });
     }
 
     fn symlink(
@@ -656,7 +689,10 @@ impl Filesystem for FuseAdapter {
                 (Ok(s), Ok(d)) => (s, d),
                 (Err(e), _) | (_, Err(e)) => return reply.error(e),
             };
-            reply_empty(reply, c.fs.rename_by(src, &name, dst, &newname, flags, who).await);
+            reply_empty(
+                reply,
+                c.fs.rename_by(src, &name, dst, &newname, flags, who).await,
+            );
         });
     }
 
@@ -702,8 +738,11 @@ impl Filesystem for FuseAdapter {
             };
             match opened {
                 Ok(o) => {
-                    let keep =
-                        if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                    let keep = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
                     reply.opened(FileHandle(o.fh), keep)
                 }
                 Err(e) => reply.error(errno(&e)),
@@ -779,7 +818,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.spawn("fsync", |c| async move {
             reply_empty(reply, c.fs.fsync(fh.0).await);
         });
@@ -799,7 +845,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -818,15 +871,28 @@ impl Filesystem for FuseAdapter {
                 Err(e) => return reply.error(errno(&e)),
             };
             // Offsets are positions in the handle's snapshot: 1 = ".", 2 = "..", 3.. = entries.
-            let dots = [(listing.dir, b".".as_slice()), (listing.parent, b"..".as_slice())];
+            let dots = [
+                (listing.dir, b".".as_slice()),
+                (listing.parent, b"..".as_slice()),
+            ];
             for (i, (key, name)) in dots.into_iter().enumerate().skip(offset as usize) {
-                if reply.add(c.ino(key), i as u64 + 1, FileType::Directory, OsStr::from_bytes(name)) {
+                if reply.add(
+                    c.ino(key),
+                    i as u64 + 1,
+                    FileType::Directory,
+                    OsStr::from_bytes(name),
+                ) {
                     return reply.ok();
                 }
             }
             let skip = (offset as usize).saturating_sub(2);
             for (i, e) in listing.entries.iter().enumerate().skip(skip) {
-                if reply.add(c.ino(e.key), i as u64 + 3, file_type(e.kind), OsStr::from_bytes(&e.name)) {
+                if reply.add(
+                    c.ino(e.key),
+                    i as u64 + 3,
+                    file_type(e.kind),
+                    OsStr::from_bytes(&e.name),
+                ) {
                     break;
                 }
             }
@@ -849,14 +915,22 @@ impl Filesystem for FuseAdapter {
             };
             // "." and "..": the kernel takes no reference for these two.
             if offset < 2 {
-                let (me, parent) = match tokio::join!(c.fs.getattr(listing.dir), c.fs.getattr(listing.parent)) {
-                    (Ok(m), Ok(p)) => (m, p),
-                    (Err(e), _) | (_, Err(e)) => return reply.error(errno(&e)),
-                };
+                let (me, parent) =
+                    match tokio::join!(c.fs.getattr(listing.dir), c.fs.getattr(listing.parent)) {
+                        (Ok(m), Ok(p)) => (m, p),
+                        (Err(e), _) | (_, Err(e)) => return reply.error(errno(&e)),
+                    };
                 let dots = [(me, b".".as_slice()), (parent, b"..".as_slice())];
                 for (i, (attr, name)) in dots.into_iter().enumerate().skip(offset as usize) {
                     let fattr = c.attr(&attr);
-                    if reply.add(fattr.ino, i as u64 + 1, OsStr::from_bytes(name), &c.ttl, &fattr, Generation(0)) {
+                    if reply.add(
+                        fattr.ino,
+                        i as u64 + 1,
+                        OsStr::from_bytes(name),
+                        &c.ttl,
+                        &fattr,
+                        Generation(0),
+                    ) {
                         return reply.ok();
                     }
                 }
@@ -877,7 +951,14 @@ impl Filesystem for FuseAdapter {
                     let Some(attr) = attr else { continue };
                     let ino = c.ino_ref(e.key);
                     let fattr = c.attr_as(&attr, ino);
-                    if reply.add(ino, pos, OsStr::from_bytes(&e.name), &c.ttl, &fattr, Generation(0)) {
+                    if reply.add(
+                        ino,
+                        pos,
+                        OsStr::from_bytes(&e.name),
+                        &c.ttl,
+                        &fattr,
+                        Generation(0),
+                    ) {
                         // Not sent: the kernel took no reference.
                         c.forget(ino, 1);
                         break 'pages;
@@ -891,7 +972,9 @@ impl Filesystem for FuseAdapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.fs.statfs();
-        reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize);
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
     }
 
     fn setxattr(
@@ -949,12 +1032,16 @@ impl Filesystem for FuseAdapter {
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
         let who = caller(req);
-        self.keyed_empty("removexattr", ino, reply, move |fs, key| async move { fs.removexattr_by(key, &name, who).await });
+        self.keyed_empty("removexattr", ino, reply, move |fs, key| async move {
+            fs.removexattr_by(key, &name, who).await
+        });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let who = caller(req);
-        self.keyed_empty("access", ino, reply, move |fs, key| async move { fs.access(key, mask.bits() as u32, who).await });
+        self.keyed_empty("access", ino, reply, move |fs, key| async move {
+            fs.access(key, mask.bits() as u32, who).await
+        });
     }
 
     fn create(
@@ -974,10 +1061,20 @@ impl Filesystem for FuseAdapter {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            match c.fs.create(parent, &name, (mode & !umask & 0o7777) as u16, who).await {
+            match c
+                .fs
+                .create(parent, &name, (mode & !umask & 0o7777) as u16, who)
+                .await
+            {
                 Ok((a, o)) => {
                     let attr = c.attr_as(&a, c.ino_ref(a.key));
-                    reply.created(&c.ttl, &attr, Generation(0), FileHandle(o.fh), FopenFlags::empty())
+                    reply.created(
+                        &c.ttl,
+                        &attr,
+                        Generation(0),
+                        FileHandle(o.fh),
+                        FopenFlags::empty(),
+                    )
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -1025,7 +1122,11 @@ mod tests {
         let mut map = InodeMap::default();
         let a = Key([7; 16]);
         let peeked = map.peek(a);
-        assert_eq!(peeked, derived_ino(a), "a number derived from the key, stable across mounts");
+        assert_eq!(
+            peeked,
+            derived_ino(a),
+            "a number derived from the key, stable across mounts"
+        );
         assert!(map.by_ino.is_empty(), "peeking takes no reference");
         let ino = map.take_ref(a);
         assert_eq!(ino, peeked);
@@ -1033,7 +1134,10 @@ mod tests {
         map.forget(ino, 1);
         assert_eq!(map.by_ino.get(&ino).map(|(k, n)| (*k, *n)), Some((a, 1)));
         map.forget(ino, 1);
-        assert!(map.by_ino.is_empty() && map.by_key.is_empty(), "forgotten to zero: gone");
+        assert!(
+            map.by_ino.is_empty() && map.by_key.is_empty(),
+            "forgotten to zero: gone"
+        );
         // A collision of derived numbers falls back to a distinct number.
         let mut b_bytes = [7u8; 16];
         b_bytes[15] = 8;
@@ -1048,4 +1152,3 @@ mod tests {
         assert!(map.by_ino.is_empty());
     }
 }
-

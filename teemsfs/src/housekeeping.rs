@@ -51,7 +51,9 @@ pub enum HousekeepingError {
     Fs(#[from] FsError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("a live blob reference does not decode ({0}); refusing to collect garbage with an incomplete live set")]
+    #[error(
+        "a live blob reference does not decode ({0}); refusing to collect garbage with an incomplete live set"
+    )]
     BadReference(String),
     #[error("the tree kept changing during {0} pairs of walks; run gc again when it is quieter")]
     Busy(usize),
@@ -99,7 +101,10 @@ pub struct FsckReport {
 /// A progress line sink: called with a short status text now and then.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
-async fn list_all(stores: &[Arc<dyn ObjectStore>], prefix: &str) -> Result<Vec<Vec<ObjectMeta>>, StoreError> {
+async fn list_all(
+    stores: &[Arc<dyn ObjectStore>],
+    prefix: &str,
+) -> Result<Vec<Vec<ObjectMeta>>, StoreError> {
     let mut out = Vec::with_capacity(stores.len());
     for s in stores {
         out.push(s.list(prefix).await?);
@@ -111,7 +116,8 @@ async fn list_all(stores: &[Arc<dyn ObjectStore>], prefix: &str) -> Result<Vec<V
 fn fragment_locations(blobs: &[BlobRef]) -> Result<HashSet<(usize, String)>, HousekeepingError> {
     let mut live = HashSet::new();
     for b in blobs {
-        let stored = StoredBlob::decode(&b.stored).map_err(|e| HousekeepingError::BadReference(e.to_string()))?;
+        let stored = StoredBlob::decode(&b.stored)
+            .map_err(|e| HousekeepingError::BadReference(e.to_string()))?;
         for loc in stored.locations {
             live.insert((usize::from(loc.store_index), loc.name));
         }
@@ -120,11 +126,17 @@ fn fragment_locations(blobs: &[BlobRef]) -> Result<HashSet<(usize, String)>, Hou
 }
 
 fn walk_progress_line(p: &WalkProgress) -> String {
-    format!("walked {} directories, {} files, {} other, {} blobs", p.dirs, p.files, p.other, p.blobs)
+    format!(
+        "walked {} directories, {} files, {} other, {} blobs",
+        p.dirs, p.files, p.other, p.blobs
+    )
 }
 
 /// Two walks that saw every directory at the same version (see the module docs).
-async fn stable_walks(fs: &Fs, progress: Progress<'_>) -> Result<(TreeWalk, TreeWalk), HousekeepingError> {
+async fn stable_walks(
+    fs: &Fs,
+    progress: Progress<'_>,
+) -> Result<(TreeWalk, TreeWalk), HousekeepingError> {
     let cb = |p: &WalkProgress| progress(&walk_progress_line(p));
     let mut first = fs.walk_tree(WalkOptions::default(), &cb).await?;
     for _ in 0..WALK_ATTEMPTS {
@@ -162,7 +174,9 @@ pub async fn gc(
 
     let mut seen = load_state(state_file)?;
     let now = SystemTime::now();
-    let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut still_orphan = BTreeMap::new();
     for (i, objects) in listed.iter().enumerate() {
         let Some(store) = stores.get(i) else { continue };
@@ -179,7 +193,13 @@ pub async fn gc(
                     (first < now_secs).then(|| Duration::from_secs(now_secs - first))
                 }
             };
-            let orphan = Orphan { store: store.describe(), store_index: i, name: o.name.clone(), size_bytes: o.size_bytes, age };
+            let orphan = Orphan {
+                store: store.describe(),
+                store_index: i,
+                name: o.name.clone(),
+                size_bytes: o.size_bytes,
+                age,
+            };
             if age.is_some_and(|a| a >= grace) {
                 report.collectable.push(orphan);
             } else {
@@ -212,15 +232,23 @@ pub async fn gc(
 
 fn load_state(path: &Path) -> Result<BTreeMap<String, u64>, HousekeepingError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| HousekeepingError::State { path: path.display().to_string(), detail: e.to_string() }),
+        Ok(text) => serde_json::from_str(&text).map_err(|e| HousekeepingError::State {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(HousekeepingError::State { path: path.display().to_string(), detail: e.to_string() }),
+        Err(e) => Err(HousekeepingError::State {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        }),
     }
 }
 
 fn save_state(path: &Path, seen: &BTreeMap<String, u64>) -> Result<(), HousekeepingError> {
-    let fail = |detail: String| HousekeepingError::State { path: path.display().to_string(), detail };
+    let fail = |detail: String| HousekeepingError::State {
+        path: path.display().to_string(),
+        detail,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
@@ -233,25 +261,53 @@ fn save_state(path: &Path, seen: &BTreeMap<String, u64>) -> Result<(), Housekeep
 /// Completes an interrupted rename, then checks that every file's metadata, manifest and
 /// fragments agree: the tree walk with content verification, plus the presence of every
 /// fragment of every live blob in its store.
-pub async fn fsck(fs: &Fs, stores: &[Arc<dyn ObjectStore>], progress: Progress<'_>) -> Result<FsckReport, HousekeepingError> {
-    let mut report = FsckReport { interrupted_rename_completed: fs.recover().await?, ..FsckReport::default() };
-    let cb = |p: &WalkProgress| progress(&format!("{}, {} MiB verified", walk_progress_line(p), p.bytes_verified >> 20));
-    let walk = fs.walk_tree(WalkOptions { verify_contents: true }, &cb).await?;
+pub async fn fsck(
+    fs: &Fs,
+    stores: &[Arc<dyn ObjectStore>],
+    progress: Progress<'_>,
+) -> Result<FsckReport, HousekeepingError> {
+    let mut report = FsckReport {
+        interrupted_rename_completed: fs.recover().await?,
+        ..FsckReport::default()
+    };
+    let cb = |p: &WalkProgress| {
+        progress(&format!(
+            "{}, {} MiB verified",
+            walk_progress_line(p),
+            p.bytes_verified >> 20
+        ))
+    };
+    let walk = fs
+        .walk_tree(
+            WalkOptions {
+                verify_contents: true,
+            },
+            &cb,
+        )
+        .await?;
     report.walk = walk.progress;
     report.problems = walk.problems;
     progress("checking that every fragment is in its store");
     let listed = list_all(stores, DEFAULT_FRAGMENT_PREFIX).await?;
-    let present: Vec<HashSet<&str>> = listed.iter().map(|l| l.iter().map(|o| o.name.as_str()).collect()).collect();
+    let present: Vec<HashSet<&str>> = listed
+        .iter()
+        .map(|l| l.iter().map(|o| o.name.as_str()).collect())
+        .collect();
     let mut seen_blobs = HashSet::new();
     for b in &walk.blobs {
         if !seen_blobs.insert(b) {
             continue;
         }
-        let stored = StoredBlob::decode(&b.stored).map_err(|e| HousekeepingError::BadReference(e.to_string()))?;
+        let stored = StoredBlob::decode(&b.stored)
+            .map_err(|e| HousekeepingError::BadReference(e.to_string()))?;
         let missing = stored
             .locations
             .iter()
-            .filter(|l| !present.get(usize::from(l.store_index)).is_some_and(|p| p.contains(l.name.as_str())))
+            .filter(|l| {
+                !present
+                    .get(usize::from(l.store_index))
+                    .is_some_and(|p| p.contains(l.name.as_str()))
+            })
             .count();
         if missing > 0 {
             report.blobs_missing_fragments += 1;
@@ -283,38 +339,81 @@ mod tests {
 
     #[tokio::test]
     async fn gc_removes_exactly_the_unnamed_fragments_and_fsck_finds_a_missing_one() {
-        let stores: Vec<Arc<dyn ObjectStore>> =
-            (0..3).map(|i| Arc::new(MemoryStore::with_label(&format!("m{i}"))) as Arc<dyn ObjectStore>).collect();
-        let blobs = Arc::new(BlobStore::new(stores.clone(), BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 })).expect("blobs"));
-        let config = FsConfig { chunk_size_bytes: 4096, ..FsConfig::default() };
-        let fs = Fs::new(Arc::new(MemTeems::new()), blobs.clone(), ShareId([1; 16]), Key([2; 16]), config);
+        let stores: Vec<Arc<dyn ObjectStore>> = (0..3)
+            .map(|i| Arc::new(MemoryStore::with_label(&format!("m{i}"))) as Arc<dyn ObjectStore>)
+            .collect();
+        let blobs = Arc::new(
+            BlobStore::new(
+                stores.clone(),
+                BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 }),
+            )
+            .expect("blobs"),
+        );
+        let config = FsConfig {
+            chunk_size_bytes: 4096,
+            ..FsConfig::default()
+        };
+        let fs = Fs::new(
+            Arc::new(MemTeems::new()),
+            blobs.clone(),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            config,
+        );
         let me = Caller::default();
         fs.init(me).await.expect("init");
         let (_, o) = fs.create(fs.root(), b"f", 0o644, me).await.expect("create");
         fs.write(o.fh, 0, &vec![5u8; 10_000]).await.expect("write");
         fs.release(o.fh).await.expect("close");
         // A crashed writer: a sealed blob whose metadata write never happened.
-        crate::fs::BlobIo::put(blobs.as_ref(), [9; 16], 1, &[1; 100]).await.expect("orphan put");
+        crate::fs::BlobIo::put(blobs.as_ref(), [9; 16], 1, &[1; 100])
+            .await
+            .expect("orphan put");
         // Superseded blobs still in their (in-memory) grace queue are orphans too.
         let state = tempfile::tempdir().expect("tmp");
         let state_file = state.path().join("gc-seen.json");
         let quiet = |_: &str| {};
-        let young = gc(&fs, &stores, DEFAULT_GC_GRACE, false, &state_file, &quiet).await.expect("gc");
-        assert!(young.collectable.is_empty() && young.young == 3 && young.deleted == 0, "{young:?}");
-        let dry = gc(&fs, &stores, Duration::ZERO, true, &state_file, &quiet).await.expect("gc dry run");
+        let young = gc(&fs, &stores, DEFAULT_GC_GRACE, false, &state_file, &quiet)
+            .await
+            .expect("gc");
+        assert!(
+            young.collectable.is_empty() && young.young == 3 && young.deleted == 0,
+            "{young:?}"
+        );
+        let dry = gc(&fs, &stores, Duration::ZERO, true, &state_file, &quiet)
+            .await
+            .expect("gc dry run");
         assert_eq!((dry.collectable.len(), dry.deleted), (3, 0), "{dry:?}");
-        let second = gc(&fs, &stores, Duration::ZERO, false, &state_file, &quiet).await.expect("gc");
+        let second = gc(&fs, &stores, Duration::ZERO, false, &state_file, &quiet)
+            .await
+            .expect("gc");
         assert_eq!(second.deleted, 3, "{second:?}");
-        let total: usize = list_all(&stores, "").await.expect("list").iter().map(Vec::len).sum();
-        assert_eq!(total, second.live_fragments, "exactly the live fragments remain");
+        let total: usize = list_all(&stores, "")
+            .await
+            .expect("list")
+            .iter()
+            .map(Vec::len)
+            .sum();
+        assert_eq!(
+            total, second.live_fragments,
+            "exactly the live fragments remain"
+        );
         // The file still reads back, and fsck is clean.
         let report = fsck(&fs, &stores, &quiet).await.expect("fsck");
-        assert!(report.problems.is_empty() && report.fragments_missing == 0, "{report:?}");
+        assert!(
+            report.problems.is_empty() && report.fragments_missing == 0,
+            "{report:?}"
+        );
         // Lose one fragment: fsck reports it (the content still verifies, m = 1).
-        let name = list_all(&stores, "").await.expect("list")[0][0].name.clone();
+        let name = list_all(&stores, "").await.expect("list")[0][0]
+            .name
+            .clone();
         stores[0].delete(&name).await.expect("delete");
         let report = fsck(&fs, &stores, &quiet).await.expect("fsck");
-        assert_eq!((report.blobs_missing_fragments, report.fragments_missing), (1, 1));
+        assert_eq!(
+            (report.blobs_missing_fragments, report.fragments_missing),
+            (1, 1)
+        );
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 }

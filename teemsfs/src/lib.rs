@@ -39,14 +39,14 @@
 //! # }
 //! ```
 
-pub mod store;
+pub mod bench;
 pub mod cache;
+pub mod deploy;
 pub mod fs;
 pub mod fuse;
+pub mod housekeeping;
 pub mod meta;
 pub mod meta_remote;
-pub mod replicas;
-pub mod bench;
-pub mod deploy;
-pub mod housekeeping;
 pub mod metrics;
+pub mod replicas;
+pub mod store;

@@ -54,8 +54,7 @@ pub trait Teems: Send + Sync + 'static {
     /// The current value and its version, or [`MetaError::NotFound`] (also after a delete).
     async fn read(&self, share: ShareId, key: Key) -> Result<(Vec<u8>, Version), MetaError>;
     /// Replaces the value; returns the new version, higher than every earlier one.
-    async fn write(&self, share: ShareId, key: Key, value: Vec<u8>)
-    -> Result<Version, MetaError>;
+    async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, MetaError>;
     /// Removes the key (a tombstone in TEEMS); later reads return `NotFound`.
     async fn delete(&self, share: ShareId, key: Key) -> Result<(), MetaError>;
     /// Orders a policy operation through the replicated state machine; returns the epoch.
@@ -121,7 +120,9 @@ impl MemTeems {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
         // A panic while holding the lock can only come from a bug in this file; the state
         // stays consistent because every operation mutates it in one step.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn check(state: &MemState) -> Result<(), MetaError> {
@@ -137,19 +138,21 @@ impl Teems for MemTeems {
     async fn read(&self, share: ShareId, key: Key) -> Result<(Vec<u8>, Version), MetaError> {
         let state = self.lock();
         Self::check(&state)?;
-        state.values.get(&(share, key)).cloned().ok_or(MetaError::NotFound)
+        state
+            .values
+            .get(&(share, key))
+            .cloned()
+            .ok_or(MetaError::NotFound)
     }
 
-    async fn write(
-        &self,
-        share: ShareId,
-        key: Key,
-        value: Vec<u8>,
-    ) -> Result<Version, MetaError> {
+    async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, MetaError> {
         let mut state = self.lock();
         Self::check(&state)?;
         state.seq += 1;
-        let version = Version { seq: state.seq, writer: self.writer };
+        let version = Version {
+            seq: state.seq,
+            writer: self.writer,
+        };
         state.values.insert((share, key), (value, version));
         Ok(version)
     }
@@ -206,7 +209,11 @@ impl Teems for MemTeems {
     async fn read_policy(&self, share: ShareId) -> Result<SharePolicy, MetaError> {
         let state = self.lock();
         Self::check(&state)?;
-        state.policies.get(&share).cloned().ok_or(MetaError::NotFound)
+        state
+            .policies
+            .get(&share)
+            .cloned()
+            .ok_or(MetaError::NotFound)
     }
 }
 
@@ -229,7 +236,10 @@ mod tests {
         a.delete(share, key).await.expect("delete");
         assert_eq!(b.read(share, key).await, Err(MetaError::NotFound));
         a.set_unavailable(true);
-        assert!(matches!(b.read(share, key).await, Err(MetaError::Unavailable(_))));
+        assert!(matches!(
+            b.read(share, key).await,
+            Err(MetaError::Unavailable(_))
+        ));
     }
 
     #[test]

@@ -22,8 +22,14 @@ use crate::meta::{Key, MetaError, PolicyOp, ShareId, SharePolicy, Teems, Version
 pub enum RemoteSetupError {
     #[error(transparent)]
     ClusterFile(#[from] ClusterFileError),
-    #[error("tenant {tenant:?}: cannot read {path}: {source} (is it one of the cluster's tenants?)")]
-    Credentials { tenant: String, path: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "tenant {tenant:?}: cannot read {path}: {source} (is it one of the cluster's tenants?)"
+    )]
+    Credentials {
+        tenant: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The share id for a share name (`--share NAME`).
@@ -38,28 +44,50 @@ pub fn home_share(tenant: &str) -> ShareId {
 
 /// A session configuration for `tenant` of the cluster in `cluster_dir`, with
 /// every replica as a possible proxy, starting at `first_proxy` (modulo N).
-pub fn session_config(cluster_dir: &Path, tenant: &str, first_proxy: usize) -> Result<SessionConfig, RemoteSetupError> {
+pub fn session_config(
+    cluster_dir: &Path,
+    tenant: &str,
+    first_proxy: usize,
+) -> Result<SessionConfig, RemoteSetupError> {
     let file = ClusterFile::load(&ClusterFile::path_in(cluster_dir))?;
     session_config_from(&file, tenant, first_proxy)
 }
 
 /// Same as [`session_config`] for an already loaded cluster file.
-pub fn session_config_from(file: &ClusterFile, tenant: &str, first_proxy: usize) -> Result<SessionConfig, RemoteSetupError> {
+pub fn session_config_from(
+    file: &ClusterFile,
+    tenant: &str,
+    first_proxy: usize,
+) -> Result<SessionConfig, RemoteSetupError> {
     let read = |path: std::path::PathBuf| {
-        std::fs::read(&path).map_err(|source| RemoteSetupError::Credentials { tenant: tenant.to_string(), path, source })
+        std::fs::read(&path).map_err(|source| RemoteSetupError::Credentials {
+            tenant: tenant.to_string(),
+            path,
+            source,
+        })
     };
     let creds = file.tenant_paths(tenant);
     let ca = read(file.ca_cert_path())?;
     let cert = read(creds.cert)?;
     let key = read(creds.key)?;
-    let proxies =
-        file.replicas.iter().map(|r| ProxyAddr { name: replica_name(r.id), addr: r.client_addr }).collect();
+    let proxies = file
+        .replicas
+        .iter()
+        .map(|r| ProxyAddr {
+            name: replica_name(r.id),
+            addr: r.client_addr,
+        })
+        .collect();
     let mut cfg = SessionConfig::new(proxies, ca, cert, key);
     cfg.max_frame_bytes = file.max_frame_bytes;
     cfg.first_proxy = first_proxy;
     // The client's deadline must outlast the proxy's own (which answers
     // `Unavailable` when it runs out) by a margin for one failover.
-    cfg.deadline_ms = file.timing.op_deadline_ms.saturating_mul(2).max(file.timing.op_deadline_ms + 1_000);
+    cfg.deadline_ms = file
+        .timing
+        .op_deadline_ms
+        .saturating_mul(2)
+        .max(file.timing.op_deadline_ms + 1_000);
     Ok(cfg)
 }
 
@@ -94,15 +122,22 @@ impl Teems for Session {
     }
 
     async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, MetaError> {
-        Session::write(self, share, key, value).await.map_err(meta_error)
+        Session::write(self, share, key, value)
+            .await
+            .map_err(meta_error)
     }
 
     async fn delete(&self, share: ShareId, key: Key) -> Result<(), MetaError> {
-        Session::delete(self, share, key).await.map(|_| ()).map_err(meta_error)
+        Session::delete(self, share, key)
+            .await
+            .map(|_| ())
+            .map_err(meta_error)
     }
 
     async fn change_policy(&self, share: ShareId, op: PolicyOp) -> Result<u64, MetaError> {
-        Session::change_policy(self, share, op).await.map_err(meta_error)
+        Session::change_policy(self, share, op)
+            .await
+            .map_err(meta_error)
     }
 
     async fn read_policy(&self, share: ShareId) -> Result<SharePolicy, MetaError> {
@@ -118,6 +153,9 @@ mod tests {
     fn share_names_map_deterministically() {
         assert_eq!(share_id("admin"), home_share("admin"));
         assert_ne!(share_id("admin"), share_id("bob"));
-        assert_eq!(meta_error(ClientError::Unavailable { reason: "x".into() }), MetaError::Unavailable("unavailable: x".into()));
+        assert_eq!(
+            meta_error(ClientError::Unavailable { reason: "x".into() }),
+            MetaError::Unavailable("unavailable: x".into())
+        );
     }
 }

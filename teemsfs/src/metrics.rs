@@ -17,9 +17,33 @@ use crate::fs::Fs;
 
 /// The kernel requests timed, the `op` label; anything else counts as `other`.
 pub const FUSE_OPS: [&str; 27] = [
-    "lookup", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir", "symlink", "rename", "link",
-    "open", "read", "write", "flush", "release", "fsync", "opendir", "readdir", "readdirplus", "setxattr",
-    "getxattr", "listxattr", "removexattr", "access", "create", "other",
+    "lookup",
+    "getattr",
+    "setattr",
+    "readlink",
+    "mknod",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "symlink",
+    "rename",
+    "link",
+    "open",
+    "read",
+    "write",
+    "flush",
+    "release",
+    "fsync",
+    "opendir",
+    "readdir",
+    "readdirplus",
+    "setxattr",
+    "getxattr",
+    "listxattr",
+    "removexattr",
+    "access",
+    "create",
+    "other",
 ];
 
 /// The metrics a mount keeps itself; the rest is read from the [`Fs`] when rendered.
@@ -31,7 +55,10 @@ pub struct MountMetrics {
 impl MountMetrics {
     /// Records one kernel request of kind `op` (a [`FUSE_OPS`] name) that took `elapsed`.
     pub fn observe(&self, op: &str, elapsed: Duration) {
-        let i = FUSE_OPS.iter().position(|o| *o == op).unwrap_or(FUSE_OPS.len() - 1);
+        let i = FUSE_OPS
+            .iter()
+            .position(|o| *o == op)
+            .unwrap_or(FUSE_OPS.len() - 1);
         if let Some(h) = self.ops.get(i) {
             h.observe(elapsed);
         }
@@ -39,22 +66,37 @@ impl MountMetrics {
 
     /// Requests of kind `op` recorded so far.
     pub fn count(&self, op: &str) -> u64 {
-        FUSE_OPS.iter().position(|o| *o == op).and_then(|i| self.ops.get(i)).map_or(0, Histogram::count)
+        FUSE_OPS
+            .iter()
+            .position(|o| *o == op)
+            .and_then(|i| self.ops.get(i))
+            .map_or(0, Histogram::count)
     }
 
     /// Everything, as Prometheus text.
     pub fn render(&self, fs: &Fs) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let name = "teemsfs_fuse_request_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from a kernel request to its reply, by kind.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a kernel request to its reply, by kind."
+        );
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (op, h) in FUSE_OPS.iter().zip(&self.ops) {
             h.render_samples(&mut out, name, &format!("op=\"{op}\""));
         }
         let (hits, misses) = fs.blob_cache_counts();
         let mut counters: Vec<(&str, &str, u64)> = vec![
-            ("teemsfs_blob_cache_hits_total", "Blob reads answered by the blob cache.", hits),
-            ("teemsfs_blob_cache_misses_total", "Blob reads that went to the stores.", misses),
+            (
+                "teemsfs_blob_cache_hits_total",
+                "Blob reads answered by the blob cache.",
+                hits,
+            ),
+            (
+                "teemsfs_blob_cache_misses_total",
+                "Blob reads that went to the stores.",
+                misses,
+            ),
         ];
         if let Some(b) = fs.blob_stats() {
             counters.extend([
@@ -68,12 +110,27 @@ impl MountMetrics {
             ]);
         }
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         }
         let gauges: [(&str, &str, u64); 3] = [
-            ("teemsfs_blob_cache_bytes", "Plaintext bytes in the blob cache.", fs.blob_cache_bytes()),
-            ("teemsfs_retired_blobs", "Superseded blobs waiting for their grace period.", fs.retired_len() as u64),
-            ("teemsfs_unlinked_inodes", "Unlinked inodes not yet freed.", fs.unlinked_len() as u64),
+            (
+                "teemsfs_blob_cache_bytes",
+                "Plaintext bytes in the blob cache.",
+                fs.blob_cache_bytes(),
+            ),
+            (
+                "teemsfs_retired_blobs",
+                "Superseded blobs waiting for their grace period.",
+                fs.retired_len() as u64,
+            ),
+            (
+                "teemsfs_unlinked_inodes",
+                "Unlinked inodes not yet freed.",
+                fs.unlinked_len() as u64,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -92,6 +149,9 @@ mod tests {
         m.observe("getattr", Duration::from_micros(300));
         m.observe("getattr", Duration::from_millis(3));
         m.observe("bmap", Duration::from_millis(1));
-        assert_eq!((m.count("getattr"), m.count("lookup"), m.count("other")), (2, 0, 1));
+        assert_eq!(
+            (m.count("getattr"), m.count("lookup"), m.count("other")),
+            (2, 0, 1)
+        );
     }
 }

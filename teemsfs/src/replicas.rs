@@ -49,9 +49,16 @@ pub enum ReplicaCtlError {
     )]
     BinaryMissing { exe: PathBuf },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("replica {id} exited during start ({status}); last output:\n{output}")]
-    ExitedAtStart { id: u32, status: String, output: String },
+    ExitedAtStart {
+        id: u32,
+        status: String,
+        output: String,
+    },
     #[error("replica {id} did not answer its status endpoint within {secs} s; see {log}")]
     StartTimeout { id: u32, secs: u64, log: PathBuf },
     #[error("replica {id} (pid {pid}) did not exit after SIGKILL")]
@@ -59,7 +66,10 @@ pub enum ReplicaCtlError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicaCtlError + '_ {
-    move |source| ReplicaCtlError::Io { path: path.to_path_buf(), source }
+    move |source| ReplicaCtlError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The cluster's configuration from its directory.
@@ -74,7 +84,10 @@ pub fn select(file: &ClusterFile, ids: &[u32]) -> Result<Vec<u32>, ReplicaCtlErr
     }
     for id in ids {
         if file.replica(*id).is_none() {
-            return Err(ReplicaCtlError::NoSuchReplica { id: *id, n: file.replicas.len() });
+            return Err(ReplicaCtlError::NoSuchReplica {
+                id: *id,
+                n: file.replicas.len(),
+            });
         }
     }
     Ok(ids.to_vec())
@@ -111,20 +124,35 @@ pub fn replica_binary() -> Result<PathBuf, ReplicaCtlError> {
 }
 
 fn replica_dir(file: &ClusterFile, id: u32) -> Result<PathBuf, ReplicaCtlError> {
-    file.replica_paths(id).map(|p| p.dir).ok_or(ReplicaCtlError::NoSuchReplica { id, n: file.replicas.len() })
+    file.replica_paths(id)
+        .map(|p| p.dir)
+        .ok_or(ReplicaCtlError::NoSuchReplica {
+            id,
+            n: file.replicas.len(),
+        })
 }
 
 fn read_pid(dir: &Path) -> Option<u32> {
-    fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()
+    fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whether `pid` is a live (not zombie) `teems-replica` process with `--id id`.
 fn is_our_replica(pid: u32, id: u32) -> bool {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let is_replica = args.first().is_some_and(|a| a.ends_with(REPLICA_BINARY.as_bytes()));
+    let is_replica = args
+        .first()
+        .is_some_and(|a| a.ends_with(REPLICA_BINARY.as_bytes()));
     let id_text = id.to_string();
-    let has_id = args.windows(2).any(|w| w.first() == Some(&&b"--id"[..]) && w.get(1) == Some(&id_text.as_bytes()));
+    let has_id = args
+        .windows(2)
+        .any(|w| w.first() == Some(&&b"--id"[..]) && w.get(1) == Some(&id_text.as_bytes()));
     is_replica && has_id && !is_zombie(pid)
 }
 
@@ -132,7 +160,9 @@ fn is_zombie(pid: u32) -> bool {
     // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain spaces, so
     // read the state after the last ')'.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => true,
     }
 }
@@ -161,12 +191,21 @@ pub fn start(cluster_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, u32, bool)>, R
         // A stale address would make us wait on the previous incarnation.
         let _ = fs::remove_file(dir.join(ADMIN_ADDR_FILE));
         let log_path = dir.join(STDOUT_FILE);
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(&log_path))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(&log_path))?;
         let log2 = log.try_clone().map_err(io_err(&log_path))?;
         let mut cmd = Command::new(&binary);
-        cmd.arg("--config").arg(&config_path).arg("--id").arg(id.to_string());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .arg("--id")
+            .arg(id.to_string());
         cmd.arg("--worker-threads").arg(workers.to_string());
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
         {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
@@ -199,19 +238,29 @@ pub fn start(cluster_dir: &Path, ids: &[u32]) -> Result<Vec<(u32, u32, bool)>, R
 }
 
 /// Waits until every started replica answers its status endpoint.
-fn wait_started(started: &mut [(u32, std::process::Child, PathBuf)]) -> Result<(), ReplicaCtlError> {
+fn wait_started(
+    started: &mut [(u32, std::process::Child, PathBuf)],
+) -> Result<(), ReplicaCtlError> {
     let until = Instant::now() + START_TIMEOUT;
     for (id, child, dir) in started.iter_mut() {
         let id = *id;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(ReplicaCtlError::ExitedAtStart { id, status: status.to_string(), output: tail(&dir.join(STDOUT_FILE)) });
+                return Err(ReplicaCtlError::ExitedAtStart {
+                    id,
+                    status: status.to_string(),
+                    output: tail(&dir.join(STDOUT_FILE)),
+                });
             }
             if status_of_dir(dir).is_some() {
                 break;
             }
             if Instant::now() >= until {
-                return Err(ReplicaCtlError::StartTimeout { id, secs: START_TIMEOUT.as_secs(), log: dir.join("replica.log") });
+                return Err(ReplicaCtlError::StartTimeout {
+                    id,
+                    secs: START_TIMEOUT.as_secs(),
+                    log: dir.join("replica.log"),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -226,7 +275,9 @@ fn tail(path: &Path) -> String {
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     // SAFETY: kill(2) takes plain integers and has no memory effects; the PID
     // was just checked to belong to our replica.
     unsafe {
@@ -289,8 +340,15 @@ pub struct ReplicaState {
 }
 
 fn status_of_dir(dir: &Path) -> Option<StatusReport> {
-    let addr: std::net::SocketAddr = fs::read_to_string(dir.join(ADMIN_ADDR_FILE)).ok()?.trim().parse().ok()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let addr: std::net::SocketAddr = fs::read_to_string(dir.join(ADMIN_ADDR_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
     let body = rt.block_on(fetch(addr, "/status", STATUS_TIMEOUT)).ok()?;
     serde_json::from_str(&body).ok()
 }
@@ -303,8 +361,17 @@ pub fn status(cluster_dir: &Path) -> Result<Vec<ReplicaState>, ReplicaCtlError> 
     for r in &file.replicas {
         let dir = replica_dir(&file, r.id)?;
         let pid = read_pid(&dir).filter(|pid| is_our_replica(*pid, r.id));
-        let status = if pid.is_some() { status_of_dir(&dir) } else { None };
-        out.push(ReplicaState { id: r.id, pid, up: status.is_some(), status });
+        let status = if pid.is_some() {
+            status_of_dir(&dir)
+        } else {
+            None
+        };
+        out.push(ReplicaState {
+            id: r.id,
+            pid,
+            up: status.is_some(),
+            status,
+        });
     }
     Ok(out)
 }
@@ -313,7 +380,14 @@ pub fn status(cluster_dir: &Path) -> Result<Vec<ReplicaState>, ReplicaCtlError> 
 pub fn metrics(cluster_dir: &Path, id: u32) -> Option<String> {
     let file = load(cluster_dir).ok()?;
     let dir = replica_dir(&file, id).ok()?;
-    let addr: std::net::SocketAddr = fs::read_to_string(dir.join(ADMIN_ADDR_FILE)).ok()?.trim().parse().ok()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let addr: std::net::SocketAddr = fs::read_to_string(dir.join(ADMIN_ADDR_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
     rt.block_on(fetch(addr, "/metrics", STATUS_TIMEOUT)).ok()
 }

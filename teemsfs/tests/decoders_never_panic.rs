@@ -33,13 +33,22 @@ fn check_named(what: &str, bytes: &[u8]) -> bool {
 fn genuine_encodings_decode_to_the_fixtures() {
     // The sweeps below are only meaningful if the fixtures are accepted intact.
     let stored = stored_blob_fixture();
-    assert_eq!(&StoredBlob::decode(&stored.encode()).expect("genuine StoredBlob"), stored);
+    assert_eq!(
+        &StoredBlob::decode(&stored.encode()).expect("genuine StoredBlob"),
+        stored
+    );
     for inode in inode_fixtures() {
-        assert_eq!(format::decode::<Inode>("inode", &format::encode(&inode)).expect("inode"), inode);
+        assert_eq!(
+            format::decode::<Inode>("inode", &format::encode(&inode)).expect("inode"),
+            inode
+        );
     }
     for intent in rename_intent_fixtures() {
         let bytes = format::encode(&intent);
-        assert_eq!(format::decode::<RenameIntent>("intent", &bytes).expect("intent"), intent);
+        assert_eq!(
+            format::decode::<RenameIntent>("intent", &bytes).expect("intent"),
+            intent
+        );
     }
 }
 
@@ -47,7 +56,10 @@ fn genuine_encodings_decode_to_the_fixtures() {
 fn every_truncation_of_a_genuine_stored_blob_is_an_error() {
     let bytes = stored_blob_fixture().encode();
     for cut in 0..bytes.len() {
-        assert!(StoredBlob::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");
+        assert!(
+            StoredBlob::decode(&bytes[..cut]).is_err(),
+            "prefix of {cut} bytes accepted"
+        );
     }
 }
 
@@ -68,9 +80,15 @@ fn every_truncation_of_a_genuine_fs_encoding_is_an_error() {
     // postcard reads a fixed schema field by field and the last field needs the last
     // byte, so a strict prefix can never decode (DESIGN §10: damage is `FsError::Corrupt`).
     for (what, bytes) in all_fs_encodings() {
-        assert!(check_named(what, &bytes), "{what}: genuine encoding rejected");
+        assert!(
+            check_named(what, &bytes),
+            "{what}: genuine encoding rejected"
+        );
         for cut in 0..bytes.len() {
-            assert!(!check_named(what, &bytes[..cut]), "{what}: prefix of {cut} bytes accepted");
+            assert!(
+                !check_named(what, &bytes[..cut]),
+                "{what}: prefix of {cut} bytes accepted"
+            );
         }
     }
 }
@@ -136,7 +154,10 @@ fn damaged_bucket_bits_are_corrupt_not_a_panic() {
     use teemsfs::fs::format::{BucketData, Data, MAX_BUCKET_BITS};
     let mut dir = inode_fixtures()[4].clone();
     for bits in [MAX_BUCKET_BITS + 1, 64, 68, u8::MAX] {
-        dir.data = Data::Dir { bucket_bits: bits, single: BucketData::Empty };
+        dir.data = Data::Dir {
+            bucket_bits: bits,
+            single: BucketData::Empty,
+        };
         let bytes = format::encode(&dir);
         assert!(
             matches!(format::decode_inode(&bytes), Err(FsError::Corrupt { .. })),
@@ -144,8 +165,14 @@ fn damaged_bucket_bits_are_corrupt_not_a_panic() {
         );
         assert!(!check_inode(&bytes));
     }
-    dir.data = Data::Dir { bucket_bits: MAX_BUCKET_BITS, single: BucketData::Empty };
-    assert!(check_inode(&format::encode(&dir)), "largest legal bucket_bits refused");
+    dir.data = Data::Dir {
+        bucket_bits: MAX_BUCKET_BITS,
+        single: BucketData::Empty,
+    };
+    assert!(
+        check_inode(&format::encode(&dir)),
+        "largest legal bucket_bits refused"
+    );
 }
 
 /// Times at the ends of the `i64` range (a damaged inode) must not panic when
@@ -155,8 +182,14 @@ fn extreme_inode_times_do_not_panic() {
     use teemsfs::fs::format::Time;
     for secs in [i64::MAX, i64::MIN, i64::MAX / 2, i64::MIN / 2] {
         let mut inode = inode_fixtures()[0].clone();
-        inode.atime = Time { secs, nanos: u32::MAX };
-        inode.mtime = Time { secs, nanos: 999_999_999 };
+        inode.atime = Time {
+            secs,
+            nanos: u32::MAX,
+        };
+        inode.mtime = Time {
+            secs,
+            nanos: 999_999_999,
+        };
         assert!(check_inode(&format::encode(&inode)));
     }
 }

@@ -27,9 +27,17 @@ const NAMES: [&str; 4] = ["a", "b", "d0", "d1"];
 
 #[derive(Clone, Debug)]
 enum MNode {
-    File { data: Vec<u8>, perm: u16 },
-    Dir { entries: BTreeMap<String, u64>, perm: u16 },
-    Symlink { target: String },
+    File {
+        data: Vec<u8>,
+        perm: u16,
+    },
+    Dir {
+        entries: BTreeMap<String, u64>,
+        perm: u16,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Debug)]
@@ -51,8 +59,18 @@ type Errno = i32;
 impl Model {
     fn new() -> Model {
         let mut nodes = HashMap::new();
-        nodes.insert(0, MNode::Dir { entries: BTreeMap::new(), perm: 0o755 });
-        Model { nodes, next: 1, held: None }
+        nodes.insert(
+            0,
+            MNode::Dir {
+                entries: BTreeMap::new(),
+                perm: 0o755,
+            },
+        );
+        Model {
+            nodes,
+            next: 1,
+            held: None,
+        }
     }
 
     fn entries(&self, dir: u64) -> Option<&BTreeMap<String, u64>> {
@@ -84,14 +102,19 @@ impl Model {
 
     fn lookup(&self, path: &[String]) -> Result<u64, Errno> {
         let dir = self.parent(path)?;
-        self.entries(dir).and_then(|e| e.get(last(path))).copied().ok_or(libc::ENOENT)
+        self.entries(dir)
+            .and_then(|e| e.get(last(path)))
+            .copied()
+            .ok_or(libc::ENOENT)
     }
 
     fn links(&self, node: u64) -> usize {
         self.nodes
             .values()
             .filter_map(|n| match n {
-                MNode::Dir { entries, .. } => Some(entries.values().filter(|&&c| c == node).count()),
+                MNode::Dir { entries, .. } => {
+                    Some(entries.values().filter(|&&c| c == node).count())
+                }
                 _ => None,
             })
             .sum()
@@ -111,8 +134,12 @@ impl Model {
     /// Removes nodes no directory names any more.
     fn collect(&mut self) {
         loop {
-            let dead: Vec<u64> =
-                self.nodes.keys().copied().filter(|&n| n != 0 && self.links(n) == 0).collect();
+            let dead: Vec<u64> = self
+                .nodes
+                .keys()
+                .copied()
+                .filter(|&n| n != 0 && self.links(n) == 0)
+                .collect();
             if dead.is_empty() {
                 return;
             }
@@ -151,31 +178,86 @@ fn last(path: &[String]) -> &str {
 #[derive(Clone, Debug)]
 enum Op {
     /// open (create), truncate to 0 unless `offset` is set, write, close.
-    WriteFile { client: usize, path: Vec<String>, data: Vec<u8>, offset: Option<u16> },
-    ReadFile { client: usize, path: Vec<String> },
-    Truncate { client: usize, path: Vec<String>, size: u16 },
-    Mkdir { client: usize, path: Vec<String> },
-    Rmdir { client: usize, path: Vec<String> },
-    Unlink { client: usize, path: Vec<String> },
-    Rename { client: usize, from: Vec<String>, to: Vec<String>, noreplace: bool },
-    Link { client: usize, from: Vec<String>, to: Vec<String> },
-    Symlink { client: usize, path: Vec<String>, target: String },
-    Readlink { client: usize, path: Vec<String> },
-    Chmod { client: usize, path: Vec<String>, perm: u16 },
-    Readdir { client: usize, path: Vec<String> },
+    WriteFile {
+        client: usize,
+        path: Vec<String>,
+        data: Vec<u8>,
+        offset: Option<u16>,
+    },
+    ReadFile {
+        client: usize,
+        path: Vec<String>,
+    },
+    Truncate {
+        client: usize,
+        path: Vec<String>,
+        size: u16,
+    },
+    Mkdir {
+        client: usize,
+        path: Vec<String>,
+    },
+    Rmdir {
+        client: usize,
+        path: Vec<String>,
+    },
+    Unlink {
+        client: usize,
+        path: Vec<String>,
+    },
+    Rename {
+        client: usize,
+        from: Vec<String>,
+        to: Vec<String>,
+        noreplace: bool,
+    },
+    Link {
+        client: usize,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    Symlink {
+        client: usize,
+        path: Vec<String>,
+        target: String,
+    },
+    Readlink {
+        client: usize,
+        path: Vec<String>,
+    },
+    Chmod {
+        client: usize,
+        path: Vec<String>,
+        perm: u16,
+    },
+    Readdir {
+        client: usize,
+        path: Vec<String>,
+    },
     /// Client 1 opens a file and keeps the handle.
-    Hold { path: Vec<String> },
-    HeldWrite { offset: u16, data: Vec<u8> },
+    Hold {
+        path: Vec<String>,
+    },
+    HeldWrite {
+        offset: u16,
+        data: Vec<u8>,
+    },
     HeldRead,
     HeldClose,
 }
 
 fn path() -> impl Strategy<Value = Vec<String>> {
-    prop::collection::vec(prop::sample::select(NAMES.to_vec()).prop_map(String::from), 1..=3)
+    prop::collection::vec(
+        prop::sample::select(NAMES.to_vec()).prop_map(String::from),
+        1..=3,
+    )
 }
 
 fn dir_path() -> impl Strategy<Value = Vec<String>> {
-    prop::collection::vec(prop::sample::select(NAMES.to_vec()).prop_map(String::from), 0..=2)
+    prop::collection::vec(
+        prop::sample::select(NAMES.to_vec()).prop_map(String::from),
+        0..=2,
+    )
 }
 
 fn data() -> impl Strategy<Value = Vec<u8>> {
@@ -222,8 +304,9 @@ fn errno<T>(r: Result<T, FsError>) -> Result<T, Errno> {
 impl System {
     async fn new() -> System {
         let teems = MemTeems::new();
-        let stores: Vec<Arc<dyn ObjectStore>> =
-            (0..3).map(|_| Arc::new(MemoryStore::new()) as Arc<dyn ObjectStore>).collect();
+        let stores: Vec<Arc<dyn ObjectStore>> = (0..3)
+            .map(|_| Arc::new(MemoryStore::new()) as Arc<dyn ObjectStore>)
+            .collect();
         let blobs: Arc<dyn BlobIo> = Arc::new(
             BlobStore::new(stores, BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 }))
                 .expect("blob store"),
@@ -241,12 +324,24 @@ impl System {
         let share = ShareId([5; 16]);
         let root = Key([1; 16]);
         let make = |writer: u32| {
-            Fs::new(Arc::new(teems.client(writer)), Arc::clone(&blobs), share, root, config.clone())
+            Fs::new(
+                Arc::new(teems.client(writer)),
+                Arc::clone(&blobs),
+                share,
+                root,
+                config.clone(),
+            )
         };
         let clients = [make(0), make(1)];
         clients[0].init(Caller::default()).await.expect("init");
-        clients[1].init(Caller::default()).await.expect("init second client");
-        System { clients, held: None }
+        clients[1]
+            .init(Caller::default())
+            .await
+            .expect("init second client");
+        System {
+            clients,
+            held: None,
+        }
     }
 
     async fn resolve(&self, client: usize, path: &[String]) -> Result<Key, Errno> {
@@ -280,21 +375,45 @@ impl System {
         data
     }
 
-    async fn write_file(&self, client: usize, path: &[String], data: &[u8], offset: Option<u16>) -> Result<(), Errno> {
+    async fn write_file(
+        &self,
+        client: usize,
+        path: &[String],
+        data: &[u8],
+        offset: Option<u16>,
+    ) -> Result<(), Errno> {
         let fs = &self.clients[client];
         let parent = self.parent(client, path).await?;
         let name = last(path).as_bytes();
         let key = match fs.lookup(parent, name).await {
             Ok(a) => a.key,
-            Err(FsError::NotFound) => errno(fs.mknod(parent, name, Kind::File, 0o644, 0, Caller::default()).await)?.key,
+            Err(FsError::NotFound) => {
+                errno(
+                    fs.mknod(parent, name, Kind::File, 0o644, 0, Caller::default())
+                        .await,
+                )?
+                .key
+            }
             Err(e) => return Err(e.errno()),
         };
         let opened = errno(fs.open(key, true).await)?;
         let result = async {
             if offset.is_none() {
-                errno(fs.setattr(key, SetAttr { size: Some(0), ..SetAttr::default() }).await)?;
+                errno(
+                    fs.setattr(
+                        key,
+                        SetAttr {
+                            size: Some(0),
+                            ..SetAttr::default()
+                        },
+                    )
+                    .await,
+                )?;
             }
-            errno(fs.write(opened.fh, u64::from(offset.unwrap_or(0)), data).await)?;
+            errno(
+                fs.write(opened.fh, u64::from(offset.unwrap_or(0)), data)
+                    .await,
+            )?;
             errno(fs.flush(opened.fh).await)
         }
         .await;
@@ -314,12 +433,17 @@ enum Out {
 
 fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
     match op {
-        Op::WriteFile { path, data, offset, .. } => {
+        Op::WriteFile {
+            path, data, offset, ..
+        } => {
             let dir = m.parent(path)?;
             let node = match m.entries(dir).and_then(|e| e.get(last(path))).copied() {
                 Some(n) => n,
                 None => {
-                    let n = m.add(MNode::File { data: Vec::new(), perm: 0o644 });
+                    let n = m.add(MNode::File {
+                        data: Vec::new(),
+                        perm: 0o644,
+                    });
                     m.entries_mut(dir).insert(last(path).to_string(), n);
                     n
                 }
@@ -362,8 +486,13 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
                 return Err(libc::EEXIST);
             }
             let node = match op {
-                Op::Mkdir { .. } => MNode::Dir { entries: BTreeMap::new(), perm: 0o755 },
-                Op::Symlink { target, .. } => MNode::Symlink { target: target.clone() },
+                Op::Mkdir { .. } => MNode::Dir {
+                    entries: BTreeMap::new(),
+                    perm: 0o755,
+                },
+                Op::Symlink { target, .. } => MNode::Symlink {
+                    target: target.clone(),
+                },
                 _ => unreachable!("matched above"),
             };
             let n = m.add(node);
@@ -392,7 +521,12 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
             m.collect();
             Ok(Out::Unit)
         }
-        Op::Rename { from, to, noreplace, .. } => {
+        Op::Rename {
+            from,
+            to,
+            noreplace,
+            ..
+        } => {
             let src_dir = m.parent(from)?;
             let dst_dir = m.parent(to)?;
             let node = m.lookup(from)?;
@@ -441,7 +575,9 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
         },
         Op::Chmod { path, perm, .. } => {
             let node = m.lookup(path)?;
-            if let Some(MNode::File { perm: p, .. } | MNode::Dir { perm: p, .. }) = m.nodes.get_mut(&node) {
+            if let Some(MNode::File { perm: p, .. } | MNode::Dir { perm: p, .. }) =
+                m.nodes.get_mut(&node)
+            {
                 *p = *perm;
             }
             Ok(Out::Unit)
@@ -458,7 +594,11 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
             let node = m.lookup(path)?;
             match m.nodes.get(&node) {
                 Some(MNode::File { data, .. }) => {
-                    m.held = Some(Held { node, view: data.clone(), dirty: false });
+                    m.held = Some(Held {
+                        node,
+                        view: data.clone(),
+                        dirty: false,
+                    });
                     Ok(Out::Unit)
                 }
                 Some(MNode::Dir { .. }) => Err(libc::EISDIR),
@@ -466,7 +606,9 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
             }
         }
         Op::HeldWrite { offset, data } => {
-            let Some(h) = m.held.as_mut() else { return Ok(Out::Unit) };
+            let Some(h) = m.held.as_mut() else {
+                return Ok(Out::Unit);
+            };
             let off = usize::from(*offset);
             if h.view.len() < off + data.len() {
                 h.view.resize(off + data.len(), 0);
@@ -475,9 +617,13 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
             h.dirty = true;
             Ok(Out::Unit)
         }
-        Op::HeldRead => Ok(Out::Bytes(m.held.as_ref().map(|h| h.view.clone()).unwrap_or_default())),
+        Op::HeldRead => Ok(Out::Bytes(
+            m.held.as_ref().map(|h| h.view.clone()).unwrap_or_default(),
+        )),
         Op::HeldClose => {
-            let Some(h) = m.held.take() else { return Ok(Out::Unit) };
+            let Some(h) = m.held.take() else {
+                return Ok(Out::Unit);
+            };
             if !h.dirty {
                 return Ok(Out::Unit);
             }
@@ -499,9 +645,15 @@ async fn system_step(s: &mut System, op: &Op) -> Result<Out, Errno> {
     let pick = |client: usize, held: bool| if held { 0 } else { client };
     let held = s.held.is_some();
     match op {
-        Op::WriteFile { client, path, data, offset } => {
-            s.write_file(pick(*client, held), path, data, *offset).await.map(|()| Out::Unit)
-        }
+        Op::WriteFile {
+            client,
+            path,
+            data,
+            offset,
+        } => s
+            .write_file(pick(*client, held), path, data, *offset)
+            .await
+            .map(|()| Out::Unit),
         Op::ReadFile { client, path } => {
             let c = pick(*client, held);
             let key = s.resolve(c, path).await?;
@@ -510,20 +662,40 @@ async fn system_step(s: &mut System, op: &Op) -> Result<Out, Errno> {
         Op::Truncate { client, path, size } => {
             let c = pick(*client, held);
             let key = s.resolve(c, path).await?;
-            let set = SetAttr { size: Some(u64::from(*size)), ..SetAttr::default() };
+            let set = SetAttr {
+                size: Some(u64::from(*size)),
+                ..SetAttr::default()
+            };
             errno(s.clients[c].setattr(key, set).await).map(|_| Out::Unit)
         }
         Op::Mkdir { client, path } => {
             let c = pick(*client, held);
             let parent = s.parent(c, path).await?;
-            errno(s.clients[c].mkdir(parent, last(path).as_bytes(), 0o755, Caller::default()).await).map(|_| Out::Unit)
+            errno(
+                s.clients[c]
+                    .mkdir(parent, last(path).as_bytes(), 0o755, Caller::default())
+                    .await,
+            )
+            .map(|_| Out::Unit)
         }
-        Op::Symlink { client, path, target } => {
+        Op::Symlink {
+            client,
+            path,
+            target,
+        } => {
             let c = pick(*client, held);
             let parent = s.parent(c, path).await?;
             let fs = &s.clients[c];
-            errno(fs.symlink(parent, last(path).as_bytes(), target.as_bytes(), Caller::default()).await)
-                .map(|_| Out::Unit)
+            errno(
+                fs.symlink(
+                    parent,
+                    last(path).as_bytes(),
+                    target.as_bytes(),
+                    Caller::default(),
+                )
+                .await,
+            )
+            .map(|_| Out::Unit)
         }
         Op::Rmdir { client, path } => {
             let c = pick(*client, held);
@@ -535,13 +707,25 @@ async fn system_step(s: &mut System, op: &Op) -> Result<Out, Errno> {
             let parent = s.parent(c, path).await?;
             errno(s.clients[c].unlink(parent, last(path).as_bytes()).await).map(|()| Out::Unit)
         }
-        Op::Rename { client, from, to, noreplace } => {
+        Op::Rename {
+            client,
+            from,
+            to,
+            noreplace,
+        } => {
             let c = pick(*client, held);
             let src = s.parent(c, from).await?;
             let dst = s.parent(c, to).await?;
-            let flags = RenameFlags { noreplace: *noreplace, exchange: false };
-            errno(s.clients[c].rename(src, last(from).as_bytes(), dst, last(to).as_bytes(), flags).await)
-                .map(|()| Out::Unit)
+            let flags = RenameFlags {
+                noreplace: *noreplace,
+                exchange: false,
+            };
+            errno(
+                s.clients[c]
+                    .rename(src, last(from).as_bytes(), dst, last(to).as_bytes(), flags)
+                    .await,
+            )
+            .map(|()| Out::Unit)
         }
         Op::Link { client, from, to } => {
             let c = pick(*client, held);
@@ -557,14 +741,22 @@ async fn system_step(s: &mut System, op: &Op) -> Result<Out, Errno> {
         Op::Chmod { client, path, perm } => {
             let c = pick(*client, held);
             let key = s.resolve(c, path).await?;
-            let set = SetAttr { perm: Some(*perm), ..SetAttr::default() };
+            let set = SetAttr {
+                perm: Some(*perm),
+                ..SetAttr::default()
+            };
             errno(s.clients[c].setattr(key, set).await).map(|_| Out::Unit)
         }
         Op::Readdir { client, path } => {
             let c = pick(*client, held);
             let key = s.resolve(c, path).await?;
             let entries = errno(s.clients[c].readdir(key).await)?;
-            Ok(Out::Names(entries.into_iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect()))
+            Ok(Out::Names(
+                entries
+                    .into_iter()
+                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                    .collect(),
+            ))
         }
         Op::Hold { path } => {
             if held {
@@ -576,15 +768,21 @@ async fn system_step(s: &mut System, op: &Op) -> Result<Out, Errno> {
             Ok(Out::Unit)
         }
         Op::HeldWrite { offset, data } => {
-            let Some(fh) = s.held else { return Ok(Out::Unit) };
+            let Some(fh) = s.held else {
+                return Ok(Out::Unit);
+            };
             errno(s.clients[1].write(fh, u64::from(*offset), data).await).map(|_| Out::Unit)
         }
         Op::HeldRead => {
-            let Some(fh) = s.held else { return Ok(Out::Bytes(Vec::new())) };
+            let Some(fh) = s.held else {
+                return Ok(Out::Bytes(Vec::new()));
+            };
             errno(s.clients[1].read(fh, 0, 1 << 20).await).map(Out::Bytes)
         }
         Op::HeldClose => {
-            let Some(fh) = s.held.take() else { return Ok(Out::Unit) };
+            let Some(fh) = s.held.take() else {
+                return Ok(Out::Unit);
+            };
             errno(s.clients[1].release(fh).await).map(|()| Out::Unit)
         }
     }
@@ -601,34 +799,60 @@ fn compare_tree<'a>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>> {
     Box::pin(async move {
         let fs = &s.clients[client];
-        let attr = fs.getattr(key).await.map_err(|e| format!("{at}: getattr: {e}"))?;
+        let attr = fs
+            .getattr(key)
+            .await
+            .map_err(|e| format!("{at}: getattr: {e}"))?;
         match m.nodes.get(&node) {
             Some(MNode::File { data, perm }) => {
                 if attr.kind != Kind::File || attr.perm != *perm || attr.size != data.len() as u64 {
-                    return Err(format!("{at}: attr {attr:?}, model file of {} bytes perm {perm:o}", data.len()));
+                    return Err(format!(
+                        "{at}: attr {attr:?}, model file of {} bytes perm {perm:o}",
+                        data.len()
+                    ));
                 }
                 if attr.nlink as usize != m.links(node) {
-                    return Err(format!("{at}: nlink {} vs model {}", attr.nlink, m.links(node)));
+                    return Err(format!(
+                        "{at}: nlink {} vs model {}",
+                        attr.nlink,
+                        m.links(node)
+                    ));
                 }
-                let got = s.read_all(client, key).await.map_err(|e| format!("{at}: read errno {e}"))?;
+                let got = s
+                    .read_all(client, key)
+                    .await
+                    .map_err(|e| format!("{at}: read errno {e}"))?;
                 if &got != data {
                     return Err(format!("{at}: content {got:?} vs model {data:?}"));
                 }
             }
             Some(MNode::Symlink { target }) => {
-                let got = fs.readlink(key).await.map_err(|e| format!("{at}: readlink {e}"))?;
+                let got = fs
+                    .readlink(key)
+                    .await
+                    .map_err(|e| format!("{at}: readlink {e}"))?;
                 if got != target.as_bytes() || attr.kind != Kind::Symlink {
                     return Err(format!("{at}: symlink {got:?} vs {target}"));
                 }
             }
             Some(MNode::Dir { entries, perm }) => {
                 let subdirs = entries.values().filter(|&&c| m.is_dir(c)).count();
-                if attr.kind != Kind::Dir || attr.perm != *perm || attr.nlink as usize != 2 + subdirs {
-                    return Err(format!("{at}: attr {attr:?}, model dir perm {perm:o} subdirs {subdirs}"));
+                if attr.kind != Kind::Dir
+                    || attr.perm != *perm
+                    || attr.nlink as usize != 2 + subdirs
+                {
+                    return Err(format!(
+                        "{at}: attr {attr:?}, model dir perm {perm:o} subdirs {subdirs}"
+                    ));
                 }
-                let listed = fs.readdir(key).await.map_err(|e| format!("{at}: readdir {e}"))?;
-                let names: Vec<String> =
-                    listed.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+                let listed = fs
+                    .readdir(key)
+                    .await
+                    .map_err(|e| format!("{at}: readdir {e}"))?;
+                let names: Vec<String> = listed
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                    .collect();
                 let want: Vec<String> = entries.keys().cloned().collect();
                 if names != want {
                     return Err(format!("{at}: entries {names:?} vs model {want:?}"));
@@ -644,7 +868,10 @@ fn compare_tree<'a>(
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let mut system = System::new().await;
         let mut model = Model::new();
@@ -688,16 +915,38 @@ proptest! {
 fn held_handle_last_close_wins_over_a_chunked_file() {
     let p = |s: &str| s.split('/').map(String::from).collect::<Vec<_>>();
     let ops = vec![
-        Op::WriteFile { client: 0, path: p("a"), data: vec![1; 199], offset: None },
+        Op::WriteFile {
+            client: 0,
+            path: p("a"),
+            data: vec![1; 199],
+            offset: None,
+        },
         Op::Hold { path: p("a") },
-        Op::WriteFile { client: 0, path: p("a"), data: vec![2; 10], offset: Some(100) },
-        Op::HeldWrite { offset: 250, data: vec![3; 5] },
+        Op::WriteFile {
+            client: 0,
+            path: p("a"),
+            data: vec![2; 10],
+            offset: Some(100),
+        },
+        Op::HeldWrite {
+            offset: 250,
+            data: vec![3; 5],
+        },
         Op::HeldRead,
         Op::HeldClose,
-        Op::ReadFile { client: 0, path: p("a") },
+        Op::ReadFile {
+            client: 0,
+            path: p("a"),
+        },
         Op::Hold { path: p("a") },
-        Op::HeldWrite { offset: 0, data: vec![4; 3] },
-        Op::Unlink { client: 0, path: p("a") },
+        Op::HeldWrite {
+            offset: 0,
+            data: vec![4; 3],
+        },
+        Op::Unlink {
+            client: 0,
+            path: p("a"),
+        },
         Op::HeldClose,
     ];
     run(ops).expect("model and filesystem agree");

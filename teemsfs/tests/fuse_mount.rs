@@ -35,10 +35,20 @@ fn mount_fresh(chunk_size_bytes: u64) -> Mounted {
         })
         .collect();
     let blobs: Arc<dyn BlobIo> = Arc::new(
-        BlobStore::new(stores, BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 })).expect("blobs"),
+        BlobStore::new(stores, BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 }))
+            .expect("blobs"),
     );
-    let config = FsConfig { chunk_size_bytes, ..FsConfig::default() };
-    let fs = Arc::new(Fs::new(Arc::new(MemTeems::new()), blobs, ShareId([3; 16]), Key([4; 16]), config));
+    let config = FsConfig {
+        chunk_size_bytes,
+        ..FsConfig::default()
+    };
+    let fs = Arc::new(Fs::new(
+        Arc::new(MemTeems::new()),
+        blobs,
+        ShareId([3; 16]),
+        Key([4; 16]),
+        config,
+    ));
     rt.block_on(fs.init(Caller::ROOT)).expect("init");
     let dir = tmp.path().join("mnt");
     std::fs::create_dir_all(&dir).expect("mountpoint");
@@ -47,10 +57,17 @@ fn mount_fresh(chunk_size_bytes: u64) -> Mounted {
     // The mount must really be there: a stat of the root goes through our getattr.
     let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
     assert!(
-        mounts.lines().any(|l| l.contains(dir.to_str().unwrap_or("?")) && l.contains("fuse")),
+        mounts
+            .lines()
+            .any(|l| l.contains(dir.to_str().unwrap_or("?")) && l.contains("fuse")),
         "mount point not in /proc/mounts"
     );
-    Mounted { handle: Some(handle), dir, _tmp: tmp, _rt: rt }
+    Mounted {
+        handle: Some(handle),
+        dir,
+        _tmp: tmp,
+        _rt: rt,
+    }
 }
 
 impl Mounted {
@@ -59,7 +76,10 @@ impl Mounted {
             h.unmount().expect("clean unmount");
         }
         let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
-        assert!(!mounts.contains(self.dir.to_str().unwrap_or("?")), "still mounted after unmount");
+        assert!(
+            !mounts.contains(self.dir.to_str().unwrap_or("?")),
+            "still mounted after unmount"
+        );
     }
 }
 
@@ -85,19 +105,37 @@ fn shell_life_of_files_through_the_kernel() {
     let m = mount_fresh(256 << 10);
     let d = m.dir.clone();
     std::fs::write(d.join("hello.txt"), b"hello world\n").expect("write");
-    assert_eq!(std::fs::read(d.join("hello.txt")).expect("read"), b"hello world\n");
+    assert_eq!(
+        std::fs::read(d.join("hello.txt")).expect("read"),
+        b"hello world\n"
+    );
     // append, cp, mv
-    sh(&d, "echo more >> hello.txt && cp hello.txt copy.txt && mv copy.txt moved.txt");
-    assert_eq!(std::fs::read_to_string(d.join("moved.txt")).expect("read"), "hello world\nmore\n");
+    sh(
+        &d,
+        "echo more >> hello.txt && cp hello.txt copy.txt && mv copy.txt moved.txt",
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("moved.txt")).expect("read"),
+        "hello world\nmore\n"
+    );
     assert!(!d.join("copy.txt").exists());
     // mkdir -p, mv across directories, rm -r
-    sh(&d, "mkdir -p a/b/c && echo x > a/b/c/f && mv a/b/c/f a/g && mv a/b z && rm -r z");
+    sh(
+        &d,
+        "mkdir -p a/b/c && echo x > a/b/c/f && mv a/b/c/f a/g && mv a/b z && rm -r z",
+    );
     assert_eq!(std::fs::read_to_string(d.join("a/g")).expect("read"), "x\n");
     assert!(!d.join("z").exists());
     // symlinks and hard links
     sh(&d, "ln -s hello.txt sym && ln hello.txt hard");
-    assert_eq!(std::fs::read_link(d.join("sym")).expect("readlink"), PathBuf::from("hello.txt"));
-    assert_eq!(std::fs::read(d.join("sym")).expect("through symlink"), std::fs::read(d.join("hello.txt")).expect("read"));
+    assert_eq!(
+        std::fs::read_link(d.join("sym")).expect("readlink"),
+        PathBuf::from("hello.txt")
+    );
+    assert_eq!(
+        std::fs::read(d.join("sym")).expect("through symlink"),
+        std::fs::read(d.join("hello.txt")).expect("read")
+    );
     let nlink = sh(&d, "stat -c %h hello.txt");
     assert_eq!(nlink.trim(), "2");
     sh(&d, "rm hard");
@@ -108,15 +146,27 @@ fn shell_life_of_files_through_the_kernel() {
     sh(&d, "truncate -s 5 hello.txt");
     assert_eq!(std::fs::read(d.join("hello.txt")).expect("read"), b"hello");
     sh(&d, "truncate -s 8 hello.txt");
-    assert_eq!(std::fs::read(d.join("hello.txt")).expect("read"), b"hello\0\0\0");
+    assert_eq!(
+        std::fs::read(d.join("hello.txt")).expect("read"),
+        b"hello\0\0\0"
+    );
     // rmdir of a non-empty directory fails; empty succeeds
-    let out = Command::new("rmdir").arg(d.join("a")).output().expect("rmdir");
-    assert!(!out.status.success(), "rmdir of a non-empty directory must fail");
+    let out = Command::new("rmdir")
+        .arg(d.join("a"))
+        .output()
+        .expect("rmdir");
+    assert!(
+        !out.status.success(),
+        "rmdir of a non-empty directory must fail"
+    );
     sh(&d, "rm a/g && rmdir a/b 2>/dev/null || true; rm -r a");
     assert!(!d.join("a").exists());
     // ls sees exactly what is left
     let listing = sh(&d, "ls -1A");
-    assert_eq!(listing.lines().collect::<Vec<_>>(), vec!["hello.txt", "moved.txt", "sym"]);
+    assert_eq!(
+        listing.lines().collect::<Vec<_>>(),
+        vec!["hello.txt", "moved.txt", "sym"]
+    );
     m.unmount();
 }
 
@@ -126,15 +176,29 @@ fn shell_life_of_files_through_the_kernel() {
 fn large_sequential_write_reads_back_byte_for_byte() {
     let m = mount_fresh(1 << 20);
     let d = m.dir.clone();
-    let data: Vec<u8> = (0..(6u32 << 20) + 12_345).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(6u32 << 20) + 12_345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(d.join("big"), &data).expect("write big");
-    assert_eq!(std::fs::metadata(d.join("big")).expect("stat").len(), data.len() as u64);
-    assert!(std::fs::read(d.join("big")).expect("read big") == data, "big file differs");
+    assert_eq!(
+        std::fs::metadata(d.join("big")).expect("stat").len(),
+        data.len() as u64
+    );
+    assert!(
+        std::fs::read(d.join("big")).expect("read big") == data,
+        "big file differs"
+    );
     // Overwrite 100 bytes in the middle of chunk 3 with dd (no truncation).
-    sh(&d, "head -c 100 /dev/zero | dd of=big bs=1 seek=3500000 conv=notrunc status=none");
+    sh(
+        &d,
+        "head -c 100 /dev/zero | dd of=big bs=1 seek=3500000 conv=notrunc status=none",
+    );
     let mut expected = data.clone();
     expected[3_500_000..3_500_100].fill(0);
-    assert!(std::fs::read(d.join("big")).expect("read big") == expected, "rewritten big file differs");
+    assert!(
+        std::fs::read(d.join("big")).expect("read big") == expected,
+        "rewritten big file differs"
+    );
     // cmp through the shell too, against a copy made by cp.
     sh(&d, "cp big big2 && cmp big big2 && rm big2");
     m.unmount();

@@ -68,14 +68,30 @@ impl TestCluster {
     pub fn init(mode: &str) -> Result<TestCluster> {
         let teemsfs = binary("teemsfs")?;
         binary("teems-replica")?;
-        let dir = tempfile::Builder::new().prefix("teems-cluster-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("teems-cluster-")
+            .tempdir()?;
         let out = Command::new(&teemsfs)
             .args(["cluster", "init"])
             .arg(dir.path())
-            .args(["--replicas", "5", "--mr", "2", "--f", "2", "--mode", mode, "--tenant", "bob"])
+            .args([
+                "--replicas",
+                "5",
+                "--mr",
+                "2",
+                "--f",
+                "2",
+                "--mode",
+                mode,
+                "--tenant",
+                "bob",
+            ])
             .output()?;
         if !out.status.success() {
-            bail!("cluster init failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "cluster init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let path = ClusterFile::path_in(dir.path());
         let mut file = ClusterFile::load(&path)?;
@@ -105,7 +121,10 @@ impl TestCluster {
         args.extend_from_slice(extra);
         let out = self.teemsfs(&args)?;
         if !out.status.success() {
-            bail!("teemsfs cluster {verb} {id:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "teemsfs cluster {verb} {id:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -130,7 +149,10 @@ impl TestCluster {
         let dir = self.path().to_string_lossy().into_owned();
         let out = self.teemsfs(&["cluster", "status", &dir, "--json"])?;
         if !out.status.success() {
-            bail!("cluster status failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "cluster status failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
@@ -145,7 +167,10 @@ impl TestCluster {
 
     /// Replica `id`'s sealed-state directory.
     pub fn sealed_dir(&self, id: u32) -> PathBuf {
-        self.file.replica_paths(id).map(|p| p.sealed_dir).unwrap_or_default()
+        self.file
+            .replica_paths(id)
+            .map(|p| p.sealed_dir)
+            .unwrap_or_default()
     }
 
     /// Replica `id`'s Prometheus metrics.
@@ -155,12 +180,21 @@ impl TestCluster {
 
     /// A session as `tenant`, starting at replica `first` (1-based).
     pub fn session(&self, tenant: &str, first: u32) -> Result<Session> {
-        let cfg = teemsfs::meta_remote::session_config(self.path(), tenant, first.saturating_sub(1) as usize)?;
+        let cfg = teemsfs::meta_remote::session_config(
+            self.path(),
+            tenant,
+            first.saturating_sub(1) as usize,
+        )?;
         Ok(Session::new(cfg)?)
     }
 
     /// Poll `status` until `pred` holds for it, up to `within`.
-    pub fn wait_status(&self, within: Duration, what: &str, pred: impl Fn(&[ReplicaState]) -> bool) -> Result<Vec<ReplicaState>> {
+    pub fn wait_status(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[ReplicaState]) -> bool,
+    ) -> Result<Vec<ReplicaState>> {
         let until = Instant::now() + within;
         loop {
             let s = self.status()?;
@@ -196,12 +230,23 @@ pub async fn admin_share(session: &Session) -> Result<ShareId> {
 }
 
 /// Write until it succeeds or `within` passes (e.g. while a cluster recovers).
-pub async fn write_eventually(session: &Session, share: ShareId, key: &str, value: &str, within: Duration) -> Result<()> {
+pub async fn write_eventually(
+    session: &Session,
+    share: ShareId,
+    key: &str,
+    value: &str,
+    within: Duration,
+) -> Result<()> {
     let until = Instant::now() + within;
     loop {
-        match session.write(share, Key::from_name(key), value.as_bytes().to_vec()).await {
+        match session
+            .write(share, Key::from_name(key), value.as_bytes().to_vec())
+            .await
+        {
             Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= until => bail!("write {key} still failing after {within:?}: {e}"),
+            Err(e) if Instant::now() >= until => {
+                bail!("write {key} still failing after {within:?}: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -225,7 +270,9 @@ pub async fn read_eventually(
                 check(&v)?;
                 return Ok(v);
             }
-            Err(e) if Instant::now() >= until => bail!("read {key} still failing after {within:?}: {e}"),
+            Err(e) if Instant::now() >= until => {
+                bail!("read {key} still failing after {within:?}: {e}")
+            }
             Err(ClientError::NotFound) => bail!("read {key}: not found"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -283,7 +330,9 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// restarted replica's state returns `v1`, which is stale. RR must not:
 /// the restarted replicas are suspicious, the read quorum grows to
 /// `F + M_R + 1 = 5`, and with 4 replicas up the answer is `Unavailable`.
-pub async fn adversarial_rollback(c: &TestCluster) -> Result<Vec<std::result::Result<String, ClientError>>> {
+pub async fn adversarial_rollback(
+    c: &TestCluster,
+) -> Result<Vec<std::result::Result<String, ClientError>>> {
     let admin = c.session("admin", 1)?;
     let share = admin_share(&admin).await?;
     write_eventually(&admin, share, "k", "v1", Duration::from_secs(20)).await?;
@@ -293,7 +342,10 @@ pub async fn adversarial_rollback(c: &TestCluster) -> Result<Vec<std::result::Re
     for id in [2, 3] {
         copy_dir(&c.sealed_dir(id), &aside.join(format!("sealed-{id}")))?;
     }
-    admin.write(share, Key::from_name("k"), b"v2".to_vec()).await.context("write v2 on {1,2,3}")?;
+    admin
+        .write(share, Key::from_name("k"), b"v2".to_vec())
+        .await
+        .context("write v2 on {1,2,3}")?;
     for id in [2, 3] {
         c.stop(id)?;
         restore_dir(&aside.join(format!("sealed-{id}")), &c.sealed_dir(id))?;
@@ -305,7 +357,10 @@ pub async fn adversarial_rollback(c: &TestCluster) -> Result<Vec<std::result::Re
     let mut outcomes = Vec::new();
     for proxy in [2, 4] {
         let s = c.session("admin", proxy)?;
-        let r = s.read(share, Key::from_name("k")).await.map(|(v, _)| String::from_utf8_lossy(&v).into_owned());
+        let r = s
+            .read(share, Key::from_name("k"))
+            .await
+            .map(|(v, _)| String::from_utf8_lossy(&v).into_owned());
         outcomes.push(r);
     }
     Ok(outcomes)

@@ -1,5 +1,5 @@
 //! teemsfs-tests: the deterministic simulator and end-to-end tests.
 
-pub mod sim;
-pub mod servers;
 pub mod cluster;
+pub mod servers;
+pub mod sim;

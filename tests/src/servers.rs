@@ -278,7 +278,9 @@ impl S3Server {
                     |port| {
                         let dir = tempfile::tempdir()?;
                         let mut command = Command::new(&program);
-                        command.args(["-H", "127.0.0.1", "-p"]).arg(port.to_string());
+                        command
+                            .args(["-H", "127.0.0.1", "-p"])
+                            .arg(port.to_string());
                         ServerProcess::spawn("moto_server", &mut command, dir)
                     },
                     |addr| {

@@ -12,7 +12,10 @@ fn cft_returns_a_stale_value_after_m_r_rollbacks() -> Result<()> {
     let _one_at_a_time = serial();
     let c = TestCluster::init("cft")?;
     c.start(None)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let outcomes = rt.block_on(adversarial_rollback(&c))?;
     assert!(
         outcomes.iter().any(|o| o.as_deref() == Ok("v1")),

@@ -13,11 +13,16 @@ use anyhow::{Result, ensure};
 use metadata_client::session::{ClientError, Session};
 use metadata_client::wire::{Key, ShareId};
 use teemsfs_tests::cluster::{
-    TestCluster, adversarial_rollback, admin_share, copy_dir, read_eventually, restore_dir, serial, write_eventually,
+    TestCluster, admin_share, adversarial_rollback, copy_dir, read_eventually, restore_dir, serial,
+    write_eventually,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// An RR cluster, initialised and started; the guard keeps other cluster tests of this
@@ -34,7 +39,8 @@ const RECOVERY: Duration = Duration::from_secs(45);
 /// Waits until no replica is suspicious: every one has finished recovery.
 fn wait_all_recovered(c: &TestCluster) -> Result<()> {
     c.wait_status(RECOVERY, "every replica non-suspicious", |s| {
-        s.iter().all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
+        s.iter()
+            .all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
     })?;
     Ok(())
 }
@@ -42,7 +48,13 @@ fn wait_all_recovered(c: &TestCluster) -> Result<()> {
 /// Writes keys `{prefix}0..n` with values `value-{k}`.
 async fn write_keys(session: &Session, share: ShareId, prefix: &str, n: usize) -> Result<()> {
     for k in 0..n {
-        session.write(share, Key::from_name(&format!("{prefix}{k}")), format!("value-{k}").into_bytes()).await?;
+        session
+            .write(
+                share,
+                Key::from_name(&format!("{prefix}{k}")),
+                format!("value-{k}").into_bytes(),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -72,9 +84,17 @@ async fn round(clients: &[Session], share: ShareId, tag: &str) -> Result<()> {
                 let value = format!("{tag}-{j}");
                 s.write(share, key, value.clone().into_bytes()).await?;
                 let (got, _) = s.read(share, key).await?;
-                anyhow::ensure!(got == value.as_bytes(), "client {i} read its own write back wrong");
+                anyhow::ensure!(
+                    got == value.as_bytes(),
+                    "client {i} read its own write back wrong"
+                );
             }
-            s.write(share, Key::from_name("shared"), format!("{tag}-client-{i}").into_bytes()).await?;
+            s.write(
+                share,
+                Key::from_name("shared"),
+                format!("{tag}-client-{i}").into_bytes(),
+            )
+            .await?;
             Ok::<(), anyhow::Error>(())
         }));
     }
@@ -85,8 +105,14 @@ async fn round(clients: &[Session], share: ShareId, tag: &str) -> Result<()> {
     for s in clients {
         seen.push(s.read(share, Key::from_name("shared")).await?.0);
     }
-    ensure!(seen.windows(2).all(|w| w[0] == w[1]), "proxies disagree on the shared key after all writes completed");
-    ensure!(seen[0].starts_with(tag.as_bytes()), "shared key holds a value from an earlier round");
+    ensure!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "proxies disagree on the shared key after all writes completed"
+    );
+    ensure!(
+        seen[0].starts_with(tag.as_bytes()),
+        "shared key holds a value from an earlier round"
+    );
     Ok(())
 }
 
@@ -98,7 +124,9 @@ fn concurrent_clients_survive_f_crashes_and_fail_fast_beyond_f() -> Result<()> {
     let (_one_at_a_time, c) = started_rr()?;
     let rt = runtime();
     rt.block_on(async {
-        let clients: Vec<Session> = (1..=4).map(|p| c.session("admin", p)).collect::<Result<_>>()?;
+        let clients: Vec<Session> = (1..=4)
+            .map(|p| c.session("admin", p))
+            .collect::<Result<_>>()?;
         let share = admin_share(&clients[0]).await?;
         round(&clients, share, "r1").await?;
 
@@ -108,21 +136,37 @@ fn concurrent_clients_survive_f_crashes_and_fail_fast_beyond_f() -> Result<()> {
 
         c.kill(3)?;
         let s = c.session("admin", 4)?;
-        let deadline = Duration::from_millis(teemsfs::meta_remote::session_config(c.path(), "admin", 0)?.deadline_ms);
+        let deadline = Duration::from_millis(
+            teemsfs::meta_remote::session_config(c.path(), "admin", 0)?.deadline_ms,
+        );
         let started = Instant::now();
         let r = s.read(share, Key::from_name("key-0-0")).await;
         let took = started.elapsed();
         assert!(
-            matches!(r, Err(ClientError::Unavailable { .. } | ClientError::NoProxy { .. })),
+            matches!(
+                r,
+                Err(ClientError::Unavailable { .. } | ClientError::NoProxy { .. })
+            ),
             "with 3 of 5 replicas down a read must be Unavailable, got {r:?}"
         );
-        assert!(took <= deadline + Duration::from_millis(1500), "Unavailable took {took:?}, deadline {deadline:?}");
+        assert!(
+            took <= deadline + Duration::from_millis(1500),
+            "Unavailable took {took:?}, deadline {deadline:?}"
+        );
 
         // The CLI says the same, as one line on stderr, with its exit code.
         let out = c.meta("read", &["key-0-0"])?;
-        assert_eq!(out.status.code(), Some(5), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.starts_with("error: unavailable") && stderr.trim_end().lines().count() == 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: unavailable") && stderr.trim_end().lines().count() == 1,
+            "{stderr}"
+        );
         assert!(out.stdout.is_empty());
 
         c.start(None)?;
@@ -133,24 +177,53 @@ fn concurrent_clients_survive_f_crashes_and_fail_fast_beyond_f() -> Result<()> {
 
     // CLI contract: the value alone on stdout; typed errors with exit codes.
     let out = c.meta("read", &["key-2-3"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"r3-3");
     let out = c.meta("write", &["cli-key", "hello world"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(c.meta("read", &["cli-key"])?.stdout, b"hello world");
     assert!(c.meta("delete", &["cli-key"])?.status.success());
     let out = c.meta("read", &["cli-key"])?;
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), "error: not found");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "error: not found"
+    );
     // bob may not touch the admin's share (DESIGN §7 access control).
-    let out = c.meta("write", &["key-0-0", "evil", "--tenant", "bob", "--share", "admin"])?;
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), "error: denied");
+    let out = c.meta(
+        "write",
+        &["key-0-0", "evil", "--tenant", "bob", "--share", "admin"],
+    )?;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "error: denied"
+    );
     let out = c.meta("read", &["key-0-0", "--tenant", "bob", "--share", "admin"])?;
     assert_eq!(out.status.code(), Some(3));
     // bob's own home share is created on first use and works.
-    assert!(c.meta("write", &["mine", "bob's", "--tenant", "bob"])?.status.success());
-    assert_eq!(c.meta("read", &["mine", "--tenant", "bob"])?.stdout, b"bob's");
+    assert!(
+        c.meta("write", &["mine", "bob's", "--tenant", "bob"])?
+            .status
+            .success()
+    );
+    assert_eq!(
+        c.meta("read", &["mine", "--tenant", "bob"])?.stdout,
+        b"bob's"
+    );
     Ok(())
 }
 
@@ -169,40 +242,62 @@ fn rollback_of_one_then_m_r_replicas_never_surfaces_an_old_value() -> Result<()>
         let admin = c.session("admin", 1)?;
         let share = admin_share(&admin).await?;
         for v in 1..=5 {
-            admin.write(share, Key::from_name("counter"), v.to_string().into_bytes()).await?;
+            admin
+                .write(share, Key::from_name("counter"), v.to_string().into_bytes())
+                .await?;
         }
         for k in 0..30 {
-            admin.write(share, Key::from_name(&format!("filler-{k}")), b"x".to_vec()).await?;
+            admin
+                .write(share, Key::from_name(&format!("filler-{k}")), b"x".to_vec())
+                .await?;
         }
 
         // One replica rolled back.
         copy_dir(&c.sealed_dir(3), &aside.join("r3"))?;
         for v in 6..=15 {
-            admin.write(share, Key::from_name("counter"), v.to_string().into_bytes()).await?;
+            admin
+                .write(share, Key::from_name("counter"), v.to_string().into_bytes())
+                .await?;
         }
         c.stop(3)?;
         restore_dir(&aside.join("r3"), &c.sealed_dir(3))?;
         c.start(Some(3))?;
         // The old copy is valid sealed state: it loads (stale), it is not "corrupt".
-        let r3 = c.status()?.into_iter().find(|r| r.id == 3).and_then(|r| r.status).unwrap_or_default();
+        let r3 = c
+            .status()?
+            .into_iter()
+            .find(|r| r.id == 3)
+            .and_then(|r| r.status)
+            .unwrap_or_default();
         assert_eq!(r3.sealed_at_start, "loaded");
         for proxy in [3, 1, 2, 4, 5] {
             let s = c.session("admin", proxy)?;
             read_eventually(&s, share, "counter", RECOVERY, |v| {
-                ensure!(v == "15", "proxy {proxy} returned {v} after the rollback; latest completed write is 15");
+                ensure!(
+                    v == "15",
+                    "proxy {proxy} returned {v} after the rollback; latest completed write is 15"
+                );
                 Ok(())
             })
             .await?;
         }
-        c.wait_status(RECOVERY, "replica 3 non-suspicious after its rollback", |s| {
-            s.get(2).and_then(|r| r.status.as_ref()).is_some_and(|st| !st.suspicious)
-        })?;
+        c.wait_status(
+            RECOVERY,
+            "replica 3 non-suspicious after its rollback",
+            |s| {
+                s.get(2)
+                    .and_then(|r| r.status.as_ref())
+                    .is_some_and(|st| !st.suspicious)
+            },
+        )?;
 
         // M_R = 2 replicas rolled back at once, while readers keep reading.
         copy_dir(&c.sealed_dir(4), &aside.join("r4"))?;
         copy_dir(&c.sealed_dir(5), &aside.join("r5"))?;
         for v in 16..=25 {
-            admin.write(share, Key::from_name("counter"), v.to_string().into_bytes()).await?;
+            admin
+                .write(share, Key::from_name("counter"), v.to_string().into_bytes())
+                .await?;
         }
         let readers: Vec<_> = [4u32, 5, 1]
             .into_iter()
@@ -214,7 +309,11 @@ fn rollback_of_one_then_m_r_replicas_never_surfaces_an_old_value() -> Result<()>
                     let until = Instant::now() + Duration::from_secs(12);
                     while Instant::now() < until {
                         if let Ok((v, _)) = s.read(share, Key::from_name("counter")).await {
-                            ensure!(v == b"25", "proxy {proxy} returned {:?}; latest completed write is 25", String::from_utf8_lossy(&v));
+                            ensure!(
+                                v == b"25",
+                                "proxy {proxy} returned {:?}; latest completed write is 25",
+                                String::from_utf8_lossy(&v)
+                            );
                             fresh_reads += 1;
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -233,15 +332,33 @@ fn rollback_of_one_then_m_r_replicas_never_surfaces_an_old_value() -> Result<()>
         for r in readers {
             total_reads += r.await??;
         }
-        assert!(total_reads > 0, "no read completed while the rolled-back replicas restarted");
-        let states = c.wait_status(RECOVERY, "replicas 4 and 5 non-suspicious after their rollback", |s| {
-            s.iter().filter(|r| r.id >= 4).all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
-        })?;
+        assert!(
+            total_reads > 0,
+            "no read completed while the rolled-back replicas restarted"
+        );
+        let states = c.wait_status(
+            RECOVERY,
+            "replicas 4 and 5 non-suspicious after their rollback",
+            |s| {
+                s.iter()
+                    .filter(|r| r.id >= 4)
+                    .all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious))
+            },
+        )?;
         // They recovered the keys written while they were "in the past".
-        let keys: Vec<usize> = states.iter().filter_map(|r| r.status.as_ref().map(|s| s.keys)).collect();
-        assert!(keys.iter().all(|k| *k == 31), "every replica holds counter + 30 fillers: {keys:?}");
+        let keys: Vec<usize> = states
+            .iter()
+            .filter_map(|r| r.status.as_ref().map(|s| s.keys))
+            .collect();
+        assert!(
+            keys.iter().all(|k| *k == 31),
+            "every replica holds counter + 30 fillers: {keys:?}"
+        );
         for proxy in [4, 5] {
-            let (v, _) = c.session("admin", proxy)?.read(share, Key::from_name("counter")).await?;
+            let (v, _) = c
+                .session("admin", proxy)?
+                .read(share, Key::from_name("counter"))
+                .await?;
             assert_eq!(v, b"25");
         }
         Ok::<(), anyhow::Error>(())
@@ -249,7 +366,15 @@ fn rollback_of_one_then_m_r_replicas_never_surfaces_an_old_value() -> Result<()>
     // The operator's view: nobody suspicious any more.
     let out = c.teemsfs(&["cluster", "status", &c.path().to_string_lossy()])?;
     let table = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(table.lines().skip(1).filter(|l| l.split_whitespace().nth(3) == Some("no")).count(), 5, "{table}");
+    assert_eq!(
+        table
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(3) == Some("no"))
+            .count(),
+        5,
+        "{table}"
+    );
     Ok(())
 }
 
@@ -265,15 +390,21 @@ fn whole_cluster_restart_with_m_r_rolled_back_keeps_every_completed_write() -> R
         let admin = c.session("admin", 1)?;
         let share = admin_share(&admin).await?;
         for k in 0..20 {
-            admin.write(share, Key::from_name(&format!("a{k}")), b"old".to_vec()).await?;
+            admin
+                .write(share, Key::from_name(&format!("a{k}")), b"old".to_vec())
+                .await?;
         }
         copy_dir(&c.sealed_dir(1), &aside.join("r1"))?;
         copy_dir(&c.sealed_dir(2), &aside.join("r2"))?;
         for k in 0..20 {
-            admin.write(share, Key::from_name(&format!("a{k}")), b"new".to_vec()).await?;
+            admin
+                .write(share, Key::from_name(&format!("a{k}")), b"new".to_vec())
+                .await?;
         }
         for k in 0..10 {
-            admin.write(share, Key::from_name(&format!("b{k}")), b"later".to_vec()).await?;
+            admin
+                .write(share, Key::from_name(&format!("b{k}")), b"later".to_vec())
+                .await?;
         }
         for id in 1..=5 {
             c.stop(id)?;
@@ -284,7 +415,10 @@ fn whole_cluster_restart_with_m_r_rolled_back_keeps_every_completed_write() -> R
         let s = c.session("admin", 1)?;
         for k in 0..20 {
             read_eventually(&s, share, &format!("a{k}"), RECOVERY, |v| {
-                ensure!(v == "new", "a{k} = {v} after a whole-cluster restart with 2 rollbacks");
+                ensure!(
+                    v == "new",
+                    "a{k} = {v} after a whole-cluster restart with 2 rollbacks"
+                );
                 Ok(())
             })
             .await?;
@@ -306,7 +440,8 @@ fn largest_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
             best = Some((len, e.path()));
         }
     }
-    best.map(|(_, p)| p).ok_or_else(|| anyhow::anyhow!("{} is empty", dir.display()))
+    best.map(|(_, p)| p)
+        .ok_or_else(|| anyhow::anyhow!("{} is empty", dir.display()))
 }
 
 /// DESIGN §4 / §12: a sealed store corrupted (one byte flipped) or truncated
@@ -331,20 +466,40 @@ fn corrupted_or_truncated_sealed_store_recovers_from_peers() -> Result<()> {
         // Replica 3: cut its largest sealed file in half.
         let victim3 = largest_file(&c.sealed_dir(3))?;
         let len3 = std::fs::metadata(&victim3)?.len();
-        std::fs::OpenOptions::new().write(true).open(&victim3)?.set_len(len3 / 2)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&victim3)?
+            .set_len(len3 / 2)?;
         c.start(Some(2))?;
         c.start(Some(3))?;
 
         let states = c.wait_status(RECOVERY, "replicas 2 and 3 recovered", |s| {
-            s.iter()
-                .filter(|r| r.id == 2 || r.id == 3)
-                .all(|r| r.status.as_ref().is_some_and(|st| !st.suspicious && st.keys == 60))
+            s.iter().filter(|r| r.id == 2 || r.id == 3).all(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|st| !st.suspicious && st.keys == 60)
+            })
         })?;
-        let r2 = states.iter().find(|r| r.id == 2).and_then(|r| r.status.clone()).unwrap_or_default();
-        assert!(r2.sealed_at_start.starts_with("corrupt:"), "replica 2 loaded {:?}", r2.sealed_at_start);
-        assert!(r2.sealed_at_start.contains("offset"), "corruption report names the offset: {}", r2.sealed_at_start);
+        let r2 = states
+            .iter()
+            .find(|r| r.id == 2)
+            .and_then(|r| r.status.clone())
+            .unwrap_or_default();
+        assert!(
+            r2.sealed_at_start.starts_with("corrupt:"),
+            "replica 2 loaded {:?}",
+            r2.sealed_at_start
+        );
+        assert!(
+            r2.sealed_at_start.contains("offset"),
+            "corruption report names the offset: {}",
+            r2.sealed_at_start
+        );
         let log = std::fs::read_to_string(c.path().join("replica-2").join("replica.log"))?;
-        assert!(log.contains("sealed store corrupt"), "the corruption is logged");
+        assert!(
+            log.contains("sealed store corrupt"),
+            "the corruption is logged"
+        );
 
         // Nothing lost, and the recovered replicas carry the data: with two
         // intact replicas down, the survivors {1, 2, 3} serve every key.
@@ -363,10 +518,18 @@ fn garbage_and_oversized_frames_are_rejected_and_service_continues() -> Result<(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (_one_at_a_time, c) = started_rr()?;
-    let entry = c.file.replica(1).cloned().ok_or_else(|| anyhow::anyhow!("no replica 1"))?;
+    let entry = c
+        .file
+        .replica(1)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no replica 1"))?;
     let tenant = c.file.tenant_paths("admin");
     let ca = std::fs::read(c.file.ca_cert_path())?;
-    let tls = metadata_client::transport::tls_client_config(&ca, &std::fs::read(&tenant.cert)?, &std::fs::read(&tenant.key)?)?;
+    let tls = metadata_client::transport::tls_client_config(
+        &ca,
+        &std::fs::read(&tenant.cert)?,
+        &std::fs::read(&tenant.key)?,
+    )?;
     let connector = tokio_rustls::TlsConnector::from(tls);
 
     /// The server closed the connection (EOF or reset) within 10 s.
@@ -387,13 +550,19 @@ fn garbage_and_oversized_frames_are_rejected_and_service_continues() -> Result<(
     rt.block_on(async {
         let admin = c.session("admin", 1)?;
         let share = admin_share(&admin).await?;
-        admin.write(share, Key::from_name("before"), b"1".to_vec()).await?;
+        admin
+            .write(share, Key::from_name("before"), b"1".to_vec())
+            .await?;
 
         for addr in [entry.client_addr, entry.peer_addr] {
             let mut raw = tokio::net::TcpStream::connect(addr).await?;
-            raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0xde, 0xad, 0xbe, 0xef]).await?;
+            raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0xde, 0xad, 0xbe, 0xef])
+                .await?;
             raw.write_all(&[0x5a; 512]).await?;
-            assert!(closed_by_server(&mut raw).await, "garbage on {addr} was not refused");
+            assert!(
+                closed_by_server(&mut raw).await,
+                "garbage on {addr} was not refused"
+            );
         }
 
         let connect = || async {
@@ -405,35 +574,72 @@ fn garbage_and_oversized_frames_are_rejected_and_service_continues() -> Result<(
         let mut s = connect().await?;
         s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x01]).await?;
         s.flush().await?;
-        assert!(closed_by_server(&mut s).await, "oversized frame did not close the session");
+        assert!(
+            closed_by_server(&mut s).await,
+            "oversized frame did not close the session"
+        );
         // Well framed, version 1, but not a request.
         let mut s = connect().await?;
-        s.write_all(&[0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff]).await?;
+        s.write_all(&[0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff])
+            .await?;
         s.flush().await?;
-        assert!(closed_by_server(&mut s).await, "undecodable frame did not close the session");
+        assert!(
+            closed_by_server(&mut s).await,
+            "undecodable frame did not close the session"
+        );
         // A tenant certificate on the peer port fails attestation.
         let tcp = tokio::net::TcpStream::connect(entry.peer_addr).await?;
         let name = metadata_client::transport::server_name("replica-1")?;
         if let Ok(mut s) = connector.connect(name, tcp).await {
             let _ = s.write_all(&[0, 0, 0, 1, 1]).await;
             let _ = s.flush().await;
-            assert!(closed_by_server(&mut s).await, "a tenant was accepted as a peer");
+            assert!(
+                closed_by_server(&mut s).await,
+                "a tenant was accepted as a peer"
+            );
         }
 
         // The honest session, and new ones, carry on through the same replica.
-        admin.write(share, Key::from_name("after"), b"2".to_vec()).await?;
+        admin
+            .write(share, Key::from_name("after"), b"2".to_vec())
+            .await?;
         assert_eq!(admin.read(share, Key::from_name("before")).await?.0, b"1");
-        assert_eq!(c.session("admin", 1)?.read(share, Key::from_name("after")).await?.0, b"2");
+        assert_eq!(
+            c.session("admin", 1)?
+                .read(share, Key::from_name("after"))
+                .await?
+                .0,
+            b"2"
+        );
         Ok::<(), anyhow::Error>(())
     })?;
-    let metrics = c.metrics(1).ok_or_else(|| anyhow::anyhow!("no metrics from replica 1"))?;
+    let metrics = c
+        .metrics(1)
+        .ok_or_else(|| anyhow::anyhow!("no metrics from replica 1"))?;
     let value = |needle: &str| -> u64 {
-        metrics.lines().find(|l| l.starts_with(needle)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
-    assert!(value("teems_bad_frames_total{replica=\"1\",link=\"client\"}") >= 2, "{metrics}");
-    assert!(value("teems_rejected_connections_total{replica=\"1\",link=\"client\"}") >= 1, "{metrics}");
-    assert!(value("teems_rejected_connections_total{replica=\"1\",link=\"peer\"}") >= 2, "{metrics}");
-    assert!(value("teems_ops_total{replica=\"1\",op=\"write\",outcome=\"ok\"}") >= 2, "{metrics}");
+    assert!(
+        value("teems_bad_frames_total{replica=\"1\",link=\"client\"}") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        value("teems_rejected_connections_total{replica=\"1\",link=\"client\"}") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        value("teems_rejected_connections_total{replica=\"1\",link=\"peer\"}") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        value("teems_ops_total{replica=\"1\",op=\"write\",outcome=\"ok\"}") >= 2,
+        "{metrics}"
+    );
     Ok(())
 }
 
@@ -449,7 +655,10 @@ fn rr_survives_the_rollback_that_breaks_cft() -> Result<()> {
         let outcomes = adversarial_rollback(&c).await?;
         for o in &outcomes {
             assert!(
-                matches!(o, Err(ClientError::Unavailable { .. } | ClientError::NoProxy { .. })) || o.as_deref() == Ok("v2"),
+                matches!(
+                    o,
+                    Err(ClientError::Unavailable { .. } | ClientError::NoProxy { .. })
+                ) || o.as_deref() == Ok("v2"),
                 "RR returned {o:?}; v1 is stale (v2 completed before the rollback)"
             );
         }
@@ -457,7 +666,10 @@ fn rr_survives_the_rollback_that_breaks_cft() -> Result<()> {
         let s = c.session("admin", 2)?;
         let share = teemsfs::meta_remote::home_share("admin");
         read_eventually(&s, share, "k", RECOVERY, |v| {
-            ensure!(v == "v2", "read {v} after recovery; v2 completed before the rollback");
+            ensure!(
+                v == "v2",
+                "read {v} after recovery; v2 completed before the rollback"
+            );
             Ok(())
         })
         .await?;
@@ -467,7 +679,9 @@ fn rr_survives_the_rollback_that_breaks_cft() -> Result<()> {
 
 /// Processes whose command line names `needle` (the cluster's config file).
 fn processes_naming(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -490,12 +704,21 @@ fn a_failed_start_leaves_no_replica_running() -> Result<()> {
     let config = config.to_string_lossy().into_owned();
     let blocker = std::net::TcpListener::bind(c.file.replicas[2].peer_addr)?;
     let err = c.start(None).expect_err("replica 3's port is taken");
-    ensure!(err.to_string().contains("replica 3 exited during start"), "{err}");
+    ensure!(
+        err.to_string().contains("replica 3 exited during start"),
+        "{err}"
+    );
     let left = processes_naming(&config);
-    ensure!(left.is_empty(), "replicas left running after the failed start: {left:?}");
+    ensure!(
+        left.is_empty(),
+        "replicas left running after the failed start: {left:?}"
+    );
     drop(blocker);
     c.start(None)?;
-    ensure!(processes_naming(&config).len() == 5, "all five replicas run once the port is free");
+    ensure!(
+        processes_naming(&config).len() == 5,
+        "all five replicas run once the port is free"
+    );
     Ok(())
 }
 
@@ -533,7 +756,10 @@ fn a_write_costs_each_replica_one_sync_and_unsynced_stable_bits_lose_nothing() -
         // One sync per write at each of the 5 replicas, and a little slack for a
         // stable bit flushed alone at the bound or a write that arrived late.
         // Syncing every stable bit on its own makes this about 2 × 5 × WRITES.
-        ensure!(syncs <= 5 * WRITES * 13 / 10, "{syncs} syncs for {WRITES} writes at 5 replicas");
+        ensure!(
+            syncs <= 5 * WRITES * 13 / 10,
+            "{syncs} syncs for {WRITES} writes at 5 replicas"
+        );
         // Replica 2 dies holding the last stable bits in memory only.
         c.kill(2)?;
         c.start(Some(2))?;

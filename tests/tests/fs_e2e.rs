@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use teemsfs::fs::{BlobIo, Caller, Fs, FsConfig};
 use teemsfs::meta::{Key, MemTeems, ShareId};
 use teemsfs::store::{BlobStore, BlobStoreConfig, Fault, FaultyStore, LocalStore, ObjectStore};
-use teemsfs_tests::servers::{RedisServer, S3Server, S3ServerKind, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
+use teemsfs_tests::servers::{
+    RedisServer, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3Server, S3ServerKind,
+};
 
 /// `target/<profile>/NAME`, next to this test binary's `deps/` directory.
 fn bin(name: &str) -> PathBuf {
@@ -53,7 +55,12 @@ fn teemsfs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
 }
 
 fn sh(dir: &Path, script: &str) -> String {
-    let out = run(Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script).current_dir(dir));
+    let out = run(Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -84,8 +91,16 @@ impl Up {
         for needle in ["cluster:", "stores:", "layout:", "mounted:", "teemsfs down"] {
             assert!(out.contains(needle), "`up` output lacks {needle:?}:\n{out}");
         }
-        let up = Up { tmp, dir, down_done: false };
-        assert!(mounted(&up.mnt()), "{} is not mounted after `up`", up.mnt().display());
+        let up = Up {
+            tmp,
+            dir,
+            down_done: false,
+        };
+        assert!(
+            mounted(&up.mnt()),
+            "{} is not mounted after `up`",
+            up.mnt().display()
+        );
         up
     }
 
@@ -104,7 +119,10 @@ impl Up {
 impl Drop for Up {
     fn drop(&mut self) {
         if !self.down_done {
-            let _ = Command::new(bin("teemsfs")).arg("down").arg(&self.dir).output();
+            let _ = Command::new(bin("teemsfs"))
+                .arg("down")
+                .arg(&self.dir)
+                .output();
         }
         let _ = &self.tmp;
     }
@@ -113,14 +131,21 @@ impl Drop for Up {
 /// A small source tree made for the untar test: nested directories, text and binary files,
 /// an empty file, a symlink, odd names.
 fn make_source_tree(root: &Path) {
-    for (i, dir) in ["src", "src/fs", "src/fs/deep/er", "docs", "empty-dir"].iter().enumerate() {
+    for (i, dir) in ["src", "src/fs", "src/fs/deep/er", "docs", "empty-dir"]
+        .iter()
+        .enumerate()
+    {
         std::fs::create_dir_all(root.join(dir)).expect("mkdir");
         for j in 0..5 {
-            let text: String = (0..(200 * (i + 1) * (j + 1))).map(|k| char::from(b'a' + ((k * 7 + j) % 26) as u8)).collect();
+            let text: String = (0..(200 * (i + 1) * (j + 1)))
+                .map(|k| char::from(b'a' + ((k * 7 + j) % 26) as u8))
+                .collect();
             std::fs::write(root.join(dir).join(format!("file-{j}.rs")), text).expect("write");
         }
     }
-    let bin: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let bin: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
     std::fs::write(root.join("docs/blob.bin"), bin).expect("write");
     std::fs::write(root.join("src/empty"), b"").expect("write");
     std::fs::write(root.join("docs/name with spaces & ünïcode.txt"), b"x\n").expect("write");
@@ -130,7 +155,10 @@ fn make_source_tree(root: &Path) {
 /// The shell life of files in a mount (DESIGN §13), checked against a plain directory.
 fn shell_life(mnt: &Path, scratch: &Path, big_mib: u32) {
     // cp, mv (within and across directories), rm -r, ln -s, ln, chmod, truncate, append.
-    sh(mnt, "echo hello > a && cp a b && mkdir -p d/e && mv b d/e/c && mv d/e/c d/c2 && ln -s a s && ln a h");
+    sh(
+        mnt,
+        "echo hello > a && cp a b && mkdir -p d/e && mv b d/e/c && mv d/e/c d/c2 && ln -s a s && ln a h",
+    );
     assert_eq!(sh(mnt, "cat s d/c2"), "hello\nhello\n");
     assert_eq!(sh(mnt, "stat -c %h a").trim(), "2");
     sh(mnt, "chmod 640 a && echo more >> h && truncate -s 3 d/c2");
@@ -157,9 +185,20 @@ fn shell_life(mnt: &Path, scratch: &Path, big_mib: u32) {
     let src = scratch.join("tree");
     make_source_tree(&src);
     sh(scratch, "tar -C tree -cf tree.tar .");
-    sh(mnt, &format!("mkdir untarred && tar -C untarred -xf {}/tree.tar && diff -r --no-dereference {}/tree untarred", scratch.display(), scratch.display()));
+    sh(
+        mnt,
+        &format!(
+            "mkdir untarred && tar -C untarred -xf {}/tree.tar && diff -r --no-dereference {}/tree untarred",
+            scratch.display(),
+            scratch.display()
+        ),
+    );
     // git init + commit inside the mount.
-    if Command::new("git").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         sh(
             mnt,
             "mkdir repo && cd repo && git init -q && cp -r ../untarred/src . && git add -A && \
@@ -179,7 +218,9 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
     shell_life(&up.mnt(), scratch.path(), 12);
     // DESIGN §12: the mount's Prometheus metrics, on the address it published.
     let metrics = mount_metrics(&up.dir);
-    for op in ["lookup", "getattr", "create", "write", "read", "unlink", "rename"] {
+    for op in [
+        "lookup", "getattr", "create", "write", "read", "unlink", "rename",
+    ] {
         let line = format!("teemsfs_fuse_request_seconds_count{{op=\"{op}\"}} ");
         let count: u64 = metrics
             .lines()
@@ -188,7 +229,11 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
             .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"));
         assert!(count > 0, "no {op} requests counted:\n{metrics}");
     }
-    assert!(metrics.contains("teemsfs_ranged_reads_total ") && metrics.contains("teemsfs_blob_cache_bytes "), "{metrics}");
+    assert!(
+        metrics.contains("teemsfs_ranged_reads_total ")
+            && metrics.contains("teemsfs_blob_cache_bytes "),
+        "{metrics}"
+    );
     let fsck = teemsfs(&[&"fsck", &up.dir]);
     assert!(fsck.contains("0 problems"), "{fsck}");
     let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run"]);
@@ -207,7 +252,8 @@ fn mount_metrics(dir: &Path) -> String {
         .expect("a metrics address file");
     let addr = std::fs::read_to_string(&file).expect("address");
     let mut s = std::net::TcpStream::connect(addr.trim()).expect("connect to the metrics port");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("answer");
     let (head, body) = answer.split_once("\r\n\r\n").expect("HTTP answer");
@@ -237,7 +283,10 @@ fn redis_and_s3_stores_with_a_3_2_layout_through_a_mount() {
     let scratch = tempfile::tempdir().expect("scratch");
     shell_life(&up.mnt(), scratch.path(), 6);
     let fsck = teemsfs(&[&"fsck", &up.dir]);
-    assert!(fsck.contains("0 problems") && fsck.contains("0 blobs missing"), "{fsck}");
+    assert!(
+        fsck.contains("0 problems") && fsck.contains("0 blobs missing"),
+        "{fsck}"
+    );
     up.down();
 }
 
@@ -255,16 +304,30 @@ fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
     std::fs::write(one.join("f"), &current).expect("write");
     for round in 0..3 {
         // Warm the first mount's blob cache and page cache.
-        assert_eq!(std::fs::read_to_string(one.join("f")).expect("read"), current);
+        assert_eq!(
+            std::fs::read_to_string(one.join("f")).expect("read"),
+            current
+        );
         current = format!("version {round} from the second mount");
         std::fs::write(two.join("f"), &current).expect("write from the second mount");
-        assert_eq!(std::fs::read_to_string(one.join("f")).expect("read"), current, "round {round}: stale in the first");
+        assert_eq!(
+            std::fs::read_to_string(one.join("f")).expect("read"),
+            current,
+            "round {round}: stale in the first"
+        );
         current = format!("version {round} from the first mount, longer");
         std::fs::write(one.join("f"), &current).expect("write from the first mount");
-        assert_eq!(std::fs::read_to_string(two.join("f")).expect("read"), current, "round {round}: stale in the second");
+        assert_eq!(
+            std::fs::read_to_string(two.join("f")).expect("read"),
+            current,
+            "round {round}: stale in the second"
+        );
     }
     std::fs::create_dir(two.join("made-in-two")).expect("mkdir");
-    assert!(one.join("made-in-two").is_dir(), "a directory made by the other mount is visible");
+    assert!(
+        one.join("made-in-two").is_dir(),
+        "a directory made by the other mount is visible"
+    );
     teemsfs(&[&"umount", &two]);
     assert!(!mounted(&two));
     up.down();
@@ -275,8 +338,16 @@ fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
 /// error — never the old content. In-process `Fs` over local stores behind FaultyStore.
 #[test]
 fn stores_returning_older_objects_never_surface_old_content() {
-    let config = FsConfig { inline_file_max_bytes: 0, ..FsConfig::default() };
-    let ranged = stale_stores_never_surface_old_content(b"OLD content, version one".to_vec(), b"NEW content, version two".to_vec(), config, (0, 1 << 20));
+    let config = FsConfig {
+        inline_file_max_bytes: 0,
+        ..FsConfig::default()
+    };
+    let ranged = stale_stores_never_surface_old_content(
+        b"OLD content, version one".to_vec(),
+        b"NEW content, version two".to_vec(),
+        config,
+        (0, 1 << 20),
+    );
     assert_eq!(ranged, 0, "a small blob is read whole");
 }
 
@@ -285,7 +356,11 @@ fn stores_returning_older_objects_never_surface_old_content() {
 /// check and the read falls back to the whole chunk, which is the current one or an error.
 #[test]
 fn random_reads_through_stores_returning_older_objects_never_surface_old_content() {
-    let config = FsConfig { inline_file_max_bytes: 0, chunk_size_bytes: 1 << 20, ..FsConfig::default() };
+    let config = FsConfig {
+        inline_file_max_bytes: 0,
+        chunk_size_bytes: 1 << 20,
+        ..FsConfig::default()
+    };
     let v1: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
     let v2: Vec<u8> = (0..3u32 << 20).map(|i| (i % 241) as u8 ^ 0x5a).collect();
     let ranged = stale_stores_never_surface_old_content(v1, v2, config, (2_500_000, 4096));
@@ -295,8 +370,17 @@ fn random_reads_through_stores_returning_older_objects_never_surface_old_content
 /// Writes `v1` then `v2` to one file (one chunk's fragments per store per version), then
 /// reads `at` with fresh clients while up to all stores answer with version 1's
 /// fragments. Returns how many ranged reads succeeded.
-fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsConfig, at: (u64, u32)) -> u64 {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+fn stale_stores_never_surface_old_content(
+    v1: Vec<u8>,
+    v2: Vec<u8>,
+    config: FsConfig,
+    at: (u64, u32),
+) -> u64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     let tmp = tempfile::tempdir().expect("tmp");
     let faulty: Vec<Arc<FaultyStore>> = (0..3)
         .map(|i| {
@@ -304,17 +388,40 @@ fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsCo
             Arc::new(FaultyStore::new(Arc::new(local), i))
         })
         .collect();
-    let stores: Vec<Arc<dyn ObjectStore>> = faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
-    let blob_store =
-        Arc::new(BlobStore::new(stores.clone(), BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 })).expect("blobs"));
+    let stores: Vec<Arc<dyn ObjectStore>> = faulty
+        .iter()
+        .map(|f| Arc::clone(f) as Arc<dyn ObjectStore>)
+        .collect();
+    let blob_store = Arc::new(
+        BlobStore::new(
+            stores.clone(),
+            BlobStoreConfig::new(erasure::Layout { k: 2, m: 1 }),
+        )
+        .expect("blobs"),
+    );
     let blobs: Arc<dyn BlobIo> = Arc::clone(&blob_store) as Arc<dyn BlobIo>;
     let teems = MemTeems::new();
-    let new_fs = || Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs), ShareId([5; 16]), Key([6; 16]), config.clone());
+    let new_fs = || {
+        Fs::new(
+            Arc::new(teems.clone()),
+            Arc::clone(&blobs),
+            ShareId([5; 16]),
+            Key([6; 16]),
+            config.clone(),
+        )
+    };
     let names = |stores: &[Arc<dyn ObjectStore>]| -> Vec<Vec<String>> {
         rt.block_on(async {
             let mut out = Vec::new();
             for s in stores {
-                out.push(s.list("").await.expect("list").into_iter().map(|o| o.name).collect());
+                out.push(
+                    s.list("")
+                        .await
+                        .expect("list")
+                        .into_iter()
+                        .map(|o| o.name)
+                        .collect(),
+                );
             }
             out
         })
@@ -323,7 +430,10 @@ fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsCo
     let me = Caller::default();
     let key = rt.block_on(async {
         writer.init(me).await.expect("init");
-        let (attr, o) = writer.create(writer.root(), b"f", 0o644, me).await.expect("create");
+        let (attr, o) = writer
+            .create(writer.root(), b"f", 0o644, me)
+            .await
+            .expect("create");
         writer.release(o.fh).await.expect("close");
         attr.key
     });
@@ -342,12 +452,18 @@ fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsCo
     // Per store: the fragments v1's write left and those v2's left (chunks and manifest).
     // Each new name is answered with one of the old objects of the same store: authentic
     // fragments, of an older version.
-    let fresh = |now: &Vec<String>, then: &Vec<String>| -> Vec<String> { now.iter().filter(|n| !then.contains(n)).cloned().collect() };
+    let fresh = |now: &Vec<String>, then: &Vec<String>| -> Vec<String> {
+        now.iter().filter(|n| !then.contains(n)).cloned().collect()
+    };
     let mut substitutions: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
     for i in 0..3 {
         let old = fresh(&after_v1[i], &before[i]);
         let new = fresh(&after_v2[i], &after_v1[i]);
-        assert_eq!(old.len(), new.len(), "as many fragments per store per version");
+        assert_eq!(
+            old.len(),
+            new.len(),
+            "as many fragments per store per version"
+        );
         assert!(!new.is_empty());
         substitutions.insert(i, new.into_iter().zip(old).collect());
     }
@@ -359,12 +475,18 @@ fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsCo
         let reader = new_fs();
         rt.block_on(async {
             let o = reader.open(key, false).await.map_err(|e| e.to_string())?;
-            let r = reader.read(o.fh, offset, len).await.map_err(|e| e.to_string());
+            let r = reader
+                .read(o.fh, offset, len)
+                .await
+                .map_err(|e| e.to_string());
             let _ = reader.release(o.fh).await;
             r
         })
     };
-    assert!(read_fresh().expect("clean read") == want_new, "clean read: other bytes");
+    assert!(
+        read_fresh().expect("clean read") == want_new,
+        "clean read: other bytes"
+    );
     let ranged = blob_store.stats().ranged_reads;
     let substitute = |i: usize| {
         for (new, old) in &substitutions[&i] {
@@ -374,7 +496,10 @@ fn stale_stores_never_surface_old_content(v1: Vec<u8>, v2: Vec<u8>, config: FsCo
     // Up to m = 1 store rolled back: the current content, verified.
     for (i, store) in faulty.iter().enumerate() {
         substitute(i);
-        assert!(read_fresh().expect("read with one stale store") == want_new, "store {i} stale: other bytes");
+        assert!(
+            read_fresh().expect("read with one stale store") == want_new,
+            "store {i} stale: other bytes"
+        );
         store.clear_all();
     }
     // Every store rolled back: an error, never the old content.
@@ -426,7 +551,12 @@ fn killing_the_mount_mid_writes_leaves_old_or_new_files_and_gc_finds_orphans() {
         files - 1,
         new_content.display()
     );
-    let mut writer = Command::new("bash").arg("-c").arg(&script).current_dir(&mnt).spawn().expect("writer");
+    let mut writer = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&mnt)
+        .spawn()
+        .expect("writer");
     std::thread::sleep(Duration::from_millis(400));
     let pid_file = std::fs::read_dir(up.dir.join("run"))
         .expect("run dir")
@@ -434,12 +564,23 @@ fn killing_the_mount_mid_writes_leaves_old_or_new_files_and_gc_finds_orphans() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "pid"))
         .expect("mount pid file");
-    let pid: u32 = std::fs::read_to_string(&pid_file).expect("pid").trim().parse().expect("pid number");
-    assert!(teemsfs::deploy::is_mount_process(pid), "pid {pid} is not our mount process");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid number");
+    assert!(
+        teemsfs::deploy::is_mount_process(pid),
+        "pid {pid} is not our mount process"
+    );
     run(Command::new("kill").arg("-9").arg(pid.to_string()));
     let _ = writer.wait();
     // The dead mount is still in the table ("transport endpoint is not connected").
-    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&mnt).output();
+    let _ = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&mnt)
+        .output();
     let until = Instant::now() + Duration::from_secs(10);
     while mounted(&mnt) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
@@ -459,7 +600,10 @@ fn killing_the_mount_mid_writes_leaves_old_or_new_files_and_gc_finds_orphans() {
     }
     assert_eq!(old + new, files);
     let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run", &"--grace", &"0"]);
-    assert!(gc.lines().any(|l| l.starts_with("orphan ")), "gc --dry-run found no orphans:\n{gc}");
+    assert!(
+        gc.lines().any(|l| l.starts_with("orphan ")),
+        "gc --dry-run found no orphans:\n{gc}"
+    );
     let fsck = teemsfs(&[&"fsck", &up.dir]);
     assert!(fsck.contains("0 problems"), "{fsck}");
     up.down();

@@ -51,7 +51,10 @@ async fn conformance_local_directory() -> Result<()> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
         .collect();
-    assert!(leftovers.is_empty(), "files left in the store directory: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "files left in the store directory: {leftovers:?}"
+    );
     Ok(())
 }
 
@@ -78,14 +81,20 @@ async fn conformance_real_redis_cluster() -> Result<()> {
     let mut config = RedisConfig::cluster(&url_refs);
     config.timeout_ms = 10_000;
     let store = RedisStore::connect(config).await?;
-    assert!(store.describe().starts_with("redis+cluster://"), "{}", store.describe());
+    assert!(
+        store.describe().starts_with("redis+cluster://"),
+        "{}",
+        store.describe()
+    );
     run_all(Arc::new(store)).await;
     // One seed URL with the cluster scheme finds the whole cluster.
     let mut config = RedisConfig::single(&urls[0].replace("redis://", "redis+cluster://"));
     config.timeout_ms = 10_000;
     let store = RedisStore::connect(config).await?;
     for i in 0..50 {
-        store.put(&format!("f-spread-{i:02}"), Bytes::from(vec![i as u8; 10])).await?;
+        store
+            .put(&format!("f-spread-{i:02}"), Bytes::from(vec![i as u8; 10]))
+            .await?;
     }
     let listed = store.list("f-spread-").await?;
     assert_eq!(listed.len(), 50, "SCAN must cover every primary");
@@ -99,14 +108,20 @@ async fn conformance_real_s3_server_moto() -> Result<()> {
     run_all(Arc::new(s3_store(&server, "conformance", "").await?)).await;
     // With a key prefix, the store sees only its own part of the bucket.
     let prefixed = s3_store(&server, "conformance", "tenant-a.").await?;
-    run_all(Arc::new(s3_store(&server, "conformance", "tenant-a.").await?)).await;
+    run_all(Arc::new(
+        s3_store(&server, "conformance", "tenant-a.").await?,
+    ))
+    .await;
     let plain = s3_store(&server, "conformance", "").await?;
     plain.put("f-outside", Bytes::from_static(b"x")).await?;
     assert!(prefixed.list("").await?.is_empty());
     // A missing bucket is an error, never an empty store (which would make every
     // fragment look lost).
     let no_bucket = S3Store::new(server.store_config("no-such-bucket"))?;
-    let err = no_bucket.get("f-1").await.expect_err("bucket does not exist");
+    let err = no_bucket
+        .get("f-1")
+        .await
+        .expect_err("bucket does not exist");
     assert!(err.to_string().contains("NoSuchBucket"), "{err}");
     Ok(())
 }
@@ -139,13 +154,27 @@ async fn blob_store_over_real_redis_and_s3_moto() -> Result<()> {
     let redis = RedisServer::start()?;
     let s3 = S3Server::start(S3ServerKind::Moto)?;
     let faulty: Vec<Arc<FaultyStore>> = vec![
-        Arc::new(FaultyStore::new(Arc::new(redis_store(&redis, "r1:").await?), 1)),
-        Arc::new(FaultyStore::new(Arc::new(s3_store(&s3, "blobs", "s1.").await?), 2)),
-        Arc::new(FaultyStore::new(Arc::new(redis_store(&redis, "r2:").await?), 3)),
-        Arc::new(FaultyStore::new(Arc::new(s3_store(&s3, "blobs", "s2.").await?), 4)),
+        Arc::new(FaultyStore::new(
+            Arc::new(redis_store(&redis, "r1:").await?),
+            1,
+        )),
+        Arc::new(FaultyStore::new(
+            Arc::new(s3_store(&s3, "blobs", "s1.").await?),
+            2,
+        )),
+        Arc::new(FaultyStore::new(
+            Arc::new(redis_store(&redis, "r2:").await?),
+            3,
+        )),
+        Arc::new(FaultyStore::new(
+            Arc::new(s3_store(&s3, "blobs", "s2.").await?),
+            4,
+        )),
     ];
-    let stores: Vec<Arc<dyn ObjectStore>> =
-        faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
+    let stores: Vec<Arc<dyn ObjectStore>> = faulty
+        .iter()
+        .map(|f| Arc::clone(f) as Arc<dyn ObjectStore>)
+        .collect();
     let blobs = BlobStore::new(stores, BlobStoreConfig::new(erasure::Layout { k: 2, m: 2 }))?;
     let id = erasure::BlobId([9; 16]);
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -156,7 +185,10 @@ async fn blob_store_over_real_redis_and_s3_moto() -> Result<()> {
     // Two of four fragments damaged (m = 2): both data fragments, so parity carries it.
     let store_of = |i: usize| &faulty[usize::from(stored.locations[i].store_index)];
     store_of(0).set_fault(&stored.locations[0].name, Fault::Corrupt);
-    store_of(1).inner().delete(&stored.locations[1].name).await?;
+    store_of(1)
+        .inner()
+        .delete(&stored.locations[1].name)
+        .await?;
     let (got, report) = blobs.get_blob_with_report(&id, 1, &stored).await?;
     assert_eq!(got, data);
     assert_eq!(report.used, vec![2, 3]);
@@ -178,7 +210,11 @@ async fn blob_store_over_real_redis_and_s3_moto() -> Result<()> {
     for i in 0..3 {
         store_of(i).set_fault(&stored.locations[i].name, Fault::Drop);
     }
-    let message = blobs.get_blob(&id, 1, &stored).await.expect_err("k-1 good").to_string();
+    let message = blobs
+        .get_blob(&id, 1, &stored)
+        .await
+        .expect_err("k-1 good")
+        .to_string();
     for i in 0..3 {
         assert!(message.contains(&store_of(i).describe()), "{message}");
         assert!(message.contains(&stored.locations[i].name), "{message}");

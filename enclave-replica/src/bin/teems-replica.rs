@@ -42,7 +42,9 @@ fn main() -> ExitCode {
 
 fn start(args: Args) -> anyhow::Result<()> {
     let file = ClusterFile::load(&args.config)?;
-    let paths = file.replica_paths(args.id).with_context(|| format!("replica {} is not in {}", args.id, args.config.display()))?;
+    let paths = file
+        .replica_paths(args.id)
+        .with_context(|| format!("replica {} is not in {}", args.id, args.config.display()))?;
     let log_path = paths.dir.join("replica.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -51,7 +53,11 @@ fn start(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", log_path.display()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TEEMS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(Mutex::new(log)).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(Mutex::new(log))
+        .init();
 
     // The event loop runs as a task on the workers rather than on this thread: a
     // message read by a socket task then wakes the loop on the same worker instead of
@@ -66,7 +72,10 @@ fn start(args: Args) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
                         _ = term.recv() => {}
@@ -76,8 +85,13 @@ fn start(args: Args) -> anyhow::Result<()> {
                 _ => std::future::pending::<()>().await,
             }
         };
-        let opts = RuntimeOptions { cluster_file: args.config.clone(), id: args.id };
-        tokio::spawn(run(opts, shutdown)).await.context("the replica's event loop panicked")??;
+        let opts = RuntimeOptions {
+            cluster_file: args.config.clone(),
+            id: args.id,
+        };
+        tokio::spawn(run(opts, shutdown))
+            .await
+            .context("the replica's event loop panicked")??;
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())

@@ -21,7 +21,11 @@ pub(crate) struct Collector<T> {
 
 impl<T> Default for Collector<T> {
     fn default() -> Self {
-        Collector { attempt: 0, sent_at_ms: BTreeMap::new(), replies: BTreeMap::new() }
+        Collector {
+            attempt: 0,
+            sent_at_ms: BTreeMap::new(),
+            replies: BTreeMap::new(),
+        }
     }
 }
 
@@ -56,7 +60,10 @@ impl<T> Collector<T> {
         if !self.fresh(attempt, now, window_ms) {
             return false;
         }
-        let newer = self.replies.get(&from).is_none_or(|(a, _, _)| attempt >= *a);
+        let newer = self
+            .replies
+            .get(&from)
+            .is_none_or(|(a, _, _)| attempt >= *a);
         if newer {
             self.replies.insert(from, (attempt, suspicious, payload));
         }
@@ -64,7 +71,11 @@ impl<T> Collector<T> {
     }
 
     /// Replies that still count, in replica order.
-    pub(crate) fn valid(&self, now: Millis, window_ms: Millis) -> impl Iterator<Item = (ReplicaId, bool, &T)> {
+    pub(crate) fn valid(
+        &self,
+        now: Millis,
+        window_ms: Millis,
+    ) -> impl Iterator<Item = (ReplicaId, bool, &T)> {
         self.replies
             .iter()
             .filter(move |(_, (a, _, _))| self.fresh(*a, now, window_ms))

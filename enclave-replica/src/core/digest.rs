@@ -49,7 +49,10 @@ pub fn bucket_hashes(registers: &BTreeMap<Key, RegisterEntry>) -> Vec<[u8; 16]> 
 }
 
 /// `(key, version)` pairs of one bucket, in key order.
-pub fn bucket_versions(registers: &BTreeMap<Key, RegisterEntry>, bucket: u16) -> Vec<(Key, Version)> {
+pub fn bucket_versions(
+    registers: &BTreeMap<Key, RegisterEntry>,
+    bucket: u16,
+) -> Vec<(Key, Version)> {
     let lo = Key(bucket_start(bucket));
     registers
         .range(lo..)
@@ -74,7 +77,11 @@ mod tests {
         RegisterEntry {
             version: Version { seq, writer: 1 },
             stable: false,
-            value: StoredValue { share: ShareId([0; 16]), creator: TenantId("t".into()), data: None },
+            value: StoredValue {
+                share: ShareId([0; 16]),
+                creator: TenantId("t".into()),
+                data: None,
+            },
         }
     }
 
@@ -92,7 +99,10 @@ mod tests {
         let (ha, hb) = (bucket_hashes(&a), bucket_hashes(&b));
         let differing: Vec<usize> = (0..BUCKETS).filter(|i| ha[*i] != hb[*i]).collect();
         assert_eq!(differing, vec![200]);
-        assert_eq!(bucket_versions(&b, 200), vec![(Key(k2), Version { seq: 2, writer: 1 })]);
+        assert_eq!(
+            bucket_versions(&b, 200),
+            vec![(Key(k2), Version { seq: 2, writer: 1 })]
+        );
         assert_eq!(ha[0], EMPTY);
     }
 }

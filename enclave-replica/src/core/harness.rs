@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use metadata_client::wire::{Request, RequestFrame, Response, ResponseFrame, TenantId};
 
-use super::{ClientId, ClusterConfig, Command, DurableState, Millis, Node, PeerMessage, ReplicaId, Timer};
+use super::{
+    ClientId, ClusterConfig, Command, DurableState, Millis, Node, PeerMessage, ReplicaId, Timer,
+};
 
 /// Upper bound on events one call may process, so a protocol bug cannot hang
 /// a test.
@@ -121,7 +123,9 @@ impl Cluster {
     }
 
     fn is_held(&self, from: ReplicaId, to: ReplicaId) -> bool {
-        self.blocked.contains(&from) || self.blocked.contains(&to) || self.blocked_links.contains(&(from, to))
+        self.blocked.contains(&from)
+            || self.blocked.contains(&to)
+            || self.blocked_links.contains(&(from, to))
     }
 
     /// Hold every message to or from `id` (a slow or partitioned replica).
@@ -165,7 +169,11 @@ impl Cluster {
         self.next_request += 1;
         let mut token = [0u8; 16];
         token[..8].copy_from_slice(&id.to_le_bytes());
-        let frame = RequestFrame { request_id: id, idempotency: token, request };
+        let frame = RequestFrame {
+            request_id: id,
+            idempotency: token,
+            request,
+        };
         let now = self.now;
         let commands = match self.nodes.get_mut(&proxy) {
             Some(Some(node)) => node.on_client_request(now, id, TenantId(tenant.into()), frame),
@@ -177,7 +185,10 @@ impl Cluster {
 
     /// The answer to a submitted request, once it arrived.
     pub fn reply_for(&mut self, proxy: ReplicaId, request_id: u64) -> Option<Response> {
-        let pos = self.replies.iter().position(|(p, c, f)| *p == proxy && *c == request_id && f.request_id == request_id)?;
+        let pos = self
+            .replies
+            .iter()
+            .position(|(p, c, f)| *p == proxy && *c == request_id && f.request_id == request_id)?;
         Some(self.replies.remove(pos).2.response)
     }
 
@@ -194,8 +205,14 @@ impl Cluster {
             self.execute(to, commands);
             return true;
         }
-        let next = self.timers.iter().min_by_key(|(k, due)| (**due, (*k).clone())).map(|(k, due)| (k.clone(), *due));
-        let Some(((id, timer), due)) = next else { return false };
+        let next = self
+            .timers
+            .iter()
+            .min_by_key(|(k, due)| (**due, (*k).clone()))
+            .map(|(k, due)| (k.clone(), *due));
+        let Some(((id, timer), due)) = next else {
+            return false;
+        };
         if due > limit {
             return false;
         }
@@ -234,16 +251,37 @@ impl Cluster {
     /// Submit a request at `proxy` and run until it is answered (or
     /// `max_ms` of simulated time pass). `idempotency` defaults to the
     /// request id.
-    pub fn request(&mut self, proxy: ReplicaId, tenant: &str, request: Request, max_ms: Millis) -> Option<Response> {
+    pub fn request(
+        &mut self,
+        proxy: ReplicaId,
+        tenant: &str,
+        request: Request,
+        max_ms: Millis,
+    ) -> Option<Response> {
         let id = self.next_request;
         self.next_request += 1;
         let mut token = [0u8; 16];
         token[..8].copy_from_slice(&id.to_le_bytes());
-        self.request_frame(proxy, tenant, RequestFrame { request_id: id, idempotency: token, request }, max_ms)
+        self.request_frame(
+            proxy,
+            tenant,
+            RequestFrame {
+                request_id: id,
+                idempotency: token,
+                request,
+            },
+            max_ms,
+        )
     }
 
     /// Like [`Cluster::request`] with a caller-built frame (to test retries).
-    pub fn request_frame(&mut self, proxy: ReplicaId, tenant: &str, frame: RequestFrame, max_ms: Millis) -> Option<Response> {
+    pub fn request_frame(
+        &mut self,
+        proxy: ReplicaId,
+        tenant: &str,
+        frame: RequestFrame,
+        max_ms: Millis,
+    ) -> Option<Response> {
         let client: ClientId = frame.request_id;
         let request_id = frame.request_id;
         let now = self.now;

@@ -48,16 +48,28 @@ pub enum WriteAck {
 /// Answer of a leader to a proposal (PAXOS-L5).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProposeAnswer {
-    Executed { slot: Slot, outcome: EntryOutcome },
+    Executed {
+        slot: Slot,
+        outcome: EntryOutcome,
+    },
     /// Not the leader; `hint` is who this replica believes leads.
-    NotLeader { hint: Option<ReplicaId> },
+    NotLeader {
+        hint: Option<ReplicaId>,
+    },
 }
 
 /// Everything replicas send each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
     // ---- proxy first round: register READ + optimized policy read (PX-1, ABD-R1, PAXOS-R1)
-    Query { op: OpId, attempt: u32, key: Option<Key>, share: ShareId, want_value: bool, want_policy: bool },
+    Query {
+        op: OpId,
+        attempt: u32,
+        key: Option<Key>,
+        share: ShareId,
+        want_value: bool,
+        want_policy: bool,
+    },
     QueryReply {
         op: OpId,
         attempt: u32,
@@ -67,17 +79,41 @@ pub enum PeerMessage {
         policy: Option<OptReadReply>,
     },
     // ---- register write round and write-back (ABD-W2, ABD-R3)
-    Write { op: OpId, attempt: u32, key: Key, entry: RegisterEntry, epochs: Option<Epochs> },
-    WriteReply { op: OpId, attempt: u32, suspicious: bool, ack: WriteAck },
+    Write {
+        op: OpId,
+        attempt: u32,
+        key: Key,
+        entry: RegisterEntry,
+        epochs: Option<Epochs>,
+    },
+    WriteReply {
+        op: OpId,
+        attempt: u32,
+        suspicious: bool,
+        ack: WriteAck,
+    },
     /// Background, no reply (ABD-S1).
-    Stabilize { key: Key, version: Version },
+    Stabilize {
+        key: Key,
+        version: Version,
+    },
 
     // ---- RR-Paxos
     /// A proxy asks the leader to order `entry` (PAXOS-L4).
-    Propose { op: OpId, entry: PolicyEntry },
-    ProposeReply { op: OpId, answer: ProposeAnswer },
+    Propose {
+        op: OpId,
+        entry: PolicyEntry,
+    },
+    ProposeReply {
+        op: OpId,
+        answer: ProposeAnswer,
+    },
     /// PAXOS-L1; `executed` lets acceptors send what the candidate lacks.
-    Prepare { ballot: Ballot, attempt: u32, executed: Slot },
+    Prepare {
+        ballot: Ballot,
+        attempt: u32,
+        executed: Slot,
+    },
     /// PAXOS-A1.
     Promise {
         ballot: Ballot,
@@ -89,21 +125,48 @@ pub enum PeerMessage {
         accepted: Vec<(Slot, Ballot, PolicyEntry)>,
     },
     /// PAXOS-L4 / PAXOS-A2.
-    Accept { ballot: Ballot, attempt: u32, slot: Slot, entry: PolicyEntry },
-    Accepted { ballot: Ballot, attempt: u32, slot: Slot, suspicious: bool },
+    Accept {
+        ballot: Ballot,
+        attempt: u32,
+        slot: Slot,
+        entry: PolicyEntry,
+    },
+    Accepted {
+        ballot: Ballot,
+        attempt: u32,
+        slot: Slot,
+        suspicious: bool,
+    },
     /// An acceptor refused `ballot` because it promised `promised` (PAXOS-A3).
-    Reject { ballot: Ballot, promised: Ballot },
+    Reject {
+        ballot: Ballot,
+        promised: Ballot,
+    },
     /// PAXOS-E2: the leader tells everyone a slot is chosen.
-    Decide { ballot: Ballot, slot: Slot, entry: PolicyEntry },
+    Decide {
+        ballot: Ballot,
+        slot: Slot,
+        entry: PolicyEntry,
+    },
     /// PAXOS-L6: leadership and commit point.
-    Heartbeat { ballot: Ballot, executed: Slot },
+    Heartbeat {
+        ballot: Ballot,
+        executed: Slot,
+    },
     /// PAXOS-C1: a lagging replica asks for the executed state.
-    CatchUpRequest { executed: Slot },
+    CatchUpRequest {
+        executed: Slot,
+    },
     /// PAXOS-C2.
-    CatchUp { executed: Slot, state: PolicyState },
+    CatchUp {
+        executed: Slot,
+        state: PolicyState,
+    },
 
     // ---- recovery (REC-1..REC-5)
-    DigestRequest { round: u64 },
+    DigestRequest {
+        round: u64,
+    },
     DigestReply {
         round: u64,
         suspicious: bool,
@@ -114,8 +177,16 @@ pub enum PeerMessage {
         accepted: Vec<(Slot, Ballot, PolicyEntry)>,
     },
     /// Ask for entries of the named buckets newer than the versions listed.
-    FetchRequest { round: u64, buckets: Vec<(u16, Vec<(Key, Version)>)>, want_snapshot: bool },
-    FetchReply { round: u64, entries: Vec<(Key, RegisterEntry)>, snapshot: Option<(Slot, PolicyState)> },
+    FetchRequest {
+        round: u64,
+        buckets: Vec<(u16, Vec<(Key, Version)>)>,
+        want_snapshot: bool,
+    },
+    FetchReply {
+        round: u64,
+        entries: Vec<(Key, RegisterEntry)>,
+        snapshot: Option<(Slot, PolicyState)>,
+    },
 }
 
 impl PeerMessage {
@@ -125,7 +196,10 @@ impl PeerMessage {
 
     /// Decode bytes from a peer; never panics on bad input.
     pub fn decode(bytes: &[u8]) -> Result<PeerMessage, CoreDecodeError> {
-        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError { what: "peer message", source })
+        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError {
+            what: "peer message",
+            source,
+        })
     }
 
     /// Short name for logs and traces.

@@ -43,7 +43,9 @@ use metadata_client::wire::{RequestFrame, ResponseFrame, TenantId};
 use serde::{Deserialize, Serialize};
 
 pub use message::{Epochs, OpId, OptReadReply, PeerMessage, ProposeAnswer, WriteAck};
-pub use policy::{ChangeOutcome, EntryOutcome, FileState, PolicyEntry, PolicyState, PolicyView, ShareState};
+pub use policy::{
+    ChangeOutcome, EntryOutcome, FileState, PolicyEntry, PolicyState, PolicyView, ShareState,
+};
 pub use quorum::{ConfigError, Quorums};
 pub use state::{CoreDecodeError, DurableState, Record, RegisterEntry, StoredValue};
 
@@ -58,7 +60,9 @@ pub type Slot = u64;
 
 /// A Paxos ballot: `(round, leader)`, compared lexicographically. The default
 /// `(0, 0)` is below every ballot a replica can propose.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Ballot {
     pub round: u64,
     pub leader: ReplicaId,
@@ -165,8 +169,14 @@ impl ClusterConfig {
             )));
         }
         let t = &self.timing;
-        if t.rpc_retry_ms == 0 || t.heartbeat_ms == 0 || t.election_timeout_ms == 0 || t.recovery_retry_ms == 0 {
-            return Err(ConfigError::Timing("every timeout must be at least 1 ms".into()));
+        if t.rpc_retry_ms == 0
+            || t.heartbeat_ms == 0
+            || t.election_timeout_ms == 0
+            || t.recovery_retry_ms == 0
+        {
+            return Err(ConfigError::Timing(
+                "every timeout must be at least 1 ms".into(),
+            ));
         }
         if t.ack_window_ms < 2 * t.rpc_retry_ms {
             return Err(ConfigError::Timing(format!(
@@ -175,7 +185,9 @@ impl ClusterConfig {
             )));
         }
         if t.op_deadline_ms < t.rpc_retry_ms {
-            return Err(ConfigError::Timing("op_deadline_ms must be at least rpc_retry_ms".into()));
+            return Err(ConfigError::Timing(
+                "op_deadline_ms must be at least rpc_retry_ms".into(),
+            ));
         }
         Ok(q.with_read_minus_one(self.faults.read_quorum_minus_one))
     }
@@ -208,7 +220,10 @@ pub enum Command {
     /// Send a message to another replica (never to `me`).
     Send { to: ReplicaId, msg: PeerMessage },
     /// Answer a tenant connection.
-    Reply { client: ClientId, frame: ResponseFrame },
+    Reply {
+        client: ClientId,
+        frame: ResponseFrame,
+    },
     /// Fire `timer` after `after_ms`; replaces an earlier setting.
     SetTimer { timer: Timer, after_ms: Millis },
 }
@@ -309,7 +324,11 @@ impl Node {
             Ok(q) => q,
             Err(e) => panic!("Node::start with an invalid cluster config: {e}"),
         };
-        assert!(config.replicas.contains(&me), "replica id {me} is not in 1..={}", config.n);
+        assert!(
+            config.replicas.contains(&me),
+            "replica id {me} is not in 1..={}",
+            config.n
+        );
         let mut node = Node {
             q,
             me,
@@ -399,42 +418,96 @@ impl Node {
     fn dispatch(&mut self, now: Millis, from: ReplicaId, msg: PeerMessage) {
         use PeerMessage as M;
         match msg {
-            M::Query { op, attempt, key, share, want_value, want_policy } => {
-                self.register_on_query(from, op, attempt, key, share, want_value, want_policy)
-            }
-            M::Write { op, attempt, key, entry, epochs } => {
-                self.register_on_write(now, from, op, attempt, key, entry, epochs)
-            }
+            M::Query {
+                op,
+                attempt,
+                key,
+                share,
+                want_value,
+                want_policy,
+            } => self.register_on_query(from, op, attempt, key, share, want_value, want_policy),
+            M::Write {
+                op,
+                attempt,
+                key,
+                entry,
+                epochs,
+            } => self.register_on_write(now, from, op, attempt, key, entry, epochs),
             M::Stabilize { key, version } => self.register_on_stabilize(key, version),
-            M::QueryReply { op, attempt, suspicious, register, policy } => {
-                self.proxy_on_query_reply(now, from, op, attempt, suspicious, register, policy)
-            }
-            M::WriteReply { op, attempt, suspicious, ack } => {
-                self.proxy_on_write_reply(now, from, op, attempt, suspicious, ack)
-            }
+            M::QueryReply {
+                op,
+                attempt,
+                suspicious,
+                register,
+                policy,
+            } => self.proxy_on_query_reply(now, from, op, attempt, suspicious, register, policy),
+            M::WriteReply {
+                op,
+                attempt,
+                suspicious,
+                ack,
+            } => self.proxy_on_write_reply(now, from, op, attempt, suspicious, ack),
             M::ProposeReply { op, answer } => self.proxy_on_propose_reply(now, from, op, answer),
             M::Propose { op, entry } => self.paxos_on_propose(now, from, op, entry),
-            M::Prepare { ballot, attempt, executed } => self.paxos_on_prepare(now, from, ballot, attempt, executed),
-            M::Promise { ballot, attempt, suspicious, executed, snapshot, accepted } => {
-                self.paxos_on_promise(now, from, ballot, attempt, suspicious, executed, snapshot, accepted)
-            }
-            M::Accept { ballot, attempt, slot, entry } => self.paxos_on_accept(now, from, ballot, attempt, slot, entry),
-            M::Accepted { ballot, attempt, slot, suspicious } => {
-                self.paxos_on_accepted(now, from, ballot, attempt, slot, suspicious)
-            }
+            M::Prepare {
+                ballot,
+                attempt,
+                executed,
+            } => self.paxos_on_prepare(now, from, ballot, attempt, executed),
+            M::Promise {
+                ballot,
+                attempt,
+                suspicious,
+                executed,
+                snapshot,
+                accepted,
+            } => self.paxos_on_promise(
+                now, from, ballot, attempt, suspicious, executed, snapshot, accepted,
+            ),
+            M::Accept {
+                ballot,
+                attempt,
+                slot,
+                entry,
+            } => self.paxos_on_accept(now, from, ballot, attempt, slot, entry),
+            M::Accepted {
+                ballot,
+                attempt,
+                slot,
+                suspicious,
+            } => self.paxos_on_accepted(now, from, ballot, attempt, slot, suspicious),
             M::Reject { ballot, promised } => self.paxos_on_reject(now, from, ballot, promised),
-            M::Decide { ballot, slot, entry } => self.paxos_on_decide(now, from, ballot, slot, entry),
-            M::Heartbeat { ballot, executed } => self.paxos_on_heartbeat(now, from, ballot, executed),
+            M::Decide {
+                ballot,
+                slot,
+                entry,
+            } => self.paxos_on_decide(now, from, ballot, slot, entry),
+            M::Heartbeat { ballot, executed } => {
+                self.paxos_on_heartbeat(now, from, ballot, executed)
+            }
             M::CatchUpRequest { executed } => self.paxos_on_catch_up_request(from, executed),
             M::CatchUp { executed, state } => self.paxos_on_catch_up(now, executed, state),
             M::DigestRequest { round } => self.recovery_on_digest_request(from, round),
-            M::DigestReply { round, suspicious, buckets, promised, executed, accepted } => {
-                self.recovery_on_digest_reply(now, from, round, suspicious, buckets, promised, executed, accepted)
-            }
-            M::FetchRequest { round, buckets, want_snapshot } => {
-                self.recovery_on_fetch_request(from, round, buckets, want_snapshot)
-            }
-            M::FetchReply { round, entries, snapshot } => self.recovery_on_fetch_reply(now, from, round, entries, snapshot),
+            M::DigestReply {
+                round,
+                suspicious,
+                buckets,
+                promised,
+                executed,
+                accepted,
+            } => self.recovery_on_digest_reply(
+                now, from, round, suspicious, buckets, promised, executed, accepted,
+            ),
+            M::FetchRequest {
+                round,
+                buckets,
+                want_snapshot,
+            } => self.recovery_on_fetch_request(from, round, buckets, want_snapshot),
+            M::FetchReply {
+                round,
+                entries,
+                snapshot,
+            } => self.recovery_on_fetch_reply(now, from, round, entries, snapshot),
         }
     }
 
@@ -467,7 +540,9 @@ impl Node {
     }
 
     fn set_timer(&mut self, timer: Timer, after_ms: Millis) {
-        self.out.commands.push(Command::SetTimer { timer, after_ms });
+        self.out
+            .commands
+            .push(Command::SetTimer { timer, after_ms });
     }
 
     /// Whether suspicion is in force and this node is suspicious.

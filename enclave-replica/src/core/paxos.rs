@@ -134,21 +134,39 @@ impl Node {
         if !candidate && quiet_for < self.cfg.timing.election_timeout_ms {
             return;
         }
-        let round = self.paxos.highest_round_seen.max(self.durable.promised.round) + 1;
-        let ballot = Ballot { round, leader: self.me };
+        let round = self
+            .paxos
+            .highest_round_seen
+            .max(self.durable.promised.round)
+            + 1;
+        let ballot = Ballot {
+            round,
+            leader: self.me,
+        };
         self.see_ballot(ballot);
         let mut promises = Collector::default();
         let attempt = promises.next_attempt(now, self.cfg.timing.ack_window_ms);
         self.paxos.role = Role::Candidate { ballot, promises };
         self.paxos.leader = None;
         let executed = self.durable.executed;
-        self.broadcast(&PeerMessage::Prepare { ballot, attempt, executed });
+        self.broadcast(&PeerMessage::Prepare {
+            ballot,
+            attempt,
+            executed,
+        });
     }
 
     /// PAXOS-A1: promise a higher ballot (persisted before the reply), or
     /// reject. A duplicate prepare of the ballot already promised to the same
     /// candidate is answered again.
-    pub(crate) fn paxos_on_prepare(&mut self, now: Millis, from: ReplicaId, ballot: Ballot, attempt: u32, executed: Slot) {
+    pub(crate) fn paxos_on_prepare(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        ballot: Ballot,
+        attempt: u32,
+        executed: Slot,
+    ) {
         self.see_ballot(ballot);
         if self.is_suspicious() {
             return; // PAXOS-A0
@@ -202,8 +220,22 @@ impl Node {
         let window = self.cfg.timing.ack_window_ms;
         let q = self.q;
         let ready = match &mut self.paxos.role {
-            Role::Candidate { ballot: mine, promises } if *mine == ballot => {
-                promises.record(now, window, from, attempt, suspicious, PromiseInfo { executed, snapshot, accepted });
+            Role::Candidate {
+                ballot: mine,
+                promises,
+            } if *mine == ballot => {
+                promises.record(
+                    now,
+                    window,
+                    from,
+                    attempt,
+                    suspicious,
+                    PromiseInfo {
+                        executed,
+                        snapshot,
+                        accepted,
+                    },
+                );
                 let (n, s) = promises.counts(now, window);
                 q.is_super_quorum(n, s)
             }
@@ -215,14 +247,23 @@ impl Node {
         let Role::Candidate { promises, .. } = std::mem::take(&mut self.paxos.role) else {
             return;
         };
-        let infos: Vec<PromiseInfo> = promises.valid(now, window).map(|(_, _, p)| p.clone()).collect();
+        let infos: Vec<PromiseInfo> = promises
+            .valid(now, window)
+            .map(|(_, _, p)| p.clone())
+            .collect();
         // Most advanced executed prefix among the promises.
-        let best = infos.iter().filter(|p| p.snapshot.is_some()).max_by_key(|p| p.executed);
+        let best = infos
+            .iter()
+            .filter(|p| p.snapshot.is_some())
+            .max_by_key(|p| p.executed);
         if let Some(best) = best
             && best.executed > self.durable.executed
             && let Some(state) = best.snapshot.clone()
         {
-            self.persist(Record::InstallSnapshot { executed: best.executed, state });
+            self.persist(Record::InstallSnapshot {
+                executed: best.executed,
+                state,
+            });
         }
         self.paxos_execute_ready();
         // Highest-ballot accepted entry per open slot.
@@ -241,13 +282,28 @@ impl Node {
                 chosen.insert(*slot, (ballot, e.clone()));
             }
         }
-        let top = chosen.keys().next_back().copied().unwrap_or(self.durable.executed);
+        let top = chosen
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.durable.executed);
         let mut in_flight = BTreeMap::new();
         for slot in self.durable.executed + 1..=top {
             let entry = chosen.remove(&slot).map_or(PolicyEntry::Noop, |(_, e)| e);
-            in_flight.insert(slot, InFlight { entry, acks: Collector::default(), chosen: false });
+            in_flight.insert(
+                slot,
+                InFlight {
+                    entry,
+                    acks: Collector::default(),
+                    chosen: false,
+                },
+            );
         }
-        self.paxos.role = Role::Leader { ballot, next_slot: top + 1, in_flight };
+        self.paxos.role = Role::Leader {
+            ballot,
+            next_slot: top + 1,
+            in_flight,
+        };
         self.paxos.leader = Some(self.me);
         self.paxos_send_accepts(now);
         self.paxos_send_heartbeat();
@@ -259,10 +315,18 @@ impl Node {
     fn paxos_send_accepts(&mut self, now: Millis) {
         let window = self.cfg.timing.ack_window_ms;
         let mut msgs = Vec::new();
-        if let Role::Leader { ballot, in_flight, .. } = &mut self.paxos.role {
+        if let Role::Leader {
+            ballot, in_flight, ..
+        } = &mut self.paxos.role
+        {
             for (slot, f) in in_flight.iter_mut().filter(|(_, f)| !f.chosen) {
                 let attempt = f.acks.next_attempt(now, window);
-                msgs.push(PeerMessage::Accept { ballot: *ballot, attempt, slot: *slot, entry: f.entry.clone() });
+                msgs.push(PeerMessage::Accept {
+                    ballot: *ballot,
+                    attempt,
+                    slot: *slot,
+                    entry: f.entry.clone(),
+                });
             }
         }
         for m in msgs {
@@ -272,7 +336,10 @@ impl Node {
 
     fn paxos_send_heartbeat(&mut self) {
         if let Role::Leader { ballot, .. } = &self.paxos.role {
-            let msg = PeerMessage::Heartbeat { ballot: *ballot, executed: self.durable.executed };
+            let msg = PeerMessage::Heartbeat {
+                ballot: *ballot,
+                executed: self.durable.executed,
+            };
             for to in self.cfg.replicas.clone() {
                 if to != self.me {
                     self.send(to, msg.clone());
@@ -294,26 +361,63 @@ impl Node {
 
     /// PAXOS-L4: order a proxy's entry in the next slot; PAXOS-L5 answers
     /// `NotLeader` when we do not lead.
-    pub(crate) fn paxos_on_propose(&mut self, now: Millis, from: ReplicaId, op: OpId, entry: PolicyEntry) {
+    pub(crate) fn paxos_on_propose(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        op: OpId,
+        entry: PolicyEntry,
+    ) {
         let window = self.cfg.timing.ack_window_ms;
-        let Role::Leader { ballot, next_slot, in_flight } = &mut self.paxos.role else {
+        let Role::Leader {
+            ballot,
+            next_slot,
+            in_flight,
+        } = &mut self.paxos.role
+        else {
             let hint = self.paxos.leader_hint();
-            self.send(from, PeerMessage::ProposeReply { op, answer: ProposeAnswer::NotLeader { hint } });
+            self.send(
+                from,
+                PeerMessage::ProposeReply {
+                    op,
+                    answer: ProposeAnswer::NotLeader { hint },
+                },
+            );
             return;
         };
         let slot = *next_slot;
         *next_slot += 1;
         let mut acks = Collector::default();
         let attempt = acks.next_attempt(now, window);
-        in_flight.insert(slot, InFlight { entry: entry.clone(), acks, chosen: false });
+        in_flight.insert(
+            slot,
+            InFlight {
+                entry: entry.clone(),
+                acks,
+                chosen: false,
+            },
+        );
         let ballot = *ballot;
         self.paxos.waiters.entry(slot).or_default().push((from, op));
-        self.broadcast(&PeerMessage::Accept { ballot, attempt, slot, entry });
+        self.broadcast(&PeerMessage::Accept {
+            ballot,
+            attempt,
+            slot,
+            entry,
+        });
     }
 
     /// PAXOS-A2/A3: accept if the ballot is at least the promised one
     /// (persisted before the reply), otherwise reject.
-    pub(crate) fn paxos_on_accept(&mut self, now: Millis, from: ReplicaId, ballot: Ballot, attempt: u32, slot: Slot, entry: PolicyEntry) {
+    pub(crate) fn paxos_on_accept(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        ballot: Ballot,
+        attempt: u32,
+        slot: Slot,
+        entry: PolicyEntry,
+    ) {
         if self.is_suspicious() {
             self.see_ballot(ballot);
             return; // PAXOS-A0
@@ -326,18 +430,42 @@ impl Node {
         if from != self.me {
             self.note_leader(now, ballot);
         }
-        self.persist(Record::Accept { slot, ballot, entry });
+        self.persist(Record::Accept {
+            slot,
+            ballot,
+            entry,
+        });
         let suspicious = self.flag();
-        self.send(from, PeerMessage::Accepted { ballot, attempt, slot, suspicious });
+        self.send(
+            from,
+            PeerMessage::Accepted {
+                ballot,
+                attempt,
+                slot,
+                suspicious,
+            },
+        );
     }
 
     /// PAXOS-L4 (cont.): a slot with a super quorum of accepts is chosen;
     /// PAXOS-E1/E2: execute in order and tell everyone.
-    pub(crate) fn paxos_on_accepted(&mut self, now: Millis, from: ReplicaId, ballot: Ballot, attempt: u32, slot: Slot, suspicious: bool) {
+    pub(crate) fn paxos_on_accepted(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        ballot: Ballot,
+        attempt: u32,
+        slot: Slot,
+        suspicious: bool,
+    ) {
         let window = self.cfg.timing.ack_window_ms;
         let q = self.q;
         let mut newly_chosen = None;
-        if let Role::Leader { ballot: mine, in_flight, .. } = &mut self.paxos.role
+        if let Role::Leader {
+            ballot: mine,
+            in_flight,
+            ..
+        } = &mut self.paxos.role
             && *mine == ballot
             && let Some(f) = in_flight.get_mut(&slot)
             && !f.chosen
@@ -356,7 +484,14 @@ impl Node {
         self.paxos_execute_ready();
         for to in self.cfg.replicas.clone() {
             if to != self.me {
-                self.send(to, PeerMessage::Decide { ballot, slot, entry: entry.clone() });
+                self.send(
+                    to,
+                    PeerMessage::Decide {
+                        ballot,
+                        slot,
+                        entry: entry.clone(),
+                    },
+                );
             }
         }
         // Forget chosen slots that are executed.
@@ -367,27 +502,57 @@ impl Node {
     }
 
     /// PAXOS-A3 (candidate/leader side): a higher promise exists → step down.
-    pub(crate) fn paxos_on_reject(&mut self, _now: Millis, _from: ReplicaId, _ballot: Ballot, promised: Ballot) {
+    pub(crate) fn paxos_on_reject(
+        &mut self,
+        _now: Millis,
+        _from: ReplicaId,
+        _ballot: Ballot,
+        promised: Ballot,
+    ) {
         self.see_ballot(promised);
         self.step_down(promised);
     }
 
     /// PAXOS-E2: learn a chosen entry; fill gaps by catch-up (PAXOS-C1).
-    pub(crate) fn paxos_on_decide(&mut self, now: Millis, from: ReplicaId, ballot: Ballot, slot: Slot, entry: PolicyEntry) {
+    pub(crate) fn paxos_on_decide(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        ballot: Ballot,
+        slot: Slot,
+        entry: PolicyEntry,
+    ) {
         self.note_leader(now, ballot);
         if slot > self.durable.executed {
             self.paxos.decided.insert(slot, entry);
         }
         self.paxos_execute_ready();
-        if self.paxos.decided.keys().next().is_some_and(|s| *s > self.durable.executed + 1) {
+        if self
+            .paxos
+            .decided
+            .keys()
+            .next()
+            .is_some_and(|s| *s > self.durable.executed + 1)
+        {
             self.paxos_catch_up_from(now, from);
         }
     }
 
     /// PAXOS-L6 (follower side): the leader is alive; lagging → catch up.
-    pub(crate) fn paxos_on_heartbeat(&mut self, now: Millis, from: ReplicaId, ballot: Ballot, executed: Slot) {
+    pub(crate) fn paxos_on_heartbeat(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        ballot: Ballot,
+        executed: Slot,
+    ) {
         self.note_leader(now, ballot);
-        if executed > self.durable.executed && !self.paxos.decided.contains_key(&(self.durable.executed + 1)) {
+        if executed > self.durable.executed
+            && !self
+                .paxos
+                .decided
+                .contains_key(&(self.durable.executed + 1))
+        {
             self.paxos_catch_up_from(now, from);
         }
     }
@@ -414,7 +579,10 @@ impl Node {
     /// PAXOS-C2: send our executed state to a replica behind us.
     pub(crate) fn paxos_on_catch_up_request(&mut self, from: ReplicaId, executed: Slot) {
         if self.durable.executed > executed {
-            let msg = PeerMessage::CatchUp { executed: self.durable.executed, state: self.durable.policy.clone() };
+            let msg = PeerMessage::CatchUp {
+                executed: self.durable.executed,
+                state: self.durable.policy.clone(),
+            };
             self.send(from, msg);
         }
     }
@@ -432,19 +600,31 @@ impl Node {
     pub(crate) fn paxos_execute_ready(&mut self) {
         loop {
             let next = self.durable.executed + 1;
-            let Some(entry) = self.paxos.decided.remove(&next) else { break };
-            self.persist(Record::Execute { slot: next, entry: entry.clone() });
+            let Some(entry) = self.paxos.decided.remove(&next) else {
+                break;
+            };
+            self.persist(Record::Execute {
+                slot: next,
+                entry: entry.clone(),
+            });
             let outcome = match &entry {
                 PolicyEntry::Noop => EntryOutcome::Noop,
-                PolicyEntry::Read { share, key } => EntryOutcome::Read(self.durable.policy.view(share, key.as_ref())),
-                PolicyEntry::Change { requester, token, .. } => match self.durable.policy.applied_outcome(requester, token) {
+                PolicyEntry::Read { share, key } => {
+                    EntryOutcome::Read(self.durable.policy.view(share, key.as_ref()))
+                }
+                PolicyEntry::Change {
+                    requester, token, ..
+                } => match self.durable.policy.applied_outcome(requester, token) {
                     Some(o) => EntryOutcome::Change(o.clone()),
                     None => EntryOutcome::Noop,
                 },
             };
             if let Some(waiting) = self.paxos.waiters.remove(&next) {
                 for (proxy, op) in waiting {
-                    let answer = ProposeAnswer::Executed { slot: next, outcome: outcome.clone() };
+                    let answer = ProposeAnswer::Executed {
+                        slot: next,
+                        outcome: outcome.clone(),
+                    };
                     self.send(proxy, PeerMessage::ProposeReply { op, answer });
                 }
             }

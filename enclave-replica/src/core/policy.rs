@@ -59,9 +59,7 @@ impl PolicyView {
 
     pub fn can_read(&self, tenant: &TenantId) -> bool {
         match &self.share {
-            Some(p) => {
-                p.owner.as_ref() == Some(tenant) || p.acl.iter().any(|(t, _)| t == tenant)
-            }
+            Some(p) => p.owner.as_ref() == Some(tenant) || p.acl.iter().any(|(t, _)| t == tenant),
             None => false,
         }
     }
@@ -70,7 +68,9 @@ impl PolicyView {
         match &self.share {
             Some(p) => {
                 p.owner.as_ref() == Some(tenant)
-                    || p.acl.iter().any(|(t, a)| t == tenant && *a == Access::ReadWrite)
+                    || p.acl
+                        .iter()
+                        .any(|(t, a)| t == tenant && *a == Access::ReadWrite)
             }
             None => false,
         }
@@ -84,7 +84,12 @@ pub enum PolicyEntry {
     Noop,
     /// `change_policy(share, op)` by `requester`; `token` is the client's
     /// idempotency token, so a retried change is applied once (POL-6).
-    Change { share: ShareId, requester: TenantId, token: [u8; 16], op: PolicyOp },
+    Change {
+        share: ShareId,
+        requester: TenantId,
+        token: [u8; 16],
+        op: PolicyOp,
+    },
     /// An ordered read (the optimized read's fallback, PAXOS-R3). Changes
     /// nothing; its slot fixes where the read is linearized.
     Read { share: ShareId, key: Option<Key> },
@@ -134,7 +139,12 @@ impl PolicyState {
         match entry {
             PolicyEntry::Noop => EntryOutcome::Noop,
             PolicyEntry::Read { share, key } => EntryOutcome::Read(self.view(share, key.as_ref())),
-            PolicyEntry::Change { share, requester, token, op } => {
+            PolicyEntry::Change {
+                share,
+                requester,
+                token,
+                op,
+            } => {
                 let id = (requester.clone(), *token);
                 if let Some(done) = self.applied.get(&id) {
                     // POL-6: a retry of an applied change returns the first outcome.
@@ -154,11 +164,20 @@ impl PolicyState {
     }
 
     /// Outcome recorded for a token, if the change was already applied.
-    pub fn applied_outcome(&self, requester: &TenantId, token: &[u8; 16]) -> Option<&ChangeOutcome> {
+    pub fn applied_outcome(
+        &self,
+        requester: &TenantId,
+        token: &[u8; 16],
+    ) -> Option<&ChangeOutcome> {
         self.applied.get(&(requester.clone(), *token))
     }
 
-    fn apply_change(&mut self, share: &ShareId, requester: &TenantId, op: &PolicyOp) -> ChangeOutcome {
+    fn apply_change(
+        &mut self,
+        share: &ShareId,
+        requester: &TenantId,
+        op: &PolicyOp,
+    ) -> ChangeOutcome {
         use ChangeOutcome::{Changed, Refused};
         if let PolicyOp::CreateShare = op {
             // POL-1
@@ -166,7 +185,11 @@ impl PolicyState {
                 return Refused(ErrorKind::BadRequest("share already exists".into()));
             }
             let state = ShareState {
-                policy: SharePolicy { epoch: 1, owner: Some(requester.clone()), acl: Vec::new() },
+                policy: SharePolicy {
+                    epoch: 1,
+                    owner: Some(requester.clone()),
+                    acl: Vec::new(),
+                },
                 files: BTreeMap::new(),
             };
             self.shares.insert(*share, state);
@@ -187,7 +210,9 @@ impl PolicyState {
                 state.policy.acl.push((tenant.clone(), *access));
                 state.policy.acl.sort_by(|a, b| a.0.cmp(&b.0));
                 state.policy.epoch = state.policy.epoch.saturating_add(1);
-                Changed { epoch: state.policy.epoch }
+                Changed {
+                    epoch: state.policy.epoch,
+                }
             }
             PolicyOp::Revoke { tenant } => {
                 // POL-3
@@ -196,18 +221,23 @@ impl PolicyState {
                 }
                 state.policy.acl.retain(|(t, _)| t != tenant);
                 state.policy.epoch = state.policy.epoch.saturating_add(1);
-                Changed { epoch: state.policy.epoch }
+                Changed {
+                    epoch: state.policy.epoch,
+                }
             }
             PolicyOp::AcquireWriter { key } => {
                 // POL-4: any tenant with write access; bumps the file's epoch.
-                let view = PolicyView { share: Some(state.policy.clone()), file: None };
+                let view = PolicyView {
+                    share: Some(state.policy.clone()),
+                    file: None,
+                };
                 if !view.can_write(requester) {
                     return Refused(ErrorKind::Denied);
                 }
-                let file = state
-                    .files
-                    .entry(*key)
-                    .or_insert(FileState { writer: requester.clone(), epoch: 0 });
+                let file = state.files.entry(*key).or_insert(FileState {
+                    writer: requester.clone(),
+                    epoch: 0,
+                });
                 file.writer = requester.clone();
                 file.epoch = file.epoch.saturating_add(1);
                 Changed { epoch: file.epoch }
@@ -219,7 +249,9 @@ impl PolicyState {
                 }
                 state.policy.owner = Some(to.clone());
                 state.policy.epoch = state.policy.epoch.saturating_add(1);
-                Changed { epoch: state.policy.epoch }
+                Changed {
+                    epoch: state.policy.epoch,
+                }
             }
         }
     }
@@ -234,7 +266,12 @@ mod tests {
     }
 
     fn change(share: ShareId, who: &str, token: u8, op: PolicyOp) -> PolicyEntry {
-        PolicyEntry::Change { share, requester: t(who), token: [token; 16], op }
+        PolicyEntry::Change {
+            share,
+            requester: t(who),
+            token: [token; 16],
+            op,
+        }
     }
 
     #[test]
@@ -246,7 +283,10 @@ mod tests {
             EntryOutcome::Change(ChangeOutcome::Changed { epoch: 1 })
         );
         // POL-2: a non-owner cannot grant.
-        let grant = PolicyOp::Grant { tenant: t("bob"), access: Access::ReadWrite };
+        let grant = PolicyOp::Grant {
+            tenant: t("bob"),
+            access: Access::ReadWrite,
+        };
         assert_eq!(
             st.execute(2, &change(s, "bob", 2, grant.clone())),
             EntryOutcome::Change(ChangeOutcome::Refused(ErrorKind::Denied))
@@ -266,7 +306,10 @@ mod tests {
         assert_eq!(v.file.map(|f| f.writer), Some(t("bob")));
         // POL-3 and POL-5.
         assert_eq!(
-            st.execute(5, &change(s, "alice", 5, PolicyOp::Revoke { tenant: t("bob") })),
+            st.execute(
+                5,
+                &change(s, "alice", 5, PolicyOp::Revoke { tenant: t("bob") })
+            ),
             EntryOutcome::Change(ChangeOutcome::Changed { epoch: 3 })
         );
         assert!(!st.view(&s, None).can_write(&t("bob")));
@@ -275,7 +318,10 @@ mod tests {
             EntryOutcome::Change(ChangeOutcome::Refused(ErrorKind::Denied))
         );
         assert_eq!(
-            st.execute(7, &change(s, "alice", 7, PolicyOp::TransferOwner { to: t("carol") })),
+            st.execute(
+                7,
+                &change(s, "alice", 7, PolicyOp::TransferOwner { to: t("carol") })
+            ),
             EntryOutcome::Change(ChangeOutcome::Changed { epoch: 4 })
         );
         assert!(st.view(&s, None).can_write(&t("carol")));
@@ -287,14 +333,25 @@ mod tests {
         let s = ShareId([1; 16]);
         let mut st = PolicyState::default();
         st.execute(1, &change(s, "alice", 1, PolicyOp::CreateShare));
-        let grant = change(s, "alice", 2, PolicyOp::Grant { tenant: t("bob"), access: Access::Read });
+        let grant = change(
+            s,
+            "alice",
+            2,
+            PolicyOp::Grant {
+                tenant: t("bob"),
+                access: Access::Read,
+            },
+        );
         let first = st.execute(2, &grant);
         let second = st.execute(3, &grant);
         assert_eq!(first, second);
         assert_eq!(st.view(&s, None).share_epoch(), 2);
         // Same token from another tenant is a different change.
         let other = change(s, "mallory", 2, PolicyOp::Revoke { tenant: t("bob") });
-        assert_eq!(st.execute(4, &other), EntryOutcome::Change(ChangeOutcome::Refused(ErrorKind::Denied)));
+        assert_eq!(
+            st.execute(4, &other),
+            EntryOutcome::Change(ChangeOutcome::Refused(ErrorKind::Denied))
+        );
     }
 
     #[test]
@@ -302,7 +359,10 @@ mod tests {
         let mut st = PolicyState::default();
         let s = ShareId([2; 16]);
         assert_eq!(
-            st.execute(1, &change(s, "alice", 1, PolicyOp::Revoke { tenant: t("x") })),
+            st.execute(
+                1,
+                &change(s, "alice", 1, PolicyOp::Revoke { tenant: t("x") })
+            ),
             EntryOutcome::Change(ChangeOutcome::Refused(ErrorKind::NotFound))
         );
         assert!(!st.view(&s, None).can_read(&t("alice")));

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use metadata_client::wire::{ErrorKind, Key, Request, RequestFrame, Response, ResponseFrame, ShareId, TenantId, Version};
+use metadata_client::wire::{
+    ErrorKind, Key, Request, RequestFrame, Response, ResponseFrame, ShareId, TenantId, Version,
+};
 
 use super::collect::Collector;
 use super::message::{Epochs, OpId, OptReadReply, PeerMessage, ProposeAnswer, WriteAck};
@@ -44,7 +46,12 @@ enum RegStep {
     /// Write/delete: the first round found `current` (the highest entry).
     Ready { current: Option<RegisterEntry> },
     /// ABD-W2 / ABD-R4: a WRITE round (`writeback` for reads).
-    Writing { current: Option<RegisterEntry>, entry: RegisterEntry, epochs: Option<Epochs>, acks: Collector<WriteAck> },
+    Writing {
+        current: Option<RegisterEntry>,
+        entry: RegisterEntry,
+        epochs: Option<Epochs>,
+        acks: Collector<WriteAck>,
+    },
     /// Read: the value to return is decided.
     ReadDone { result: Option<RegisterEntry> },
 }
@@ -100,7 +107,10 @@ impl ProxyVolatile {
 
 enum ReadDecision {
     Wait,
-    Return { result: Option<RegisterEntry>, stabilize: bool },
+    Return {
+        result: Option<RegisterEntry>,
+        stabilize: bool,
+    },
     WriteBack(RegisterEntry),
 }
 
@@ -116,7 +126,9 @@ fn request_share(r: &Request) -> ShareId {
 
 fn request_key(r: &Request) -> Option<Key> {
     match r {
-        Request::Read { key, .. } | Request::Write { key, .. } | Request::Delete { key, .. } => Some(*key),
+        Request::Read { key, .. } | Request::Write { key, .. } | Request::Delete { key, .. } => {
+            Some(*key)
+        }
         Request::ChangePolicy { .. } | Request::ReadPolicy { .. } => None,
     }
 }
@@ -153,16 +165,41 @@ impl Node {
     }
 
     /// PX-1: accept a tenant request and start its first round.
-    pub(crate) fn proxy_on_request(&mut self, now: Millis, client: ClientId, tenant: TenantId, frame: RequestFrame) {
-        let RequestFrame { request_id, idempotency, request } = frame;
+    pub(crate) fn proxy_on_request(
+        &mut self,
+        now: Millis,
+        client: ClientId,
+        tenant: TenantId,
+        frame: RequestFrame,
+    ) {
+        let RequestFrame {
+            request_id,
+            idempotency,
+            request,
+        } = frame;
         let op_id = self.next_op_id();
         let share = request_share(&request);
         let (policy, register, ordered) = match &request {
-            Request::Read { .. } | Request::Write { .. } | Request::Delete { .. } => (PolicyStep::Fast, RegStep::Query, None),
+            Request::Read { .. } | Request::Write { .. } | Request::Delete { .. } => {
+                (PolicyStep::Fast, RegStep::Query, None)
+            }
             Request::ReadPolicy { .. } => (PolicyStep::Fast, RegStep::None, None),
             Request::ChangePolicy { op, .. } => {
-                let entry = PolicyEntry::Change { share, requester: tenant.clone(), token: idempotency, op: op.clone() };
-                (PolicyStep::NotNeeded, RegStep::None, Some(Ordered { entry, target: None, last_sent_ms: None }))
+                let entry = PolicyEntry::Change {
+                    share,
+                    requester: tenant.clone(),
+                    token: idempotency,
+                    op: op.clone(),
+                };
+                (
+                    PolicyStep::NotNeeded,
+                    RegStep::None,
+                    Some(Ordered {
+                        entry,
+                        target: None,
+                        last_sent_ms: None,
+                    }),
+                )
             }
         };
         let op = ClientOp {
@@ -196,7 +233,9 @@ impl Node {
 
     fn proxy_send_query(&mut self, now: Millis, op_id: OpId) {
         let window = self.cfg.timing.ack_window_ms;
-        let Some(op) = self.proxy.ops.get_mut(&op_id) else { return };
+        let Some(op) = self.proxy.ops.get_mut(&op_id) else {
+            return;
+        };
         let attempt = op.query.next_attempt(now, window);
         let want_value = matches!(op.request, Request::Read { .. });
         let msg = PeerMessage::Query {
@@ -213,8 +252,12 @@ impl Node {
     /// PAXOS-R3 / PX-3: send the ordered entry to the believed leader.
     fn proxy_send_ordered(&mut self, now: Millis, op_id: OpId) {
         let hint = self.paxos.leader_hint();
-        let Some(op) = self.proxy.ops.get_mut(&op_id) else { return };
-        let Some(ordered) = op.ordered.as_mut() else { return };
+        let Some(op) = self.proxy.ops.get_mut(&op_id) else {
+            return;
+        };
+        let Some(ordered) = op.ordered.as_mut() else {
+            return;
+        };
         let target = ordered.target.or(hint);
         let Some(target) = target else { return };
         ordered.target = Some(target);
@@ -227,20 +270,37 @@ impl Node {
     pub(crate) fn proxy_on_op_timeout(&mut self, now: Millis, op_id: OpId) {
         let window = self.cfg.timing.ack_window_ms;
         let resend_ordered_after = self.cfg.timing.election_timeout_ms;
-        let Some(op) = self.proxy.ops.get_mut(&op_id) else { return };
+        let Some(op) = self.proxy.ops.get_mut(&op_id) else {
+            return;
+        };
         if now >= op.deadline_ms {
             self.proxy_finish(op_id, Response::Error(ErrorKind::Unavailable));
             return;
         }
-        let query_open = matches!(op.policy, PolicyStep::Fast) || matches!(op.register, RegStep::Query);
+        let query_open =
+            matches!(op.policy, PolicyStep::Fast) || matches!(op.register, RegStep::Query);
         let mut write_msg = None;
-        if let RegStep::Writing { entry, epochs, acks, .. } = &mut op.register {
+        if let RegStep::Writing {
+            entry,
+            epochs,
+            acks,
+            ..
+        } = &mut op.register
+        {
             let attempt = acks.next_attempt(now, window);
             let key = request_key(&op.request).unwrap_or(Key([0; 16]));
-            write_msg = Some(PeerMessage::Write { op: op_id, attempt, key, entry: entry.clone(), epochs: *epochs });
+            write_msg = Some(PeerMessage::Write {
+                op: op_id,
+                attempt,
+                key,
+                entry: entry.clone(),
+                epochs: *epochs,
+            });
         }
         let ordered_due = match &op.ordered {
-            Some(o) => o.last_sent_ms.is_none_or(|t| now >= t + resend_ordered_after),
+            Some(o) => o
+                .last_sent_ms
+                .is_none_or(|t| now >= t + resend_ordered_after),
             None => false,
         };
         if ordered_due && let Some(o) = op.ordered.as_mut() {
@@ -274,15 +334,30 @@ impl Node {
         policy: Option<OptReadReply>,
     ) {
         let window = self.cfg.timing.ack_window_ms;
-        let Some(op) = self.proxy.ops.get_mut(&op_id) else { return };
-        if op.query.record(now, window, from, attempt, suspicious, (register, policy)) {
+        let Some(op) = self.proxy.ops.get_mut(&op_id) else {
+            return;
+        };
+        if op
+            .query
+            .record(now, window, from, attempt, suspicious, (register, policy))
+        {
             self.proxy_progress(now, op_id);
         }
     }
 
-    pub(crate) fn proxy_on_write_reply(&mut self, now: Millis, from: ReplicaId, op_id: OpId, attempt: u32, suspicious: bool, ack: WriteAck) {
+    pub(crate) fn proxy_on_write_reply(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        op_id: OpId,
+        attempt: u32,
+        suspicious: bool,
+        ack: WriteAck,
+    ) {
         let window = self.cfg.timing.ack_window_ms;
-        let Some(op) = self.proxy.ops.get_mut(&op_id) else { return };
+        let Some(op) = self.proxy.ops.get_mut(&op_id) else {
+            return;
+        };
         if let RegStep::Writing { acks, .. } = &mut op.register
             && acks.record(now, window, from, attempt, suspicious, ack)
         {
@@ -290,9 +365,19 @@ impl Node {
         }
     }
 
-    pub(crate) fn proxy_on_propose_reply(&mut self, now: Millis, from: ReplicaId, op_id: OpId, answer: ProposeAnswer) {
-        let Some(op) = self.proxy.ops.get_mut(&op_id) else { return };
-        let Some(ordered) = op.ordered.as_mut() else { return };
+    pub(crate) fn proxy_on_propose_reply(
+        &mut self,
+        now: Millis,
+        from: ReplicaId,
+        op_id: OpId,
+        answer: ProposeAnswer,
+    ) {
+        let Some(op) = self.proxy.ops.get_mut(&op_id) else {
+            return;
+        };
+        let Some(ordered) = op.ordered.as_mut() else {
+            return;
+        };
         match answer {
             ProposeAnswer::NotLeader { hint } => {
                 ordered.target = hint.filter(|h| *h != from);
@@ -303,10 +388,16 @@ impl Node {
             ProposeAnswer::Executed { outcome, .. } => {
                 op.ordered = None;
                 match (outcome, &op.request) {
-                    (EntryOutcome::Change(ChangeOutcome::Changed { epoch }), Request::ChangePolicy { .. }) => {
+                    (
+                        EntryOutcome::Change(ChangeOutcome::Changed { epoch }),
+                        Request::ChangePolicy { .. },
+                    ) => {
                         self.proxy_finish(op_id, Response::PolicyChanged { epoch });
                     }
-                    (EntryOutcome::Change(ChangeOutcome::Refused(e)), Request::ChangePolicy { .. }) => {
+                    (
+                        EntryOutcome::Change(ChangeOutcome::Refused(e)),
+                        Request::ChangePolicy { .. },
+                    ) => {
                         self.proxy_finish(op_id, Response::Error(e));
                     }
                     (EntryOutcome::Read(view), _) => {
@@ -323,7 +414,10 @@ impl Node {
 
     fn proxy_finish(&mut self, op_id: OpId, response: Response) {
         if let Some(op) = self.proxy.ops.remove(&op_id) {
-            let frame = ResponseFrame { request_id: op.request_id, response };
+            let frame = ResponseFrame {
+                request_id: op.request_id,
+                response,
+            };
             self.reply(op.client, frame);
         }
     }
@@ -335,17 +429,30 @@ impl Node {
         if !self.q.is_read_quorum(n, s) {
             return ReadDecision::Wait;
         }
-        let entries: Vec<&Option<RegisterEntry>> = query.valid(now, window).map(|(_, _, p)| &p.0).collect();
-        let ht = entries.iter().filter_map(|e| e.as_ref()).max_by_key(|e| e.version);
+        let entries: Vec<&Option<RegisterEntry>> =
+            query.valid(now, window).map(|(_, _, p)| &p.0).collect();
+        let ht = entries
+            .iter()
+            .filter_map(|e| e.as_ref())
+            .max_by_key(|e| e.version);
         let Some(ht) = ht else {
             // No reply in a read quorum holds the key: no write of it completed.
-            return ReadDecision::Return { result: None, stabilize: false };
+            return ReadDecision::Return {
+                result: None,
+                stabilize: false,
+            };
         };
-        let same: Vec<&RegisterEntry> =
-            entries.iter().filter_map(|e| e.as_ref()).filter(|e| e.version == ht.version).collect();
+        let same: Vec<&RegisterEntry> = entries
+            .iter()
+            .filter_map(|e| e.as_ref())
+            .filter(|e| e.version == ht.version)
+            .collect();
         if same.iter().any(|e| e.stable) {
             // ABD-R2
-            return ReadDecision::Return { result: Some(ht.clone()), stabilize: false };
+            return ReadDecision::Return {
+                result: Some(ht.clone()),
+                stabilize: false,
+            };
         }
         if n < self.q.read(s).max(self.q.write()) {
             return ReadDecision::Wait;
@@ -353,7 +460,10 @@ impl Node {
         let count = u32::try_from(same.len()).unwrap_or(u32::MAX);
         if self.q.is_write_quorum(count) {
             // ABD-R3
-            ReadDecision::Return { result: Some(ht.clone()), stabilize: true }
+            ReadDecision::Return {
+                result: Some(ht.clone()),
+                stabilize: true,
+            }
         } else {
             // ABD-R4
             ReadDecision::WriteBack(ht.clone())
@@ -361,7 +471,11 @@ impl Node {
     }
 
     /// PAXOS-R2: unanimous `R_Q(s)` replies without pending accepts.
-    fn opt_read_decision(&self, now: Millis, query: &Collector<QueryPayload>) -> Option<Option<PolicyView>> {
+    fn opt_read_decision(
+        &self,
+        now: Millis,
+        query: &Collector<QueryPayload>,
+    ) -> Option<Option<PolicyView>> {
         let window = self.cfg.timing.ack_window_ms;
         let (n, s) = query.counts(now, window);
         if !self.q.is_read_quorum(n, s) {
@@ -387,7 +501,9 @@ impl Node {
 
     /// Advance an operation as far as its replies allow.
     fn proxy_progress(&mut self, now: Millis, op_id: OpId) {
-        let Some(op) = self.proxy.ops.get(&op_id) else { return };
+        let Some(op) = self.proxy.ops.get(&op_id) else {
+            return;
+        };
         let window = self.cfg.timing.ack_window_ms;
 
         // Policy half of the first round (PAXOS-R2 → PAXOS-R3 fallback).
@@ -404,14 +520,20 @@ impl Node {
                     let key = request_key(&op.request);
                     if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                         op.policy = PolicyStep::Slow;
-                        op.ordered = Some(Ordered { entry: PolicyEntry::Read { share, key }, target: None, last_sent_ms: None });
+                        op.ordered = Some(Ordered {
+                            entry: PolicyEntry::Read { share, key },
+                            target: None,
+                            last_sent_ms: None,
+                        });
                     }
                     self.proxy_send_ordered(now, op_id);
                 }
             }
         }
 
-        let Some(op) = self.proxy.ops.get(&op_id) else { return };
+        let Some(op) = self.proxy.ops.get(&op_id) else {
+            return;
+        };
         let is_read = matches!(op.request, Request::Read { .. });
         let key = request_key(&op.request);
 
@@ -431,9 +553,20 @@ impl Node {
                     let mut acks = Collector::default();
                     let attempt = acks.next_attempt(now, window);
                     let k = key.unwrap_or(Key([0; 16]));
-                    let msg = PeerMessage::Write { op: op_id, attempt, key: k, entry: entry.clone(), epochs: None };
+                    let msg = PeerMessage::Write {
+                        op: op_id,
+                        attempt,
+                        key: k,
+                        entry: entry.clone(),
+                        epochs: None,
+                    };
                     if let Some(op) = self.proxy.ops.get_mut(&op_id) {
-                        op.register = RegStep::Writing { current: None, entry, epochs: None, acks };
+                        op.register = RegStep::Writing {
+                            current: None,
+                            entry,
+                            epochs: None,
+                            acks,
+                        };
                     }
                     self.broadcast(&msg);
                 }
@@ -453,9 +586,20 @@ impl Node {
                     }
                 }
             }
-            RegStep::Writing { current, entry, acks, epochs } => {
-                let stored = acks.valid(now, window).filter(|(_, _, a)| matches!(a, WriteAck::Stored)).count();
-                let refused = acks.valid(now, window).filter(|(_, _, a)| !matches!(a, WriteAck::Stored)).count();
+            RegStep::Writing {
+                current,
+                entry,
+                acks,
+                epochs,
+            } => {
+                let stored = acks
+                    .valid(now, window)
+                    .filter(|(_, _, a)| matches!(a, WriteAck::Stored))
+                    .count();
+                let refused = acks
+                    .valid(now, window)
+                    .filter(|(_, _, a)| !matches!(a, WriteAck::Stored))
+                    .count();
                 let stored = u32::try_from(stored).unwrap_or(u32::MAX);
                 let refused = u32::try_from(refused).unwrap_or(u32::MAX);
                 if self.q.is_write_quorum(stored) {
@@ -465,7 +609,9 @@ impl Node {
                         // ABD-R4 done: stabilize, then return.
                         self.stabilize(k, entry.version);
                         if let Some(op) = self.proxy.ops.get_mut(&op_id) {
-                            op.register = RegStep::ReadDone { result: Some(entry) };
+                            op.register = RegStep::ReadDone {
+                                result: Some(entry),
+                            };
                         }
                     } else {
                         // ABD-W3: return, stabilize the NEW timestamp (the paper's
@@ -477,9 +623,13 @@ impl Node {
                         };
                         self.stabilize(k, version);
                         let response = if entry.value.data.is_some() {
-                            Response::Written { version: entry.version }
+                            Response::Written {
+                                version: entry.version,
+                            }
                         } else {
-                            Response::Deleted { version: entry.version }
+                            Response::Deleted {
+                                version: entry.version,
+                            }
                         };
                         self.proxy_finish(op_id, response);
                         return;
@@ -499,7 +649,11 @@ impl Node {
                         op.retry_entry = Some(refused_entry);
                         op.register = RegStep::Ready { current };
                         op.policy = PolicyStep::Slow;
-                        op.ordered = Some(Ordered { entry: PolicyEntry::Read { share, key }, target: None, last_sent_ms: None });
+                        op.ordered = Some(Ordered {
+                            entry: PolicyEntry::Read { share, key },
+                            target: None,
+                            last_sent_ms: None,
+                        });
                     }
                     self.proxy_send_ordered(now, op_id);
                     return;
@@ -509,8 +663,12 @@ impl Node {
         }
 
         // With the policy known, evaluate and finish or write.
-        let Some(op) = self.proxy.ops.get(&op_id) else { return };
-        let PolicyStep::Known(view) = &op.policy else { return };
+        let Some(op) = self.proxy.ops.get(&op_id) else {
+            return;
+        };
+        let PolicyStep::Known(view) = &op.policy else {
+            return;
+        };
         let tenant = op.tenant.clone();
         let share = request_share(&op.request);
         match (&op.request, &op.register) {
@@ -534,9 +692,10 @@ impl Node {
                     let response = match is_live(result) {
                         None => Response::Error(ErrorKind::NotFound),
                         Some(e) if e.value.share != share => Response::Error(ErrorKind::Denied),
-                        Some(e) => {
-                            Response::Value { value: e.value.data.clone().unwrap_or_default(), version: e.version }
-                        }
+                        Some(e) => Response::Value {
+                            value: e.value.data.clone().unwrap_or_default(),
+                            version: e.version,
+                        },
                     };
                     self.proxy_finish(op_id, response);
                 }
@@ -548,7 +707,8 @@ impl Node {
                     _ => None,
                 };
                 let live = is_live(current);
-                let denied = !view.can_write(&tenant) || current.as_ref().is_some_and(|c| c.value.share != share);
+                let denied = !view.can_write(&tenant)
+                    || current.as_ref().is_some_and(|c| c.value.share != share);
                 let writer = match (&view.file, live) {
                     (Some(f), _) => f.writer.clone(),
                     (None, Some(c)) => c.value.creator.clone(),
@@ -563,12 +723,20 @@ impl Node {
                 };
                 if let Some(kind) = refusal {
                     // PX-8: after a write round went out the outcome is unknown.
-                    let kind = if op.write_sent { ErrorKind::Unavailable } else { kind };
+                    let kind = if op.write_sent {
+                        ErrorKind::Unavailable
+                    } else {
+                        kind
+                    };
                     self.proxy_finish(op_id, Response::Error(kind));
                     return;
                 }
                 let creator = live.map_or(tenant.clone(), |c| c.value.creator.clone());
-                let epochs = Epochs { share, share_epoch: view.share_epoch(), file_epoch: view.file_epoch() };
+                let epochs = Epochs {
+                    share,
+                    share_epoch: view.share_epoch(),
+                    file_epoch: view.file_epoch(),
+                };
                 let current = current.clone();
                 let k = key.unwrap_or(Key([0; 16]));
                 let entry = match op.retry_entry.clone() {
@@ -577,17 +745,40 @@ impl Node {
                     Some(entry) => entry,
                     None => {
                         let base_seq = current.as_ref().map_or(0, |c| c.version.seq);
-                        let seq = base_seq.max(self.proxy.last_seq.get(&k).copied().unwrap_or(0)) + 1;
+                        let seq =
+                            base_seq.max(self.proxy.last_seq.get(&k).copied().unwrap_or(0)) + 1;
                         self.proxy.last_seq.insert(k, seq);
-                        let version = Version { seq, writer: self.writer_id() };
-                        RegisterEntry { version, stable: false, value: StoredValue { share, creator, data } }
+                        let version = Version {
+                            seq,
+                            writer: self.writer_id(),
+                        };
+                        RegisterEntry {
+                            version,
+                            stable: false,
+                            value: StoredValue {
+                                share,
+                                creator,
+                                data,
+                            },
+                        }
                     }
                 };
                 let mut acks = Collector::default();
                 let attempt = acks.next_attempt(now, window);
-                let msg = PeerMessage::Write { op: op_id, attempt, key: k, entry: entry.clone(), epochs: Some(epochs) };
+                let msg = PeerMessage::Write {
+                    op: op_id,
+                    attempt,
+                    key: k,
+                    entry: entry.clone(),
+                    epochs: Some(epochs),
+                };
                 if let Some(op) = self.proxy.ops.get_mut(&op_id) {
-                    op.register = RegStep::Writing { current, entry, epochs: Some(epochs), acks };
+                    op.register = RegStep::Writing {
+                        current,
+                        entry,
+                        epochs: Some(epochs),
+                        acks,
+                    };
                     op.write_sent = true;
                 }
                 self.broadcast(&msg);

@@ -24,7 +24,9 @@ pub const MAX_REPLICAS: u32 = 64;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// `N = max(M_R, F) + F + 1` must not exceed [`MAX_REPLICAS`].
-    #[error("N = max(M_R, F) + F + 1 = {n} exceeds the supported maximum of {max} replicas (m_r={m_r}, f={f})")]
+    #[error(
+        "N = max(M_R, F) + F + 1 = {n} exceeds the supported maximum of {max} replicas (m_r={m_r}, f={f})"
+    )]
     TooManyReplicas { m_r: u32, f: u32, n: u64, max: u32 },
     /// RR requires `W_Q > M_R` (eq. 3, durability); only violated by overflow.
     #[error("W_Q = max(M_R, F) + 1 = {w} must exceed M_R = {m_r} (RR eq. 3, durability)")]
@@ -59,20 +61,37 @@ impl Quorums {
     pub fn new(mode: Mode, m_r: u32, f: u32) -> Result<Quorums, ConfigError> {
         let n_wide = u64::from(m_r.max(f)) + u64::from(f) + 1;
         if n_wide > u64::from(MAX_REPLICAS) {
-            return Err(ConfigError::TooManyReplicas { m_r, f, n: n_wide, max: MAX_REPLICAS });
+            return Err(ConfigError::TooManyReplicas {
+                m_r,
+                f,
+                n: n_wide,
+                max: MAX_REPLICAS,
+            });
         }
         // Cannot overflow: n_wide <= MAX_REPLICAS.
         let n = n_wide as u32;
-        let q = Quorums { mode, m_r, f, n, read_minus_one: false };
+        let q = Quorums {
+            mode,
+            m_r,
+            f,
+            n,
+            read_minus_one: false,
+        };
         let w = q.write();
         if mode == Mode::Rr && w <= m_r {
             return Err(ConfigError::WriteQuorumTooSmall { m_r, w });
         }
         if n - f < w {
-            return Err(ConfigError::WriteNotLive { n_minus_f: n - f, w });
+            return Err(ConfigError::WriteNotLive {
+                n_minus_f: n - f,
+                w,
+            });
         }
         if mode == Mode::Rr && f + m_r + 1 > n {
-            return Err(ConfigError::ReadQuorumExceedsN { r_max: f + m_r + 1, n });
+            return Err(ConfigError::ReadQuorumExceedsN {
+                r_max: f + m_r + 1,
+                n,
+            });
         }
         Ok(q)
     }
@@ -120,7 +139,11 @@ impl Quorums {
             Mode::Rr => self.f + suspicious.min(self.m_r) + 1,
             Mode::Cft => self.majority(),
         };
-        if self.read_minus_one { size.saturating_sub(1).max(1) } else { size }
+        if self.read_minus_one {
+            size.saturating_sub(1).max(1)
+        } else {
+            size
+        }
     }
 
     /// `S_Q(s) = max(R_Q(s), W_Q)`: a step that both reads and writes.
@@ -165,7 +188,9 @@ mod tests {
 
     #[test]
     fn read_minus_one_fault_shrinks_only_reads() {
-        let q = Quorums::new(Mode::Rr, 2, 2).expect("valid").with_read_minus_one(true);
+        let q = Quorums::new(Mode::Rr, 2, 2)
+            .expect("valid")
+            .with_read_minus_one(true);
         assert_eq!((q.read(0), q.write()), (2, 3));
     }
 

@@ -38,9 +38,14 @@ pub(crate) enum Phase {
     #[default]
     Idle,
     /// REC-1/REC-2: collecting digests.
-    Digest { digests: BTreeMap<ReplicaId, DigestInfo> },
+    Digest {
+        digests: BTreeMap<ReplicaId, DigestInfo>,
+    },
     /// REC-3/REC-4: waiting for fetch replies from these replicas.
-    Fetch { requests: BTreeMap<ReplicaId, PeerMessage>, waiting: BTreeSet<ReplicaId> },
+    Fetch {
+        requests: BTreeMap<ReplicaId, PeerMessage>,
+        waiting: BTreeSet<ReplicaId>,
+    },
     /// REC-5: state fetched, but the round started inside the quarantine;
     /// another round starts when it ends.
     Quarantine,
@@ -73,7 +78,9 @@ impl Node {
         self.recovery.round += 1;
         self.recovery.round_started_ms = now;
         self.recovery.retries = 0;
-        self.recovery.phase = Phase::Digest { digests: BTreeMap::new() };
+        self.recovery.phase = Phase::Digest {
+            digests: BTreeMap::new(),
+        };
         let round = self.recovery.round;
         self.broadcast(&PeerMessage::DigestRequest { round });
         let retry = self.cfg.timing.recovery_retry_ms;
@@ -103,8 +110,13 @@ impl Node {
             Phase::Digest { digests } => {
                 self.recovery.retries += 1;
                 let round = self.recovery.round;
-                let missing: Vec<ReplicaId> =
-                    self.cfg.replicas.iter().copied().filter(|r| !digests.contains_key(r)).collect();
+                let missing: Vec<ReplicaId> = self
+                    .cfg
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !digests.contains_key(r))
+                    .collect();
                 for to in missing {
                     self.send(to, PeerMessage::DigestRequest { round });
                 }
@@ -133,7 +145,12 @@ impl Node {
             buckets: digest::bucket_hashes(&self.durable.registers),
             promised: self.durable.promised,
             executed: self.durable.executed,
-            accepted: self.durable.accepted.iter().map(|(s, (b, e))| (*s, *b, e.clone())).collect(),
+            accepted: self
+                .durable
+                .accepted
+                .iter()
+                .map(|(s, (b, e))| (*s, *b, e.clone()))
+                .collect(),
         };
         self.send(from, msg);
     }
@@ -155,20 +172,36 @@ impl Node {
         if round != self.recovery.round {
             return;
         }
-        let Phase::Digest { digests } = &mut self.recovery.phase else { return };
+        let Phase::Digest { digests } = &mut self.recovery.phase else {
+            return;
+        };
         if buckets.len() != digest::BUCKETS {
             return; // malformed digest: ignore the reply
         }
-        digests.insert(from, DigestInfo { suspicious, buckets, promised, executed, accepted });
+        digests.insert(
+            from,
+            DigestInfo {
+                suspicious,
+                buckets,
+                promised,
+                executed,
+                accepted,
+            },
+        );
         let n = u32::try_from(digests.len()).unwrap_or(u32::MAX);
-        let s = u32::try_from(digests.values().filter(|d| d.suspicious).count()).unwrap_or(u32::MAX);
+        let s =
+            u32::try_from(digests.values().filter(|d| d.suspicious).count()).unwrap_or(u32::MAX);
         if !self.q.is_read_quorum(n, s) {
             return;
         }
-        let Phase::Digest { digests } = std::mem::take(&mut self.recovery.phase) else { return };
+        let Phase::Digest { digests } = std::mem::take(&mut self.recovery.phase) else {
+            return;
+        };
         // Highest promise and highest-ballot accepted entry per slot.
         if let Some(max_promised) = digests.values().map(|d| d.promised).max() {
-            self.persist(Record::Promise { ballot: max_promised });
+            self.persist(Record::Promise {
+                ballot: max_promised,
+            });
         }
         let mut best: BTreeMap<Slot, (Ballot, PolicyEntry)> = BTreeMap::new();
         for (slot, b, e) in digests.values().flat_map(|d| d.accepted.iter()) {
@@ -177,7 +210,11 @@ impl Node {
             }
         }
         for (slot, (ballot, entry)) in best {
-            self.persist(Record::Accept { slot, ballot, entry });
+            self.persist(Record::Accept {
+                slot,
+                ballot,
+                entry,
+            });
         }
         // Who has the most advanced executed state, if ahead of us.
         let snapshot_from = digests
@@ -198,7 +235,11 @@ impl Node {
                 .collect();
             let want_snapshot = snapshot_from == Some(*r);
             if !differing.is_empty() || want_snapshot {
-                let msg = PeerMessage::FetchRequest { round: self.recovery.round, buckets: differing, want_snapshot };
+                let msg = PeerMessage::FetchRequest {
+                    round: self.recovery.round,
+                    buckets: differing,
+                    want_snapshot,
+                };
                 requests.insert(*r, msg);
             }
         }
@@ -224,14 +265,23 @@ impl Node {
             let theirs: BTreeMap<Key, Version> = theirs.iter().copied().collect();
             for (key, _) in digest::bucket_versions(&self.durable.registers, *bucket) {
                 if let Some(e) = self.durable.registers.get(&key)
-                    && theirs.get(&key).is_none_or(|v| e.version > *v || (e.version == *v && e.stable))
+                    && theirs
+                        .get(&key)
+                        .is_none_or(|v| e.version > *v || (e.version == *v && e.stable))
                 {
                     entries.push((key, e.clone()));
                 }
             }
         }
         let snapshot = want_snapshot.then(|| (self.durable.executed, self.durable.policy.clone()));
-        self.send(from, PeerMessage::FetchReply { round, entries, snapshot });
+        self.send(
+            from,
+            PeerMessage::FetchReply {
+                round,
+                entries,
+                snapshot,
+            },
+        );
     }
 
     /// REC-4: apply and persist what was fetched.
@@ -246,7 +296,9 @@ impl Node {
         if round != self.recovery.round {
             return;
         }
-        let Phase::Fetch { waiting, .. } = &mut self.recovery.phase else { return };
+        let Phase::Fetch { waiting, .. } = &mut self.recovery.phase else {
+            return;
+        };
         if !waiting.remove(&from) {
             return;
         }
@@ -263,7 +315,9 @@ impl Node {
     /// REC-5: all fetches in → clear the flag if this round started after the
     /// quarantine, else wait for it to end and run one more round.
     fn recovery_maybe_finish(&mut self, now: Millis) {
-        let Phase::Fetch { waiting, .. } = &self.recovery.phase else { return };
+        let Phase::Fetch { waiting, .. } = &self.recovery.phase else {
+            return;
+        };
         if !waiting.is_empty() {
             return;
         }

@@ -47,7 +47,16 @@ impl Node {
             view: self.durable.policy.view(&share, key.as_ref()),
         });
         let suspicious = self.flag();
-        self.send(from, PeerMessage::QueryReply { op, attempt, suspicious, register, policy });
+        self.send(
+            from,
+            PeerMessage::QueryReply {
+                op,
+                attempt,
+                suspicious,
+                register,
+                policy,
+            },
+        );
     }
 
     /// ABD-W2: store the value if its timestamp is higher, persist, then ack.
@@ -75,15 +84,37 @@ impl Node {
                     // The proxy saw a newer policy than ours: we lag (PAXOS-C1).
                     self.paxos_request_catch_up(now);
                 }
-                let ack = WriteAck::EpochMismatch { share_epoch, file_epoch };
-                self.send(from, PeerMessage::WriteReply { op, attempt, suspicious, ack });
+                let ack = WriteAck::EpochMismatch {
+                    share_epoch,
+                    file_epoch,
+                };
+                self.send(
+                    from,
+                    PeerMessage::WriteReply {
+                        op,
+                        attempt,
+                        suspicious,
+                        ack,
+                    },
+                );
                 return;
             }
         }
         // A write never carries a stable bit: only STABILIZE sets it (ABD-S1).
-        let entry = RegisterEntry { stable: false, ..entry };
+        let entry = RegisterEntry {
+            stable: false,
+            ..entry
+        };
         self.persist(Record::RegisterPut { key, entry });
-        self.send(from, PeerMessage::WriteReply { op, attempt, suspicious, ack: WriteAck::Stored });
+        self.send(
+            from,
+            PeerMessage::WriteReply {
+                op,
+                attempt,
+                suspicious,
+                ack: WriteAck::Stored,
+            },
+        );
     }
 
     /// ABD-S1: mark the held value stable if STABILIZE names its timestamp.

@@ -50,7 +50,11 @@ pub enum Record {
     /// Raise the promised ballot (PAXOS-A1).
     Promise { ballot: Ballot },
     /// Accept `entry` for `slot` at `ballot` (PAXOS-A2); also raises the promise.
-    Accept { slot: Slot, ballot: Ballot, entry: PolicyEntry },
+    Accept {
+        slot: Slot,
+        ballot: Ballot,
+        entry: PolicyEntry,
+    },
     /// Execute the next slot against the policy state machine (PAXOS-E1).
     /// Ignored unless `slot == executed + 1`.
     Execute { slot: Slot, entry: PolicyEntry },
@@ -121,7 +125,11 @@ impl DurableState {
                     false
                 }
             }
-            Record::Accept { slot, ballot, entry } => {
+            Record::Accept {
+                slot,
+                ballot,
+                entry,
+            } => {
                 let mut changed = false;
                 if *ballot > self.promised {
                     self.promised = *ballot;
@@ -174,7 +182,10 @@ impl DurableState {
 
     /// Decode sealed bytes; never panics on bad input.
     pub fn decode(bytes: &[u8]) -> Result<DurableState, CoreDecodeError> {
-        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError { what: "durable state", source })
+        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError {
+            what: "durable state",
+            source,
+        })
     }
 }
 
@@ -194,7 +205,10 @@ impl Record {
 
     /// Decode one sealed log record; never panics on bad input.
     pub fn decode(bytes: &[u8]) -> Result<Record, CoreDecodeError> {
-        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError { what: "log record", source })
+        postcard::from_bytes(bytes).map_err(|source| CoreDecodeError {
+            what: "log record",
+            source,
+        })
     }
 }
 
@@ -213,13 +227,29 @@ mod tests {
             creator: TenantId,
             data: Option<Vec<u8>>,
         }
-        for data in [None, Some(Vec::new()), Some(vec![7u8; 200]), Some((0..=255u8).cycle().take(40_000).collect())] {
+        for data in [
+            None,
+            Some(Vec::new()),
+            Some(vec![7u8; 200]),
+            Some((0..=255u8).cycle().take(40_000).collect()),
+        ] {
             let (share, creator) = (ShareId([4; 16]), TenantId("alice".into()));
-            let new = StoredValue { share, creator: creator.clone(), data: data.clone() };
-            let old = Old { share, creator, data };
+            let new = StoredValue {
+                share,
+                creator: creator.clone(),
+                data: data.clone(),
+            };
+            let old = Old {
+                share,
+                creator,
+                data,
+            };
             let old_bytes = postcard::to_allocvec(&old).expect("encodes");
             assert_eq!(postcard::to_allocvec(&new).expect("encodes"), old_bytes);
-            assert_eq!(postcard::from_bytes::<StoredValue>(&old_bytes).expect("decodes"), new);
+            assert_eq!(
+                postcard::from_bytes::<StoredValue>(&old_bytes).expect("decodes"),
+                new
+            );
         }
     }
 }

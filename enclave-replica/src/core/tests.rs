@@ -4,7 +4,9 @@
 //! - happy paths and hand-made crash/rollback scenarios on the in-process
 //!   [`harness::Cluster`](super::harness::Cluster).
 
-use metadata_client::wire::{Access, ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ShareId, TenantId, Version};
+use metadata_client::wire::{
+    Access, ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ShareId, TenantId, Version,
+};
 
 use super::harness::Cluster;
 use super::*;
@@ -28,7 +30,11 @@ fn entry(seq: u64, data: &[u8]) -> RegisterEntry {
     RegisterEntry {
         version: Version { seq, writer: 2 },
         stable: false,
-        value: StoredValue { share: ShareId([1; 16]), creator: TenantId("alice".into()), data: Some(data.to_vec()) },
+        value: StoredValue {
+            share: ShareId([1; 16]),
+            creator: TenantId("alice".into()),
+            data: Some(data.to_vec()),
+        },
     }
 }
 
@@ -57,8 +63,17 @@ fn rec_0_start_in_rr_is_suspicious_and_asks_everyone_for_digests() {
         .map(|(to, _)| to)
         .collect();
     assert_eq!(digest_requests, vec![2, 3, 4, 5]);
-    assert!(commands.contains(&Command::SetTimer { timer: Timer::Recovery, after_ms: 200 }));
-    assert!(commands.iter().any(|c| matches!(c, Command::SetTimer { timer: Timer::Election, .. })));
+    assert!(commands.contains(&Command::SetTimer {
+        timer: Timer::Recovery,
+        after_ms: 200
+    }));
+    assert!(commands.iter().any(|c| matches!(
+        c,
+        Command::SetTimer {
+            timer: Timer::Election,
+            ..
+        }
+    )));
     // Nothing is persisted merely by starting.
     assert!(!commands.iter().any(|c| matches!(c, Command::Persist(_))));
 }
@@ -74,100 +89,289 @@ fn cft_start_trusts_its_state_and_does_not_recover() {
 fn abd_q1_query_reply_carries_entry_policy_and_suspicious_flag() {
     let (mut node, _) = Node::start(cfg(Mode::Rr), ME, DurableState::default(), 0, 9);
     let mut st = DurableState::default();
-    st.apply(&Record::RegisterPut { key: key(), entry: entry(3, b"v") });
+    st.apply(&Record::RegisterPut {
+        key: key(),
+        entry: entry(3, b"v"),
+    });
     node.durable = st;
-    let q = PeerMessage::Query { op: 4, attempt: 1, key: Some(key()), share: ShareId([1; 16]), want_value: true, want_policy: true };
+    let q = PeerMessage::Query {
+        op: 4,
+        attempt: 1,
+        key: Some(key()),
+        share: ShareId([1; 16]),
+        want_value: true,
+        want_policy: true,
+    };
     let out = node.on_message(10, 2, q);
     let expected = PeerMessage::QueryReply {
         op: 4,
         attempt: 1,
         suspicious: true,
         register: Some(entry(3, b"v")),
-        policy: Some(OptReadReply { executed: 0, pending: false, view: PolicyView::default() }),
+        policy: Some(OptReadReply {
+            executed: 0,
+            pending: false,
+            view: PolicyView::default(),
+        }),
     };
-    assert_eq!(out, vec![Command::Send { to: 2, msg: expected }]);
+    assert_eq!(
+        out,
+        vec![Command::Send {
+            to: 2,
+            msg: expected
+        }]
+    );
 }
 
 #[test]
 fn abd_w2_store_higher_timestamp_persist_before_ack() {
     let mut node = trusted_node();
-    let w = PeerMessage::Write { op: 1, attempt: 1, key: key(), entry: entry(5, b"x"), epochs: None };
+    let w = PeerMessage::Write {
+        op: 1,
+        attempt: 1,
+        key: key(),
+        entry: entry(5, b"x"),
+        epochs: None,
+    };
     let out = node.on_message(10, 3, w);
     assert_eq!(
         out,
         vec![
-            Command::Persist(vec![Record::RegisterPut { key: key(), entry: entry(5, b"x") }]),
-            Command::Send { to: 3, msg: PeerMessage::WriteReply { op: 1, attempt: 1, suspicious: false, ack: WriteAck::Stored } },
+            Command::Persist(vec![Record::RegisterPut {
+                key: key(),
+                entry: entry(5, b"x")
+            }]),
+            Command::Send {
+                to: 3,
+                msg: PeerMessage::WriteReply {
+                    op: 1,
+                    attempt: 1,
+                    suspicious: false,
+                    ack: WriteAck::Stored
+                }
+            },
         ]
     );
     // An older timestamp is acknowledged without storing anything.
-    let w = PeerMessage::Write { op: 2, attempt: 1, key: key(), entry: entry(4, b"old"), epochs: None };
+    let w = PeerMessage::Write {
+        op: 2,
+        attempt: 1,
+        key: key(),
+        entry: entry(4, b"old"),
+        epochs: None,
+    };
     let out = node.on_message(11, 3, w);
     assert_eq!(
         out,
-        vec![Command::Send { to: 3, msg: PeerMessage::WriteReply { op: 2, attempt: 1, suspicious: false, ack: WriteAck::Stored } }]
+        vec![Command::Send {
+            to: 3,
+            msg: PeerMessage::WriteReply {
+                op: 2,
+                attempt: 1,
+                suspicious: false,
+                ack: WriteAck::Stored
+            }
+        }]
     );
-    assert_eq!(node.durable().registers.get(&key()).map(|e| e.version.seq), Some(5));
+    assert_eq!(
+        node.durable().registers.get(&key()).map(|e| e.version.seq),
+        Some(5)
+    );
 }
 
 #[test]
 fn abd_s1_stabilize_marks_only_the_named_timestamp() {
     let mut node = trusted_node();
-    node.on_message(1, 2, PeerMessage::Write { op: 1, attempt: 1, key: key(), entry: entry(5, b"x"), epochs: None });
-    let out = node.on_message(2, 2, PeerMessage::Stabilize { key: key(), version: Version { seq: 4, writer: 2 } });
+    node.on_message(
+        1,
+        2,
+        PeerMessage::Write {
+            op: 1,
+            attempt: 1,
+            key: key(),
+            entry: entry(5, b"x"),
+            epochs: None,
+        },
+    );
+    let out = node.on_message(
+        2,
+        2,
+        PeerMessage::Stabilize {
+            key: key(),
+            version: Version { seq: 4, writer: 2 },
+        },
+    );
     assert!(out.is_empty());
     let v = Version { seq: 5, writer: 2 };
-    let out = node.on_message(3, 2, PeerMessage::Stabilize { key: key(), version: v });
-    assert_eq!(out, vec![Command::Persist(vec![Record::RegisterStable { key: key(), version: v }])]);
+    let out = node.on_message(
+        3,
+        2,
+        PeerMessage::Stabilize {
+            key: key(),
+            version: v,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Command::Persist(vec![Record::RegisterStable {
+            key: key(),
+            version: v
+        }])]
+    );
 }
 
 #[test]
 fn px_6_write_with_other_epochs_is_refused_and_not_stored() {
     let mut node = trusted_node();
-    let epochs = Epochs { share: ShareId([1; 16]), share_epoch: 3, file_epoch: 0 };
-    let w = PeerMessage::Write { op: 1, attempt: 1, key: key(), entry: entry(5, b"x"), epochs: Some(epochs) };
+    let epochs = Epochs {
+        share: ShareId([1; 16]),
+        share_epoch: 3,
+        file_epoch: 0,
+    };
+    let w = PeerMessage::Write {
+        op: 1,
+        attempt: 1,
+        key: key(),
+        entry: entry(5, b"x"),
+        epochs: Some(epochs),
+    };
     let out = node.on_message(10, 3, w);
-    let ack = WriteAck::EpochMismatch { share_epoch: 0, file_epoch: 0 };
-    assert_eq!(out, vec![Command::Send { to: 3, msg: PeerMessage::WriteReply { op: 1, attempt: 1, suspicious: false, ack } }]);
+    let ack = WriteAck::EpochMismatch {
+        share_epoch: 0,
+        file_epoch: 0,
+    };
+    assert_eq!(
+        out,
+        vec![Command::Send {
+            to: 3,
+            msg: PeerMessage::WriteReply {
+                op: 1,
+                attempt: 1,
+                suspicious: false,
+                ack
+            }
+        }]
+    );
     assert!(node.durable().registers.is_empty());
 }
 
 #[test]
 fn px_6_suspicious_replica_refuses_epoch_checked_writes() {
     let (mut node, _) = Node::start(cfg(Mode::Rr), ME, DurableState::default(), 0, 9);
-    let epochs = Epochs { share: ShareId([1; 16]), share_epoch: 0, file_epoch: 0 };
-    let w = PeerMessage::Write { op: 1, attempt: 1, key: key(), entry: entry(5, b"x"), epochs: Some(epochs) };
+    let epochs = Epochs {
+        share: ShareId([1; 16]),
+        share_epoch: 0,
+        file_epoch: 0,
+    };
+    let w = PeerMessage::Write {
+        op: 1,
+        attempt: 1,
+        key: key(),
+        entry: entry(5, b"x"),
+        epochs: Some(epochs),
+    };
     let out = node.on_message(10, 3, w);
-    let ack = WriteAck::EpochMismatch { share_epoch: 0, file_epoch: 0 };
-    assert_eq!(out, vec![Command::Send { to: 3, msg: PeerMessage::WriteReply { op: 1, attempt: 1, suspicious: true, ack } }]);
+    let ack = WriteAck::EpochMismatch {
+        share_epoch: 0,
+        file_epoch: 0,
+    };
+    assert_eq!(
+        out,
+        vec![Command::Send {
+            to: 3,
+            msg: PeerMessage::WriteReply {
+                op: 1,
+                attempt: 1,
+                suspicious: true,
+                ack
+            }
+        }]
+    );
 }
 
 #[test]
 fn paxos_a1_promise_is_persisted_before_it_is_sent_and_lower_ballots_are_rejected() {
     let mut node = trusted_node();
-    let b = Ballot { round: 3, leader: 2 };
-    let out = node.on_message(5, 2, PeerMessage::Prepare { ballot: b, attempt: 1, executed: 0 });
+    let b = Ballot {
+        round: 3,
+        leader: 2,
+    };
+    let out = node.on_message(
+        5,
+        2,
+        PeerMessage::Prepare {
+            ballot: b,
+            attempt: 1,
+            executed: 0,
+        },
+    );
     assert_eq!(
         out,
         vec![
             Command::Persist(vec![Record::Promise { ballot: b }]),
             Command::Send {
                 to: 2,
-                msg: PeerMessage::Promise { ballot: b, attempt: 1, suspicious: false, executed: 0, snapshot: None, accepted: vec![] }
+                msg: PeerMessage::Promise {
+                    ballot: b,
+                    attempt: 1,
+                    suspicious: false,
+                    executed: 0,
+                    snapshot: None,
+                    accepted: vec![]
+                }
             },
         ]
     );
-    let low = Ballot { round: 2, leader: 4 };
-    let out = node.on_message(6, 4, PeerMessage::Prepare { ballot: low, attempt: 1, executed: 0 });
-    assert_eq!(out, vec![Command::Send { to: 4, msg: PeerMessage::Reject { ballot: low, promised: b } }]);
+    let low = Ballot {
+        round: 2,
+        leader: 4,
+    };
+    let out = node.on_message(
+        6,
+        4,
+        PeerMessage::Prepare {
+            ballot: low,
+            attempt: 1,
+            executed: 0,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Command::Send {
+            to: 4,
+            msg: PeerMessage::Reject {
+                ballot: low,
+                promised: b
+            }
+        }]
+    );
 }
 
 #[test]
 fn paxos_a0_suspicious_replica_neither_promises_nor_accepts() {
     let (mut node, _) = Node::start(cfg(Mode::Rr), ME, DurableState::default(), 0, 9);
-    let b = Ballot { round: 3, leader: 2 };
-    assert!(node.on_message(5, 2, PeerMessage::Prepare { ballot: b, attempt: 1, executed: 0 }).is_empty());
-    let accept = PeerMessage::Accept { ballot: b, attempt: 1, slot: 1, entry: PolicyEntry::Noop };
+    let b = Ballot {
+        round: 3,
+        leader: 2,
+    };
+    assert!(
+        node.on_message(
+            5,
+            2,
+            PeerMessage::Prepare {
+                ballot: b,
+                attempt: 1,
+                executed: 0
+            }
+        )
+        .is_empty()
+    );
+    let accept = PeerMessage::Accept {
+        ballot: b,
+        attempt: 1,
+        slot: 1,
+        entry: PolicyEntry::Noop,
+    };
     assert!(node.on_message(6, 2, accept).is_empty());
     assert_eq!(node.durable().promised, Ballot::default());
 }
@@ -175,28 +379,83 @@ fn paxos_a0_suspicious_replica_neither_promises_nor_accepts() {
 #[test]
 fn paxos_a2_accept_persisted_before_accepted_and_r1_reports_pending() {
     let mut node = trusted_node();
-    let b = Ballot { round: 1, leader: 2 };
+    let b = Ballot {
+        round: 1,
+        leader: 2,
+    };
     let share = ShareId([1; 16]);
-    let entry = PolicyEntry::Change { share, requester: TenantId("a".into()), token: [1; 16], op: PolicyOp::CreateShare };
-    let out = node.on_message(5, 2, PeerMessage::Accept { ballot: b, attempt: 7, slot: 1, entry: entry.clone() });
+    let entry = PolicyEntry::Change {
+        share,
+        requester: TenantId("a".into()),
+        token: [1; 16],
+        op: PolicyOp::CreateShare,
+    };
+    let out = node.on_message(
+        5,
+        2,
+        PeerMessage::Accept {
+            ballot: b,
+            attempt: 7,
+            slot: 1,
+            entry: entry.clone(),
+        },
+    );
     assert_eq!(
         out,
         vec![
-            Command::Persist(vec![Record::Accept { slot: 1, ballot: b, entry }]),
-            Command::Send { to: 2, msg: PeerMessage::Accepted { ballot: b, attempt: 7, slot: 1, suspicious: false } },
+            Command::Persist(vec![Record::Accept {
+                slot: 1,
+                ballot: b,
+                entry
+            }]),
+            Command::Send {
+                to: 2,
+                msg: PeerMessage::Accepted {
+                    ballot: b,
+                    attempt: 7,
+                    slot: 1,
+                    suspicious: false
+                }
+            },
         ]
     );
     // PAXOS-R1: the optimized read now reports a pending accept on the share.
-    let q = PeerMessage::Query { op: 1, attempt: 1, key: None, share, want_value: false, want_policy: true };
+    let q = PeerMessage::Query {
+        op: 1,
+        attempt: 1,
+        key: None,
+        share,
+        want_value: false,
+        want_policy: true,
+    };
     let out = node.on_message(6, 3, q);
-    let Some(Command::Send { msg: PeerMessage::QueryReply { policy: Some(p), .. }, .. }) = out.first() else {
+    let Some(Command::Send {
+        msg: PeerMessage::QueryReply {
+            policy: Some(p), ..
+        },
+        ..
+    }) = out.first()
+    else {
         panic!("expected a query reply, got {out:?}");
     };
     assert!(p.pending);
     // ... but not on another share.
-    let q = PeerMessage::Query { op: 2, attempt: 1, key: None, share: ShareId([2; 16]), want_value: false, want_policy: true };
+    let q = PeerMessage::Query {
+        op: 2,
+        attempt: 1,
+        key: None,
+        share: ShareId([2; 16]),
+        want_value: false,
+        want_policy: true,
+    };
     let out = node.on_message(6, 3, q);
-    let Some(Command::Send { msg: PeerMessage::QueryReply { policy: Some(p), .. }, .. }) = out.first() else {
+    let Some(Command::Send {
+        msg: PeerMessage::QueryReply {
+            policy: Some(p), ..
+        },
+        ..
+    }) = out.first()
+    else {
         panic!("expected a query reply, got {out:?}");
     };
     assert!(!p.pending);
@@ -205,20 +464,73 @@ fn paxos_a2_accept_persisted_before_accepted_and_r1_reports_pending() {
 #[test]
 fn paxos_a3_accept_below_promise_is_rejected() {
     let mut node = trusted_node();
-    let high = Ballot { round: 5, leader: 3 };
-    node.on_message(1, 3, PeerMessage::Prepare { ballot: high, attempt: 1, executed: 0 });
-    let low = Ballot { round: 4, leader: 2 };
-    let out = node.on_message(2, 2, PeerMessage::Accept { ballot: low, attempt: 1, slot: 1, entry: PolicyEntry::Noop });
-    assert_eq!(out, vec![Command::Send { to: 2, msg: PeerMessage::Reject { ballot: low, promised: high } }]);
+    let high = Ballot {
+        round: 5,
+        leader: 3,
+    };
+    node.on_message(
+        1,
+        3,
+        PeerMessage::Prepare {
+            ballot: high,
+            attempt: 1,
+            executed: 0,
+        },
+    );
+    let low = Ballot {
+        round: 4,
+        leader: 2,
+    };
+    let out = node.on_message(
+        2,
+        2,
+        PeerMessage::Accept {
+            ballot: low,
+            attempt: 1,
+            slot: 1,
+            entry: PolicyEntry::Noop,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Command::Send {
+            to: 2,
+            msg: PeerMessage::Reject {
+                ballot: low,
+                promised: high
+            }
+        }]
+    );
 }
 
 #[test]
 fn rec_1_digest_reply_describes_registers_and_paxos_state() {
     let mut node = trusted_node();
-    node.on_message(1, 2, PeerMessage::Write { op: 1, attempt: 1, key: key(), entry: entry(5, b"x"), epochs: None });
+    node.on_message(
+        1,
+        2,
+        PeerMessage::Write {
+            op: 1,
+            attempt: 1,
+            key: key(),
+            entry: entry(5, b"x"),
+            epochs: None,
+        },
+    );
     let out = node.on_message(2, 3, PeerMessage::DigestRequest { round: 4 });
-    let [Command::Send { to: 3, msg: PeerMessage::DigestReply { round: 4, suspicious: false, buckets, executed: 0, .. } }] =
-        out.as_slice()
+    let [
+        Command::Send {
+            to: 3,
+            msg:
+                PeerMessage::DigestReply {
+                    round: 4,
+                    suspicious: false,
+                    buckets,
+                    executed: 0,
+                    ..
+                },
+        },
+    ] = out.as_slice()
     else {
         panic!("unexpected {out:?}");
     };
@@ -229,21 +541,67 @@ fn rec_1_digest_reply_describes_registers_and_paxos_state() {
 #[test]
 fn rec_3_fetch_returns_only_newer_entries() {
     let mut node = trusted_node();
-    node.on_message(1, 2, PeerMessage::Write { op: 1, attempt: 1, key: key(), entry: entry(5, b"x"), epochs: None });
+    node.on_message(
+        1,
+        2,
+        PeerMessage::Write {
+            op: 1,
+            attempt: 1,
+            key: key(),
+            entry: entry(5, b"x"),
+            epochs: None,
+        },
+    );
     let same = vec![(7u16, vec![(key(), Version { seq: 5, writer: 2 })])];
-    let out = node.on_message(2, 3, PeerMessage::FetchRequest { round: 1, buckets: same, want_snapshot: false });
-    assert_eq!(out, vec![Command::Send { to: 3, msg: PeerMessage::FetchReply { round: 1, entries: vec![], snapshot: None } }]);
-    let older = vec![(7u16, vec![(key(), Version { seq: 4, writer: 2 })])];
-    let out = node.on_message(3, 3, PeerMessage::FetchRequest { round: 1, buckets: older, want_snapshot: false });
+    let out = node.on_message(
+        2,
+        3,
+        PeerMessage::FetchRequest {
+            round: 1,
+            buckets: same,
+            want_snapshot: false,
+        },
+    );
     assert_eq!(
         out,
-        vec![Command::Send { to: 3, msg: PeerMessage::FetchReply { round: 1, entries: vec![(key(), entry(5, b"x"))], snapshot: None } }]
+        vec![Command::Send {
+            to: 3,
+            msg: PeerMessage::FetchReply {
+                round: 1,
+                entries: vec![],
+                snapshot: None
+            }
+        }]
+    );
+    let older = vec![(7u16, vec![(key(), Version { seq: 4, writer: 2 })])];
+    let out = node.on_message(
+        3,
+        3,
+        PeerMessage::FetchRequest {
+            round: 1,
+            buckets: older,
+            want_snapshot: false,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Command::Send {
+            to: 3,
+            msg: PeerMessage::FetchReply {
+                round: 1,
+                entries: vec![(key(), entry(5, b"x"))],
+                snapshot: None
+            }
+        }]
     );
 }
 
 #[test]
 fn peer_message_and_state_decoders_reject_garbage() {
-    let m = PeerMessage::Stabilize { key: key(), version: Version { seq: 1, writer: 1 } };
+    let m = PeerMessage::Stabilize {
+        key: key(),
+        version: Version { seq: 1, writer: 1 },
+    };
     assert_eq!(PeerMessage::decode(&m.encode()).ok(), Some(m));
     assert!(PeerMessage::decode(&[0xff, 0xff, 0xff]).is_err());
     assert!(DurableState::decode(&[0x01]).is_err());
@@ -266,21 +624,57 @@ fn ready_cluster(mode: Mode) -> Cluster {
 fn ready_cluster_with(config: ClusterConfig) -> Cluster {
     let mut c = Cluster::new(config, 42);
     c.run_for(3_000);
-    let r = c.request(1, "alice", Request::ChangePolicy { share: SHARE, op: PolicyOp::CreateShare }, MS);
+    let r = c.request(
+        1,
+        "alice",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: PolicyOp::CreateShare,
+        },
+        MS,
+    );
     assert_eq!(r, Some(Response::PolicyChanged { epoch: 1 }));
-    let grant = PolicyOp::Grant { tenant: TenantId("bob".into()), access: Access::ReadWrite };
-    let r = c.request(2, "alice", Request::ChangePolicy { share: SHARE, op: grant }, MS);
+    let grant = PolicyOp::Grant {
+        tenant: TenantId("bob".into()),
+        access: Access::ReadWrite,
+    };
+    let r = c.request(
+        2,
+        "alice",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: grant,
+        },
+        MS,
+    );
     assert_eq!(r, Some(Response::PolicyChanged { epoch: 2 }));
     c.run_for(500);
     c
 }
 
 fn write(c: &mut Cluster, proxy: ReplicaId, tenant: &str, value: &[u8]) -> Option<Response> {
-    c.request(proxy, tenant, Request::Write { share: SHARE, key: key(), value: value.to_vec() }, MS)
+    c.request(
+        proxy,
+        tenant,
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: value.to_vec(),
+        },
+        MS,
+    )
 }
 
 fn read_value(c: &mut Cluster, proxy: ReplicaId, tenant: &str) -> Option<Vec<u8>> {
-    match c.request(proxy, tenant, Request::Read { share: SHARE, key: key() }, MS) {
+    match c.request(
+        proxy,
+        tenant,
+        Request::Read {
+            share: SHARE,
+            key: key(),
+        },
+        MS,
+    ) {
         Some(Response::Value { value, .. }) => Some(value),
         _ => None,
     }
@@ -290,17 +684,42 @@ fn read_value(c: &mut Cluster, proxy: ReplicaId, tenant: &str) -> Option<Vec<u8>
 fn happy_path_write_then_read_returns_it_from_every_proxy() {
     let mut c = ready_cluster(Mode::Rr);
     for id in 1..=5 {
-        assert!(!c.node(id).expect("up").status().suspicious, "replica {id} recovered");
+        assert!(
+            !c.node(id).expect("up").status().suspicious,
+            "replica {id} recovered"
+        );
     }
-    assert!(matches!(write(&mut c, 3, "alice", b"v1"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 3, "alice", b"v1"),
+        Some(Response::Written { .. })
+    ));
     for proxy in 1..=5 {
         assert_eq!(read_value(&mut c, proxy, "alice"), Some(b"v1".to_vec()));
     }
     assert!(matches!(
-        c.request(1, "alice", Request::Delete { share: SHARE, key: key() }, MS),
+        c.request(
+            1,
+            "alice",
+            Request::Delete {
+                share: SHARE,
+                key: key()
+            },
+            MS
+        ),
         Some(Response::Deleted { .. })
     ));
-    assert_eq!(c.request(4, "alice", Request::Read { share: SHARE, key: key() }, MS), Some(Response::Error(ErrorKind::NotFound)));
+    assert_eq!(
+        c.request(
+            4,
+            "alice",
+            Request::Read {
+                share: SHARE,
+                key: key()
+            },
+            MS
+        ),
+        Some(Response::Error(ErrorKind::NotFound))
+    );
 }
 
 #[test]
@@ -308,10 +727,26 @@ fn two_of_five_down_writes_reads_and_policy_changes_still_work() {
     let mut c = ready_cluster(Mode::Rr);
     c.crash(4);
     c.crash(5);
-    assert!(matches!(write(&mut c, 1, "alice", b"v2"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"v2"),
+        Some(Response::Written { .. })
+    ));
     assert_eq!(read_value(&mut c, 2, "alice"), Some(b"v2".to_vec()));
-    let revoke = PolicyOp::Revoke { tenant: TenantId("bob".into()) };
-    assert_eq!(c.request(3, "alice", Request::ChangePolicy { share: SHARE, op: revoke }, MS), Some(Response::PolicyChanged { epoch: 3 }));
+    let revoke = PolicyOp::Revoke {
+        tenant: TenantId("bob".into()),
+    };
+    assert_eq!(
+        c.request(
+            3,
+            "alice",
+            Request::ChangePolicy {
+                share: SHARE,
+                op: revoke
+            },
+            MS
+        ),
+        Some(Response::PolicyChanged { epoch: 3 })
+    );
 }
 
 #[test]
@@ -321,12 +756,18 @@ fn rec_rollback_of_m_r_replicas_then_read_is_still_fresh() {
     // sees two suspicious replies, so R_Q grows to 5 and the read waits for
     // replica 3 instead of returning the old value from {1, 2, 4}.
     let mut c = ready_cluster(Mode::Rr);
-    assert!(matches!(write(&mut c, 1, "alice", b"old"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"old"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(200);
     let (old1, old2) = (c.sealed(1), c.sealed(2));
     c.crash(4);
     c.crash(5);
-    assert!(matches!(write(&mut c, 3, "alice", b"new"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 3, "alice", b"new"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(100);
     c.restart(1, old1);
     c.restart(2, old2);
@@ -337,18 +778,35 @@ fn rec_rollback_of_m_r_replicas_then_read_is_still_fresh() {
     c.block(3);
     c.run_for(10);
     assert!(c.node(1).expect("up").status().suspicious);
-    let id = c.submit(1, "alice", Request::Read { share: SHARE, key: key() });
+    let id = c.submit(
+        1,
+        "alice",
+        Request::Read {
+            share: SHARE,
+            key: key(),
+        },
+    );
     c.run_for(300);
-    assert_eq!(c.reply_for(1, id), None, "a read quorum without replica 3 must not answer");
+    assert_eq!(
+        c.reply_for(1, id),
+        None,
+        "a read quorum without replica 3 must not answer"
+    );
     c.heal(3);
     c.run_for(300);
-    let Some(Response::Value { value, .. }) = c.reply_for(1, id) else { panic!("read did not finish") };
+    let Some(Response::Value { value, .. }) = c.reply_for(1, id) else {
+        panic!("read did not finish")
+    };
     assert_eq!(value, b"new".to_vec());
     // Recovery finishes and fetched the new value into the rolled-back store.
     c.run_for(3_000);
     let n1 = c.node(1).expect("up");
     assert!(!n1.status().suspicious);
-    let held = n1.durable().registers.get(&key()).and_then(|e| e.value.data.clone());
+    let held = n1
+        .durable()
+        .registers
+        .get(&key())
+        .and_then(|e| e.value.data.clone());
     assert_eq!(held, Some(b"new".to_vec()));
 }
 
@@ -361,14 +819,28 @@ fn faults_skip_recovery_makes_the_same_scenario_stale() {
     config.faults.skip_recovery = true;
     let mut c = Cluster::new(config, 42);
     c.run_for(3_000);
-    let r = c.request(1, "alice", Request::ChangePolicy { share: SHARE, op: PolicyOp::CreateShare }, MS);
+    let r = c.request(
+        1,
+        "alice",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: PolicyOp::CreateShare,
+        },
+        MS,
+    );
     assert_eq!(r, Some(Response::PolicyChanged { epoch: 1 }));
-    assert!(matches!(write(&mut c, 1, "alice", b"old"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"old"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(200);
     let (old1, old2) = (c.sealed(1), c.sealed(2));
     c.crash(4);
     c.crash(5);
-    assert!(matches!(write(&mut c, 3, "alice", b"new"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 3, "alice", b"new"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(100);
     c.restart(1, old1);
     c.restart(2, old2);
@@ -378,21 +850,49 @@ fn faults_skip_recovery_makes_the_same_scenario_stale() {
     }
     c.block(3);
     c.run_for(10);
-    let id = c.submit(1, "alice", Request::Read { share: SHARE, key: key() });
+    let id = c.submit(
+        1,
+        "alice",
+        Request::Read {
+            share: SHARE,
+            key: key(),
+        },
+    );
     c.run_for(300);
-    let Some(Response::Value { value, .. }) = c.reply_for(1, id) else { panic!("read did not finish") };
+    let Some(Response::Value { value, .. }) = c.reply_for(1, id) else {
+        panic!("read did not finish")
+    };
     assert_eq!(value, b"old".to_vec());
 }
 
 #[test]
 fn rec_all_replicas_restart_at_once_two_rolled_back_recovery_finds_latest() {
     let mut c = ready_cluster(Mode::Rr);
-    assert!(matches!(write(&mut c, 1, "alice", b"old"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"old"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(200);
     let (old4, old5) = (c.sealed(4), c.sealed(5));
-    assert!(matches!(write(&mut c, 2, "alice", b"new"), Some(Response::Written { .. })));
-    let revoke = PolicyOp::Revoke { tenant: TenantId("bob".into()) };
-    assert_eq!(c.request(3, "alice", Request::ChangePolicy { share: SHARE, op: revoke }, MS), Some(Response::PolicyChanged { epoch: 3 }));
+    assert!(matches!(
+        write(&mut c, 2, "alice", b"new"),
+        Some(Response::Written { .. })
+    ));
+    let revoke = PolicyOp::Revoke {
+        tenant: TenantId("bob".into()),
+    };
+    assert_eq!(
+        c.request(
+            3,
+            "alice",
+            Request::ChangePolicy {
+                share: SHARE,
+                op: revoke
+            },
+            MS
+        ),
+        Some(Response::PolicyChanged { epoch: 3 })
+    );
     c.run_for(200);
     for id in 1..=3 {
         let s = c.sealed(id);
@@ -409,7 +909,15 @@ fn rec_all_replicas_restart_at_once_two_rolled_back_recovery_finds_latest() {
         assert_eq!(read_value(&mut c, proxy, "alice"), Some(b"new".to_vec()));
         // The revocation survived the rollback of replicas 4 and 5 too.
         assert_eq!(
-            c.request(proxy, "bob", Request::Read { share: SHARE, key: key() }, MS),
+            c.request(
+                proxy,
+                "bob",
+                Request::Read {
+                    share: SHARE,
+                    key: key()
+                },
+                MS
+            ),
             Some(Response::Error(ErrorKind::Denied))
         );
     }
@@ -418,17 +926,54 @@ fn rec_all_replicas_restart_at_once_two_rolled_back_recovery_finds_latest() {
 #[test]
 fn pol_4_px_5_acquire_writer_fences_the_previous_writer() {
     let mut c = ready_cluster(Mode::Rr);
-    assert!(matches!(write(&mut c, 1, "alice", b"a1"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"a1"),
+        Some(Response::Written { .. })
+    ));
     // bob may write the share but alice created the file: not the writer.
-    assert_eq!(write(&mut c, 2, "bob", b"b1"), Some(Response::Error(ErrorKind::NotWriter)));
+    assert_eq!(
+        write(&mut c, 2, "bob", b"b1"),
+        Some(Response::Error(ErrorKind::NotWriter))
+    );
     let acquire = PolicyOp::AcquireWriter { key: key() };
-    assert_eq!(c.request(2, "bob", Request::ChangePolicy { share: SHARE, op: acquire }, MS), Some(Response::PolicyChanged { epoch: 1 }));
-    assert!(matches!(write(&mut c, 2, "bob", b"b1"), Some(Response::Written { .. })));
-    assert_eq!(write(&mut c, 3, "alice", b"a2"), Some(Response::Error(ErrorKind::NotWriter)));
+    assert_eq!(
+        c.request(
+            2,
+            "bob",
+            Request::ChangePolicy {
+                share: SHARE,
+                op: acquire
+            },
+            MS
+        ),
+        Some(Response::PolicyChanged { epoch: 1 })
+    );
+    assert!(matches!(
+        write(&mut c, 2, "bob", b"b1"),
+        Some(Response::Written { .. })
+    ));
+    assert_eq!(
+        write(&mut c, 3, "alice", b"a2"),
+        Some(Response::Error(ErrorKind::NotWriter))
+    );
     assert_eq!(read_value(&mut c, 4, "alice"), Some(b"b1".to_vec()));
     // A tenant with no grant is denied.
-    assert_eq!(write(&mut c, 1, "mallory", b"m"), Some(Response::Error(ErrorKind::Denied)));
-    assert_eq!(c.request(1, "mallory", Request::Read { share: SHARE, key: key() }, MS), Some(Response::Error(ErrorKind::Denied)));
+    assert_eq!(
+        write(&mut c, 1, "mallory", b"m"),
+        Some(Response::Error(ErrorKind::Denied))
+    );
+    assert_eq!(
+        c.request(
+            1,
+            "mallory",
+            Request::Read {
+                share: SHARE,
+                key: key()
+            },
+            MS
+        ),
+        Some(Response::Error(ErrorKind::Denied))
+    );
 }
 
 #[test]
@@ -437,13 +982,29 @@ fn pol_6_retried_change_with_same_token_applies_once() {
     let frame = RequestFrame {
         request_id: 900,
         idempotency: [9; 16],
-        request: Request::ChangePolicy { share: SHARE, op: PolicyOp::Revoke { tenant: TenantId("carol".into()) } },
+        request: Request::ChangePolicy {
+            share: SHARE,
+            op: PolicyOp::Revoke {
+                tenant: TenantId("carol".into()),
+            },
+        },
     };
-    assert_eq!(c.request_frame(1, "alice", frame.clone(), MS), Some(Response::PolicyChanged { epoch: 3 }));
-    let retry = RequestFrame { request_id: 901, ..frame };
-    assert_eq!(c.request_frame(4, "alice", retry, MS), Some(Response::PolicyChanged { epoch: 3 }));
+    assert_eq!(
+        c.request_frame(1, "alice", frame.clone(), MS),
+        Some(Response::PolicyChanged { epoch: 3 })
+    );
+    let retry = RequestFrame {
+        request_id: 901,
+        ..frame
+    };
+    assert_eq!(
+        c.request_frame(4, "alice", retry, MS),
+        Some(Response::PolicyChanged { epoch: 3 })
+    );
     let r = c.request(2, "alice", Request::ReadPolicy { share: SHARE }, MS);
-    let Some(Response::Policy { policy }) = r else { panic!("policy read failed: {r:?}") };
+    let Some(Response::Policy { policy }) = r else {
+        panic!("policy read failed: {r:?}")
+    };
     assert_eq!(policy.epoch, 3);
 }
 
@@ -464,13 +1025,19 @@ fn cft_baseline_returns_a_stale_value_after_rollback() {
     // The paper's point (DESIGN §13): majority quorums without suspicion lose
     // a completed write when replicas restart with old state.
     let mut c = ready_cluster(Mode::Cft);
-    assert!(matches!(write(&mut c, 1, "alice", b"old"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"old"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(200);
     let olds: Vec<DurableState> = (1..=5).map(|id| c.sealed(id)).collect();
     // The new write reaches only replicas 1, 2, 3.
     c.crash(4);
     c.crash(5);
-    assert!(matches!(write(&mut c, 1, "alice", b"new"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"new"),
+        Some(Response::Written { .. })
+    ));
     // 1 and 2 are rolled back; 3 goes down; 4 and 5 come back.
     c.crash(3);
     for id in [1, 2, 4, 5] {
@@ -485,7 +1052,8 @@ fn cft_baseline_returns_a_stale_value_after_rollback() {
 
 /// The version a replica holds for `key()`, if any.
 fn held_version(c: &Cluster, id: ReplicaId) -> Option<Version> {
-    c.node(id).and_then(|n| n.durable().registers.get(&key()).map(|e| e.version))
+    c.node(id)
+        .and_then(|n| n.durable().registers.get(&key()).map(|e| e.version))
 }
 
 #[test]
@@ -500,41 +1068,71 @@ fn px_7_epoch_retry_reuses_the_first_write_rounds_timestamp() {
     // it again above that completed write (the write is lost, and one value
     // lives under two timestamps). PX-7 must resend the same entry.
     let mut c = ready_cluster_with(ClusterConfig::new(Mode::Rr, 1, 2).expect("valid config"));
-    let leader = (1..=5).find(|id| c.node(*id).is_some_and(|n| n.status().is_leader)).expect("a leader");
+    let leader = (1..=5)
+        .find(|id| c.node(*id).is_some_and(|n| n.status().is_leader))
+        .expect("a leader");
     let proxy = if leader == 1 { 2 } else { 1 };
-    assert!(matches!(write(&mut c, proxy, "alice", b"v0"), Some(Response::Written { .. })));
+    assert!(matches!(
+        write(&mut c, proxy, "alice", b"v0"),
+        Some(Response::Written { .. })
+    ));
     c.run_for(200);
     let others: Vec<ReplicaId> = (1..=5).filter(|id| *id != proxy && *id != leader).collect();
     for id in &others {
         let s = c.sealed(*id);
         c.restart(*id, s);
     }
-    let pending = c.submit(proxy, "alice", Request::Write { share: SHARE, key: key(), value: b"v1".to_vec() });
+    let pending = c.submit(
+        proxy,
+        "alice",
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"v1".to_vec(),
+        },
+    );
     c.deliver_all();
     // First round done: stored at P and L, refused by the suspicious rest.
     let first = held_version(&c, proxy).expect("the proxy's replica stored the first write round");
     assert_eq!(held_version(&c, leader), Some(first));
     assert!(others.iter().all(|id| held_version(&c, *id) != Some(first)));
-    assert_eq!(c.reply_for(proxy, pending), None, "PX-7: the proxy retries instead of answering");
+    assert_eq!(
+        c.reply_for(proxy, pending),
+        None,
+        "PX-7: the proxy retries instead of answering"
+    );
     // P is cut off while the others recover (REC-0 quarantine).
     c.block(proxy);
     c.run_for(2_500);
     for id in &others {
-        assert!(!c.node(*id).expect("up").status().suspicious, "replica {id} recovered");
+        assert!(
+            !c.node(*id).expect("up").status().suspicious,
+            "replica {id} recovered"
+        );
     }
     // The pending write's value is now visible ...
     assert_eq!(read_value(&mut c, leader, "alice"), Some(b"v1".to_vec()));
     // ... and a later write completes after that read.
-    let Some(Response::Written { version: later }) = write(&mut c, leader, "alice", b"v2") else { panic!("write v2 failed") };
+    let Some(Response::Written { version: later }) = write(&mut c, leader, "alice", b"v2") else {
+        panic!("write v2 failed")
+    };
     assert_eq!(later.seq, first.seq + 1);
     c.heal(proxy);
     c.run_for(1_500);
     let answer = c.reply_for(proxy, pending);
     // The completed write v2 is not lost (v1 was read before v2 was written).
     for id in 1..=5 {
-        assert_eq!(read_value(&mut c, id, "alice"), Some(b"v2".to_vec()), "read via {id}");
+        assert_eq!(
+            read_value(&mut c, id, "alice"),
+            Some(b"v2".to_vec()),
+            "read via {id}"
+        );
     }
-    assert_eq!(answer, Some(Response::Written { version: first }), "PX-7: same timestamp as the first round");
+    assert_eq!(
+        answer,
+        Some(Response::Written { version: first }),
+        "PX-7: same timestamp as the first round"
+    );
 }
 
 #[test]
@@ -545,22 +1143,47 @@ fn px_1_op_ids_of_a_restarted_proxy_do_not_match_its_previous_incarnations() {
     // the OLD proposal must not complete the new operation: op ids (which
     // match replies to operations) must differ across incarnations.
     let mut c = ready_cluster(Mode::Rr);
-    let leader = (1..=5).find(|id| c.node(*id).is_some_and(|n| n.status().is_leader)).expect("a leader");
+    let leader = (1..=5)
+        .find(|id| c.node(*id).is_some_and(|n| n.status().is_leader))
+        .expect("a leader");
     let proxy = if leader == 5 { 4 } else { 5 };
     c.block(leader);
     let acquire = PolicyOp::AcquireWriter { key: key() };
-    let old = c.submit(proxy, "bob", Request::ChangePolicy { share: SHARE, op: acquire });
+    let old = c.submit(
+        proxy,
+        "bob",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: acquire,
+        },
+    );
     c.deliver_all();
     let s = c.sealed(proxy);
     c.restart(proxy, s);
-    let revoke = PolicyOp::Revoke { tenant: TenantId("carol".into()) };
-    let new = c.submit(proxy, "alice", Request::ChangePolicy { share: SHARE, op: revoke });
+    let revoke = PolicyOp::Revoke {
+        tenant: TenantId("carol".into()),
+    };
+    let new = c.submit(
+        proxy,
+        "alice",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: revoke,
+        },
+    );
     c.heal(leader);
     c.run_for(3_000);
-    assert_eq!(c.reply_for(proxy, old), None, "the old incarnation's client is gone");
+    assert_eq!(
+        c.reply_for(proxy, old),
+        None,
+        "the old incarnation's client is gone"
+    );
     // Grant made the share epoch 2; the Revoke makes it 3. (AcquireWriter
     // answers with the FILE epoch, 1.)
-    assert_eq!(c.reply_for(proxy, new), Some(Response::PolicyChanged { epoch: 3 }));
+    assert_eq!(
+        c.reply_for(proxy, new),
+        Some(Response::PolicyChanged { epoch: 3 })
+    );
 }
 
 // ---- decoders of untrusted bytes (the fuzz targets' properties, for CI) -----
@@ -572,18 +1195,65 @@ mod decode_props {
 
     /// Encoded samples of every decoder's input type, to mutate.
     fn samples() -> Vec<Vec<u8>> {
-        let b = Ballot { round: 2, leader: 3 };
-        let change = PolicyEntry::Change { share: SHARE, requester: TenantId("t".into()), token: [5; 16], op: PolicyOp::CreateShare };
+        let b = Ballot {
+            round: 2,
+            leader: 3,
+        };
+        let change = PolicyEntry::Change {
+            share: SHARE,
+            requester: TenantId("t".into()),
+            token: [5; 16],
+            op: PolicyOp::CreateShare,
+        };
         let mut st = DurableState::default();
-        st.apply(&Record::RegisterPut { key: key(), entry: entry(3, b"v") });
-        st.apply(&Record::Accept { slot: 1, ballot: b, entry: change.clone() });
-        st.apply(&Record::Execute { slot: 1, entry: change.clone() });
+        st.apply(&Record::RegisterPut {
+            key: key(),
+            entry: entry(3, b"v"),
+        });
+        st.apply(&Record::Accept {
+            slot: 1,
+            ballot: b,
+            entry: change.clone(),
+        });
+        st.apply(&Record::Execute {
+            slot: 1,
+            entry: change.clone(),
+        });
         vec![
-            PeerMessage::Accept { ballot: b, attempt: 1, slot: 4, entry: change.clone() }.encode(),
-            PeerMessage::Write { op: 9, attempt: 2, key: key(), entry: entry(4, b"w"), epochs: None }.encode(),
-            PeerMessage::DigestReply { round: 1, suspicious: true, buckets: vec![[1; 16]; 3], promised: b, executed: 1, accepted: vec![(2, b, change.clone())] }.encode(),
-            Record::Execute { slot: 1, entry: change }.encode(),
-            Record::RegisterPut { key: key(), entry: entry(1, b"x") }.encode(),
+            PeerMessage::Accept {
+                ballot: b,
+                attempt: 1,
+                slot: 4,
+                entry: change.clone(),
+            }
+            .encode(),
+            PeerMessage::Write {
+                op: 9,
+                attempt: 2,
+                key: key(),
+                entry: entry(4, b"w"),
+                epochs: None,
+            }
+            .encode(),
+            PeerMessage::DigestReply {
+                round: 1,
+                suspicious: true,
+                buckets: vec![[1; 16]; 3],
+                promised: b,
+                executed: 1,
+                accepted: vec![(2, b, change.clone())],
+            }
+            .encode(),
+            Record::Execute {
+                slot: 1,
+                entry: change,
+            }
+            .encode(),
+            Record::RegisterPut {
+                key: key(),
+                entry: entry(1, b"x"),
+            }
+            .encode(),
             st.encode(),
         ]
     }
@@ -637,12 +1307,28 @@ mod decode_props {
     #[test]
     fn restored_state_at_the_last_slot_applies_records_without_overflow() {
         // A sealed snapshot may claim any executed slot; apply must not overflow.
-        let st = DurableState { executed: u64::MAX, ..DurableState::default() };
+        let st = DurableState {
+            executed: u64::MAX,
+            ..DurableState::default()
+        };
         let mut st = DurableState::decode(&st.encode()).expect("round trip");
-        assert!(!st.apply(&Record::Execute { slot: 0, entry: PolicyEntry::Noop }));
-        let snap = Record::InstallSnapshot { executed: u64::MAX, state: PolicyState::default() };
+        assert!(!st.apply(&Record::Execute {
+            slot: 0,
+            entry: PolicyEntry::Noop
+        }));
+        let snap = Record::InstallSnapshot {
+            executed: u64::MAX,
+            state: PolicyState::default(),
+        };
         let mut low = DurableState::default();
-        low.apply(&Record::Accept { slot: 3, ballot: Ballot { round: 1, leader: 1 }, entry: PolicyEntry::Noop });
+        low.apply(&Record::Accept {
+            slot: 3,
+            ballot: Ballot {
+                round: 1,
+                leader: 1,
+            },
+            entry: PolicyEntry::Noop,
+        });
         assert!(low.apply(&snap));
         assert!(low.accepted.is_empty());
         assert!(!st.apply(&snap));

@@ -56,7 +56,12 @@ pub fn publish_addr(replica_dir: &Path, addr: std::net::SocketAddr) -> std::io::
 }
 
 /// Serve until the task is dropped.
-pub async fn serve_admin(listener: TcpListener, status: Arc<Mutex<StatusReport>>, metrics: Arc<Metrics>, me: u32) {
+pub async fn serve_admin(
+    listener: TcpListener,
+    status: Arc<Mutex<StatusReport>>,
+    metrics: Arc<Metrics>,
+    me: u32,
+) {
     let handler = move |path: &str| match path {
         "/status" => {
             let report = status.lock().map(|s| s.clone()).unwrap_or_default();
@@ -87,7 +92,9 @@ pub async fn serve_http(listener: TcpListener, handler: Arc<Handler>, not_found:
         };
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &*handler, not_found)).await {
+            if let Err(e) =
+                tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &*handler, not_found)).await
+            {
                 tracing::debug!(error = %e, "admin request timed out");
             }
         });
@@ -122,19 +129,34 @@ async fn answer(mut stream: TcpStream, handler: &Handler, not_found: &str) {
 
 /// Fetch `path` from an admin endpoint (used by `teemsfs cluster status` and
 /// the tests): the body of a 200 answer, or an error naming what failed.
-pub async fn fetch(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
+pub async fn fetch(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     let work = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| "malformed HTTP answer".to_string())?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| "malformed HTTP answer".to_string())?;
         if !head.starts_with("HTTP/1.1 200") {
-            return Err(format!("admin endpoint answered {}", head.lines().next().unwrap_or("")));
+            return Err(format!(
+                "admin endpoint answered {}",
+                head.lines().next().unwrap_or("")
+            ));
         }
         Ok(body.to_string())
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| format!("admin endpoint {addr} timed out"))?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("admin endpoint {addr} timed out"))?
 }

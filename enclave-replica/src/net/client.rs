@@ -99,12 +99,20 @@ async fn handle_client(tcp: TcpStream, remote: SocketAddr, ctx: &ClientContext) 
     };
     let client = ctx.next_client.fetch_add(1, Ordering::Relaxed);
     let (replies_tx, mut replies_rx) = mpsc::channel(CLIENT_REPLY_QUEUE);
-    let open = Event::ClientOpen { client, tenant: tenant.clone(), replies: replies_tx };
+    let open = Event::ClientOpen {
+        client,
+        tenant: tenant.clone(),
+        replies: replies_tx,
+    };
     if ctx.events.send(open).await.is_err() {
         return;
     }
-    ctx.metrics.client_sessions_opened.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.client_sessions_open.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .client_sessions_opened
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .client_sessions_open
+        .fetch_add(1, Ordering::Relaxed);
     tracing::info!(client, tenant = %tenant.0, %remote, "tenant session opened");
 
     let (read_half, write_half) = tokio::io::split(tls);
@@ -119,7 +127,12 @@ async fn handle_client(tcp: TcpStream, remote: SocketAddr, ctx: &ClientContext) 
                     Err(_) => break,
                 }
             }
-            if !ok || !matches!(tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::flush(&mut out)).await, Ok(Ok(()))) {
+            if !ok
+                || !matches!(
+                    tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::flush(&mut out)).await,
+                    Ok(Ok(()))
+                )
+            {
                 break;
             }
         }
@@ -131,7 +144,11 @@ async fn handle_client(tcp: TcpStream, remote: SocketAddr, ctx: &ClientContext) 
             Ok(payload) => match decode_request(&payload) {
                 Ok(frame) => {
                     tracing::debug!(client, request_id = frame.request_id, "tenant request");
-                    let ev = Event::ClientRequest { client, tenant: tenant.clone(), frame };
+                    let ev = Event::ClientRequest {
+                        client,
+                        tenant: tenant.clone(),
+                        frame,
+                    };
                     if ctx.events.send(ev).await.is_err() {
                         break;
                     }
@@ -156,7 +173,9 @@ async fn handle_client(tcp: TcpStream, remote: SocketAddr, ctx: &ClientContext) 
     // Dropping both halves closes the connection at once, even if replies
     // are still queued: after a bad frame nothing more is owed.
     writer.abort();
-    ctx.metrics.client_sessions_open.fetch_sub(1, Ordering::Relaxed);
+    ctx.metrics
+        .client_sessions_open
+        .fetch_sub(1, Ordering::Relaxed);
     let _ = ctx.events.send(Event::ClientClosed { client }).await;
     tracing::info!(client, "tenant session closed");
 }

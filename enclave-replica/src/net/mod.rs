@@ -41,11 +41,24 @@ pub const CLIENT_REPLY_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub enum Event {
     /// An authenticated peer's message.
-    Peer { from: ReplicaId, msg: PeerMessage },
+    Peer {
+        from: ReplicaId,
+        msg: PeerMessage,
+    },
     /// A tenant session was established; replies go into `replies`.
-    ClientOpen { client: ClientId, tenant: TenantId, replies: mpsc::Sender<ResponseFrame> },
-    ClientRequest { client: ClientId, tenant: TenantId, frame: RequestFrame },
-    ClientClosed { client: ClientId },
+    ClientOpen {
+        client: ClientId,
+        tenant: TenantId,
+        replies: mpsc::Sender<ResponseFrame>,
+    },
+    ClientRequest {
+        client: ClientId,
+        tenant: TenantId,
+        frame: RequestFrame,
+    },
+    ClientClosed {
+        client: ClientId,
+    },
 }
 
 /// Make small protocol messages leave at once instead of waiting for Nagle.

@@ -56,11 +56,15 @@ impl PeerLinks {
     /// full or `to` is unknown.
     pub fn send(&self, to: ReplicaId, msg: &PeerMessage) {
         let Some(queue) = self.queues.get(&to) else {
-            self.metrics.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .peer_messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         if queue.try_send(Bytes::from(msg.encode())).is_err() {
-            self.metrics.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .peer_messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -82,7 +86,10 @@ pub fn spawn_dialers(peers: &[(ReplicaId, SocketAddr)], ctx: DialContext) -> Pee
         queues.insert(id, tx);
         tokio::spawn(dial_loop(id, addr, rx, ctx.clone()));
     }
-    PeerLinks { queues, metrics: ctx.metrics }
+    PeerLinks {
+        queues,
+        metrics: ctx.metrics,
+    }
 }
 
 async fn connect(
@@ -101,14 +108,25 @@ async fn connect(
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake: {e}"))?;
     let identity = peer_identity(tls.get_ref().1).map_err(|e| e.to_string())?;
-    let verified = ctx.attestation.verify_peer(&identity).map_err(|e| e.to_string())?;
+    let verified = ctx
+        .attestation
+        .verify_peer(&identity)
+        .map_err(|e| e.to_string())?;
     if verified.replica_id != peer {
-        return Err(format!("dialled replica-{peer} but it presents replica-{}", verified.replica_id));
+        return Err(format!(
+            "dialled replica-{peer} but it presents replica-{}",
+            verified.replica_id
+        ));
     }
     Ok(tls)
 }
 
-async fn dial_loop(peer: ReplicaId, addr: SocketAddr, mut rx: mpsc::Receiver<Bytes>, ctx: DialContext) {
+async fn dial_loop(
+    peer: ReplicaId,
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    ctx: DialContext,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut logged_down = false;
     loop {
@@ -134,12 +152,21 @@ async fn dial_loop(peer: ReplicaId, addr: SocketAddr, mut rx: mpsc::Receiver<Byt
                             Err(_) => break,
                         }
                     }
-                    let flushed = ok && matches!(tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::flush(&mut out)).await, Ok(Ok(())));
+                    let flushed = ok
+                        && matches!(
+                            tokio::time::timeout(WRITE_TIMEOUT, SinkExt::<Bytes>::flush(&mut out))
+                                .await,
+                            Ok(Ok(()))
+                        );
                     if !flushed {
-                        ctx.metrics.peer_messages_dropped.fetch_add(batch, Ordering::Relaxed);
+                        ctx.metrics
+                            .peer_messages_dropped
+                            .fetch_add(batch, Ordering::Relaxed);
                         break;
                     }
-                    ctx.metrics.peer_messages_sent.fetch_add(batch, Ordering::Relaxed);
+                    ctx.metrics
+                        .peer_messages_sent
+                        .fetch_add(batch, Ordering::Relaxed);
                 }
                 tracing::warn!(peer, %addr, "lost connection to peer; reconnecting");
             }
@@ -158,7 +185,9 @@ async fn dial_loop(peer: ReplicaId, addr: SocketAddr, mut rx: mpsc::Receiver<Byt
         while rx.try_recv().is_ok() {
             dropped += 1;
         }
-        ctx.metrics.peer_messages_dropped.fetch_add(dropped, Ordering::Relaxed);
+        ctx.metrics
+            .peer_messages_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
         if rx.is_closed() {
             return;
         }
@@ -241,7 +270,9 @@ async fn handle_peer_connection(tcp: TcpStream, remote: SocketAddr, ctx: &Accept
         match item {
             Ok(payload) => match PeerMessage::decode(&payload) {
                 Ok(msg) => {
-                    ctx.metrics.peer_messages_received.fetch_add(1, Ordering::Relaxed);
+                    ctx.metrics
+                        .peer_messages_received
+                        .fetch_add(1, Ordering::Relaxed);
                     if ctx.events.send(Event::Peer { from, msg }).await.is_err() {
                         return;
                     }

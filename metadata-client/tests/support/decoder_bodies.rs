@@ -50,17 +50,44 @@ fn tenant(name: &str) -> TenantId {
 pub fn request_fixtures() -> Vec<RequestFrame> {
     let key = Key::from_name("fixture");
     let requests = vec![
-        Request::Read { share: share(), key },
-        Request::Write { share: share(), key, value: b"inode bytes".to_vec() },
-        Request::Delete { share: share(), key },
-        Request::ChangePolicy { share: share(), op: PolicyOp::CreateShare },
+        Request::Read {
+            share: share(),
+            key,
+        },
+        Request::Write {
+            share: share(),
+            key,
+            value: b"inode bytes".to_vec(),
+        },
+        Request::Delete {
+            share: share(),
+            key,
+        },
         Request::ChangePolicy {
             share: share(),
-            op: PolicyOp::Grant { tenant: tenant("bob"), access: Access::ReadWrite },
+            op: PolicyOp::CreateShare,
         },
-        Request::ChangePolicy { share: share(), op: PolicyOp::Revoke { tenant: tenant("eve") } },
-        Request::ChangePolicy { share: share(), op: PolicyOp::AcquireWriter { key } },
-        Request::ChangePolicy { share: share(), op: PolicyOp::TransferOwner { to: tenant("ann") } },
+        Request::ChangePolicy {
+            share: share(),
+            op: PolicyOp::Grant {
+                tenant: tenant("bob"),
+                access: Access::ReadWrite,
+            },
+        },
+        Request::ChangePolicy {
+            share: share(),
+            op: PolicyOp::Revoke {
+                tenant: tenant("eve"),
+            },
+        },
+        Request::ChangePolicy {
+            share: share(),
+            op: PolicyOp::AcquireWriter { key },
+        },
+        Request::ChangePolicy {
+            share: share(),
+            op: PolicyOp::TransferOwner { to: tenant("ann") },
+        },
         Request::ReadPolicy { share: share() },
     ];
     requests
@@ -76,9 +103,15 @@ pub fn request_fixtures() -> Vec<RequestFrame> {
 
 /// One response frame of every response and error variant.
 pub fn response_fixtures() -> Vec<ResponseFrame> {
-    let version = Version { seq: 1 << 33, writer: 2 };
+    let version = Version {
+        seq: 1 << 33,
+        writer: 2,
+    };
     let responses = vec![
-        Response::Value { value: b"value".to_vec(), version },
+        Response::Value {
+            value: b"value".to_vec(),
+            version,
+        },
         Response::Written { version },
         Response::Deleted { version },
         Response::PolicyChanged { epoch: 9 },
@@ -86,7 +119,10 @@ pub fn response_fixtures() -> Vec<ResponseFrame> {
             policy: SharePolicy {
                 epoch: 4,
                 owner: Some(tenant("ann")),
-                acl: vec![(tenant("bob"), Access::Read), (tenant("cy"), Access::ReadWrite)],
+                acl: vec![
+                    (tenant("bob"), Access::Read),
+                    (tenant("cy"), Access::ReadWrite),
+                ],
             },
         },
         Response::Error(ErrorKind::NotFound),
@@ -98,16 +134,25 @@ pub fn response_fixtures() -> Vec<ResponseFrame> {
     responses
         .into_iter()
         .enumerate()
-        .map(|(i, response)| ResponseFrame { request_id: i as u64 * 1000, response })
+        .map(|(i, response)| ResponseFrame {
+            request_id: i as u64 * 1000,
+            response,
+        })
         .collect()
 }
 
 pub fn request_encodings() -> Vec<Vec<u8>> {
-    request_fixtures().iter().map(wire::encode_request).collect()
+    request_fixtures()
+        .iter()
+        .map(wire::encode_request)
+        .collect()
 }
 
 pub fn response_encodings() -> Vec<Vec<u8>> {
-    response_fixtures().iter().map(wire::encode_response).collect()
+    response_fixtures()
+        .iter()
+        .map(wire::encode_response)
+        .collect()
 }
 
 /// Genuine frame streams: a few framed requests and responses back to back, and an
@@ -118,7 +163,9 @@ pub fn frame_stream_fixtures() -> Vec<Vec<u8>> {
     for payloads in [request_encodings(), response_encodings(), vec![Vec::new()]] {
         let mut out = BytesMut::new();
         for payload in payloads.iter().take(4) {
-            codec.encode(payload.as_slice(), &mut out).expect("fixture frame fits");
+            codec
+                .encode(payload.as_slice(), &mut out)
+                .expect("fixture frame fits");
         }
         streams.push(out.to_vec());
     }
@@ -162,13 +209,22 @@ pub fn check_frames(max_frame_bytes: usize, stream: &[u8], chunk_sizes: &[u8]) -
     for _ in 0..MAX_DECODE_CALLS {
         let at_end = fed == stream.len();
         let before = buffer.len();
-        let result = if at_end { codec.decode_eof(&mut buffer) } else { codec.decode(&mut buffer) };
+        let result = if at_end {
+            codec.decode_eof(&mut buffer)
+        } else {
+            codec.decode(&mut buffer)
+        };
         match result {
             Ok(Some(payload)) => {
                 let used = before - buffer.len();
-                assert!(payload.len() < codec.max_frame_bytes(), "frame above the maximum");
+                assert!(
+                    payload.len() < codec.max_frame_bytes(),
+                    "frame above the maximum"
+                );
                 let mut again = BytesMut::new();
-                codec.encode(&payload[..], &mut again).expect("accepted frame re-encodes");
+                codec
+                    .encode(&payload[..], &mut again)
+                    .expect("accepted frame re-encodes");
                 assert_eq!(
                     &again[..],
                     &stream[consumed..consumed + used],
@@ -183,15 +239,27 @@ pub fn check_frames(max_frame_bytes: usize, stream: &[u8], chunk_sizes: &[u8]) -
                 return frames;
             }
             Ok(None) => {
-                assert_eq!(buffer.len(), before, "decode consumed bytes without a frame");
-                let step = chunk.next().map_or(stream.len(), |&c| usize::from(c).max(1));
+                assert_eq!(
+                    buffer.len(),
+                    before,
+                    "decode consumed bytes without a frame"
+                );
+                let step = chunk
+                    .next()
+                    .map_or(stream.len(), |&c| usize::from(c).max(1));
                 let end = (fed + step).min(stream.len());
                 buffer.extend_from_slice(&stream[fed..end]);
                 fed = end;
             }
             Err(error) => {
-                assert!(error.is_peer_misbehaviour(), "codec reported i/o for in-memory bytes");
-                assert!(!matches!(error, FrameError::Io(_) | FrameError::Malformed { .. }));
+                assert!(
+                    error.is_peer_misbehaviour(),
+                    "codec reported i/o for in-memory bytes"
+                );
+                assert!(!matches!(
+                    error,
+                    FrameError::Io(_) | FrameError::Malformed { .. }
+                ));
                 return frames;
             }
         }
@@ -222,5 +290,13 @@ pub fn frame_codec(data: &[u8]) {
     };
     let chunk_sizes: Vec<u8> = head.iter().skip(1).copied().collect();
     let stream = input_bytes(rest, &frame_stream_fixtures());
-    check_frames(max_frame_bytes, &stream, if chunk_sizes.is_empty() { &[255] } else { &chunk_sizes });
+    check_frames(
+        max_frame_bytes,
+        &stream,
+        if chunk_sizes.is_empty() {
+            &[255]
+        } else {
+            &chunk_sizes
+        },
+    );
 }

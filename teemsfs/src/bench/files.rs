@@ -27,8 +27,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum FilesBenchError {
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("{path}: block {block} read back wrong bytes (the filesystem returned data it was not given)")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: block {block} read back wrong bytes (the filesystem returned data it was not given)"
+    )]
     WrongData { path: PathBuf, block: u64 },
     #[error("bad target {0:?}: expected NAME=PATH or PATH")]
     BadTarget(String),
@@ -36,8 +42,15 @@ pub enum FilesBenchError {
     BadOptions(String),
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FilesBenchError + 'a {
-    move |source| FilesBenchError::Io { what, path: path.to_path_buf(), source }
+fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> FilesBenchError + 'a {
+    move |source| FilesBenchError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What to run.
@@ -97,7 +110,10 @@ impl Target {
             None if !s.is_empty() => (s.to_string(), s),
             None => return Err(FilesBenchError::BadTarget(s.to_string())),
         };
-        Ok(Target { name, path: PathBuf::from(path) })
+        Ok(Target {
+            name,
+            path: PathBuf::from(path),
+        })
     }
 }
 
@@ -169,18 +185,30 @@ fn ops_per_s(ops: u64, d: Duration) -> f64 {
 
 /// A progress line on stderr, so stdout stays the table.
 fn progress(target: &str, m: &Measure) {
-    eprintln!("  {target}: {:<22} {:>10.1} {:<5} ({:.1} s)", m.phase, m.value, m.unit, m.seconds);
+    eprintln!(
+        "  {target}: {:<22} {:>10.1} {:<5} ({:.1} s)",
+        m.phase, m.value, m.unit, m.seconds
+    );
 }
 
 /// Run every phase on `target`, in `target.path/teemsfs-bench-<pid>`, removed afterwards.
-pub fn run_target(target: &Target, opts: &FilesBenchOptions) -> Result<TargetResult, FilesBenchError> {
+pub fn run_target(
+    target: &Target,
+    opts: &FilesBenchOptions,
+) -> Result<TargetResult, FilesBenchError> {
     if opts.io_bytes < RANDOM_IO_BYTES || !opts.io_bytes.is_multiple_of(RANDOM_IO_BYTES) {
-        return Err(FilesBenchError::BadOptions(format!("io size must be a multiple of {RANDOM_IO_BYTES}")));
+        return Err(FilesBenchError::BadOptions(format!(
+            "io size must be a multiple of {RANDOM_IO_BYTES}"
+        )));
     }
     if opts.big_file_bytes < opts.io_bytes as u64 {
-        return Err(FilesBenchError::BadOptions("the big file must hold at least one io-size block".into()));
+        return Err(FilesBenchError::BadOptions(
+            "the big file must hold at least one io-size block".into(),
+        ));
     }
-    let work = target.path.join(format!("teemsfs-bench-{}", std::process::id()));
+    let work = target
+        .path
+        .join(format!("teemsfs-bench-{}", std::process::id()));
     fs::create_dir(&work).map_err(io("creating", &work))?;
     eprintln!("{}: {}", target.name, work.display());
     let result = phases(target, &work, opts);
@@ -190,7 +218,11 @@ pub fn run_target(target: &Target, opts: &FilesBenchOptions) -> Result<TargetRes
     Ok(result)
 }
 
-fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<TargetResult, FilesBenchError> {
+fn phases(
+    target: &Target,
+    work: &Path,
+    opts: &FilesBenchOptions,
+) -> Result<TargetResult, FilesBenchError> {
     let mut measures = Vec::new();
     let mut push = |m: Measure| {
         progress(&target.name, &m);
@@ -228,7 +260,12 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
         f.sync_all().map_err(io("fsync of", &big))?;
     }
     let d = t.elapsed();
-    push(Measure { phase: "seq write", unit: "MB/s", value: mb_per_s(bytes, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "seq write",
+        unit: "MB/s",
+        value: mb_per_s(bytes, d),
+        seconds: d.as_secs_f64(),
+    });
 
     // 2, 3. Sequential reads: cold (page cache dropped) and cached.
     let caches_dropped = opts.drop_caches && drop_page_cache();
@@ -238,11 +275,19 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
         for i in 0..blocks {
             f.read_exact(&mut buf).map_err(io("reading", &big))?;
             if !stamped(&buf, i, tag) {
-                return Err(FilesBenchError::WrongData { path: big.clone(), block: i });
+                return Err(FilesBenchError::WrongData {
+                    path: big.clone(),
+                    block: i,
+                });
             }
         }
         let d = t.elapsed();
-        push(Measure { phase, unit: "MB/s", value: mb_per_s(bytes, d), seconds: d.as_secs_f64() });
+        push(Measure {
+            phase,
+            unit: "MB/s",
+            value: mb_per_s(bytes, d),
+            seconds: d.as_secs_f64(),
+        });
     }
 
     // 4. Random 4 KiB reads: each read's block lies inside one stamped io block, so only
@@ -258,30 +303,48 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
     let mut ops = 0;
     while ops < opts.random_ops && t.elapsed() < opts.random_time {
         let p = rng.next() % pages;
-        f.read_exact_at(&mut page, p * RANDOM_IO_BYTES as u64).map_err(io("reading", &big))?;
+        f.read_exact_at(&mut page, p * RANDOM_IO_BYTES as u64)
+            .map_err(io("reading", &big))?;
         if p.is_multiple_of(per_block) && !stamped(&page, p / per_block, tag) {
-            return Err(FilesBenchError::WrongData { path: big.clone(), block: p / per_block });
+            return Err(FilesBenchError::WrongData {
+                path: big.clone(),
+                block: p / per_block,
+            });
         }
         ops += 1;
     }
     let d = t.elapsed();
-    push(Measure { phase: "4 KiB random read", unit: "ops/s", value: ops_per_s(ops, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "4 KiB random read",
+        unit: "ops/s",
+        value: ops_per_s(ops, d),
+        seconds: d.as_secs_f64(),
+    });
     drop(f);
 
     // 5. Random 4 KiB writes, fsync inside the timing.
-    let f = OpenOptions::new().write(true).open(&big).map_err(io("opening", &big))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .map_err(io("opening", &big))?;
     rng.fill(&mut page);
     let t = Instant::now();
     let mut ops = 0;
     while ops < opts.random_ops && t.elapsed() < opts.random_time {
         let p = rng.next() % pages;
-        f.write_all_at(&page, p * RANDOM_IO_BYTES as u64).map_err(io("writing", &big))?;
+        f.write_all_at(&page, p * RANDOM_IO_BYTES as u64)
+            .map_err(io("writing", &big))?;
         ops += 1;
     }
     f.sync_all().map_err(io("fsync of", &big))?;
     drop(f);
     let d = t.elapsed();
-    push(Measure { phase: "4 KiB random write", unit: "ops/s", value: ops_per_s(ops, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "4 KiB random write",
+        unit: "ops/s",
+        value: ops_per_s(ops, d),
+        seconds: d.as_secs_f64(),
+    });
     fs::remove_file(&big).map_err(io("removing", &big))?;
 
     // 6. Small files.
@@ -300,7 +363,12 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
         f.write_all(&small).map_err(io("writing", &p))?;
     }
     let d = t.elapsed();
-    push(Measure { phase: "small create", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "small create",
+        unit: "ops/s",
+        value: ops_per_s(n, d),
+        seconds: d.as_secs_f64(),
+    });
 
     let t = Instant::now();
     for i in 0..n {
@@ -311,7 +379,12 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
         }
     }
     let d = t.elapsed();
-    push(Measure { phase: "small stat", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "small stat",
+        unit: "ops/s",
+        value: ops_per_s(n, d),
+        seconds: d.as_secs_f64(),
+    });
 
     let t = Instant::now();
     for i in 0..n {
@@ -323,7 +396,12 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
         }
     }
     let d = t.elapsed();
-    push(Measure { phase: "small read", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "small read",
+        unit: "ops/s",
+        value: ops_per_s(n, d),
+        seconds: d.as_secs_f64(),
+    });
 
     let t = Instant::now();
     for i in 0..n {
@@ -331,16 +409,28 @@ fn phases(target: &Target, work: &Path, opts: &FilesBenchOptions) -> Result<Targ
         fs::remove_file(&p).map_err(io("removing", &p))?;
     }
     let d = t.elapsed();
-    push(Measure { phase: "small delete", unit: "ops/s", value: ops_per_s(n, d), seconds: d.as_secs_f64() });
+    push(Measure {
+        phase: "small delete",
+        unit: "ops/s",
+        value: ops_per_s(n, d),
+        seconds: d.as_secs_f64(),
+    });
 
-    Ok(TargetResult { name: target.name.clone(), path: target.path.clone(), caches_dropped, measures })
+    Ok(TargetResult {
+        name: target.name.clone(),
+        path: target.path.clone(),
+        caches_dropped,
+        measures,
+    })
 }
 
 /// The results as a Markdown table: one column per target, then the first
 /// target's value divided by each other target's (higher is better for the first).
 pub fn markdown(results: &[TargetResult]) -> String {
     let mut out = String::new();
-    let Some(first) = results.first() else { return out };
+    let Some(first) = results.first() else {
+        return out;
+    };
     out.push_str("| phase | unit |");
     for r in results {
         out.push_str(&format!(" {} |", r.name));
@@ -374,7 +464,11 @@ pub fn markdown(results: &[TargetResult]) -> String {
 }
 
 fn fmt_value(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 #[cfg(test)]
@@ -398,8 +492,20 @@ mod tests {
 
     #[test]
     fn targets_parse_with_and_without_a_name() {
-        assert_eq!(Target::parse("tfs=/mnt/a").unwrap(), Target { name: "tfs".into(), path: "/mnt/a".into() });
-        assert_eq!(Target::parse("/mnt/b").unwrap(), Target { name: "/mnt/b".into(), path: "/mnt/b".into() });
+        assert_eq!(
+            Target::parse("tfs=/mnt/a").unwrap(),
+            Target {
+                name: "tfs".into(),
+                path: "/mnt/a".into()
+            }
+        );
+        assert_eq!(
+            Target::parse("/mnt/b").unwrap(),
+            Target {
+                name: "/mnt/b".into(),
+                path: "/mnt/b".into()
+            }
+        );
         assert!(Target::parse("=/x").is_err());
         assert!(Target::parse("name=").is_err());
         assert!(Target::parse("").is_err());
@@ -408,15 +514,25 @@ mod tests {
     #[test]
     fn a_run_measures_every_phase_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target { name: "local".into(), path: dir.path().to_path_buf() };
+        let t = Target {
+            name: "local".into(),
+            path: dir.path().to_path_buf(),
+        };
         let r = run_target(&t, &small_opts()).unwrap();
         let phases: Vec<_> = r.measures.iter().map(|m| m.phase).collect();
         assert_eq!(phases.len(), 9, "{phases:?}");
         assert!(r.measures.iter().all(|m| m.value > 0.0), "{:?}", r.measures);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "the work directory is removed");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the work directory is removed"
+        );
         let table = markdown(&[r.clone(), r]);
         assert!(table.contains("| seq write | MB/s |"), "{table}");
-        assert!(table.contains(" 1.00 |"), "a target against itself is 1.00: {table}");
+        assert!(
+            table.contains(" 1.00 |"),
+            "a target against itself is 1.00: {table}"
+        );
     }
 
     #[test]
@@ -431,12 +547,21 @@ mod tests {
     #[test]
     fn bad_sizes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target { name: "x".into(), path: dir.path().to_path_buf() };
+        let t = Target {
+            name: "x".into(),
+            path: dir.path().to_path_buf(),
+        };
         let mut o = small_opts();
         o.io_bytes = 1000;
-        assert!(matches!(run_target(&t, &o), Err(FilesBenchError::BadOptions(_))));
+        assert!(matches!(
+            run_target(&t, &o),
+            Err(FilesBenchError::BadOptions(_))
+        ));
         let mut o = small_opts();
         o.big_file_bytes = 10;
-        assert!(matches!(run_target(&t, &o), Err(FilesBenchError::BadOptions(_))));
+        assert!(matches!(
+            run_target(&t, &o),
+            Err(FilesBenchError::BadOptions(_))
+        ));
     }
 }

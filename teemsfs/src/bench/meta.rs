@@ -91,7 +91,13 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 
 /// Run `clients` closed-loop workers for `duration`; `op(client, i)` returns
 /// whether the operation succeeded.
-async fn measure<F, Fut>(system: &str, op_name: &'static str, clients: usize, duration: Duration, op: F) -> BenchPoint
+async fn measure<F, Fut>(
+    system: &str,
+    op_name: &'static str,
+    clients: usize,
+    duration: Duration,
+    op: F,
+) -> BenchPoint
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
@@ -183,10 +189,14 @@ async fn teems_points(
     let max_clients = opts.clients.iter().copied().max().unwrap_or(1);
     let mut sessions = Vec::new();
     for c in 0..max_clients {
-        let cfg = session_config_from(file, ADMIN_TENANT, c).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let cfg = session_config_from(file, ADMIN_TENANT, c)
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
         sessions.push(Session::new(cfg)?);
     }
-    let first = sessions.first().cloned().ok_or_else(|| BenchError::Setup("no clients".into()))?;
+    let first = sessions
+        .first()
+        .cloned()
+        .ok_or_else(|| BenchError::Setup("no clients".into()))?;
     // The cluster may still be electing a leader: retry the share creation.
     let mut created = ensure_share(&first, share).await;
     for _ in 0..5 {
@@ -197,7 +207,13 @@ async fn teems_points(
     }
     created?;
     for k in 0..opts.keys {
-        first.write(share, Key::from_name(&format!("bench-{k}")), value(opts.value_bytes, 0, 0)).await?;
+        first
+            .write(
+                share,
+                Key::from_name(&format!("bench-{k}")),
+                value(opts.value_bytes, 0, 0),
+            )
+            .await?;
     }
     let sessions = Arc::new(sessions);
     let mut points = Vec::new();
@@ -208,9 +224,14 @@ async fn teems_points(
             measure(name, "write", clients, duration, move |c, i| {
                 let (s, o) = (Arc::clone(&s), o.clone());
                 async move {
-                    let Some(session) = s.get(c) else { return false };
+                    let Some(session) = s.get(c) else {
+                        return false;
+                    };
                     let key = Key::from_name(&key_name(&o, c, i));
-                    session.write(share, key, value(o.value_bytes, c, i)).await.is_ok()
+                    session
+                        .write(share, key, value(o.value_bytes, c, i))
+                        .await
+                        .is_ok()
                 }
             })
             .await,
@@ -220,8 +241,13 @@ async fn teems_points(
             measure(name, "read", clients, duration, move |c, i| {
                 let (s, o) = (Arc::clone(&s), o.clone());
                 async move {
-                    let Some(session) = s.get(c) else { return false };
-                    session.read(share, Key::from_name(&key_name(&o, c, i))).await.is_ok()
+                    let Some(session) = s.get(c) else {
+                        return false;
+                    };
+                    session
+                        .read(share, Key::from_name(&key_name(&o, c, i)))
+                        .await
+                        .is_ok()
                 }
             })
             .await,
@@ -237,7 +263,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk.first().copied().unwrap_or(0), chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (j, shift) in [18u32, 12, 6, 0].iter().enumerate() {
             if j <= chunk.len() {
@@ -259,7 +289,11 @@ struct Http {
 
 impl Http {
     fn new(endpoint: SocketAddr) -> Http {
-        Http { endpoint, stream: None, buf: Vec::new() }
+        Http {
+            endpoint,
+            stream: None,
+            buf: Vec::new(),
+        }
     }
 
     async fn post(&mut self, path: &str, body: &str) -> Result<(u16, Vec<u8>), String> {
@@ -279,18 +313,24 @@ impl Http {
 
     async fn post_inner(&mut self, path: &str, body: &str) -> Result<(u16, Vec<u8>), String> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(self.endpoint).await.map_err(|e| e.to_string())?;
+            let s = TcpStream::connect(self.endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
             let _ = s.set_nodelay(true);
             self.stream = Some(s);
             self.buf.clear();
         }
-        let Some(s) = self.stream.as_mut() else { return Err("no connection".into()) };
+        let Some(s) = self.stream.as_mut() else {
+            return Err("no connection".into());
+        };
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.endpoint,
             body.len()
         );
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         // Head.
         let head_end = loop {
             if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -305,14 +345,23 @@ impl Http {
         };
         let head = String::from_utf8_lossy(self.buf.get(..head_end).unwrap_or(&[])).to_string();
         self.buf.drain(..head_end + 4);
-        let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("bad status line")?;
+        let code: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("bad status line")?;
         let lower = head.to_ascii_lowercase();
         let content_length = lower
             .lines()
-            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+            .find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>())
+            })
             .transpose()
             .map_err(|e| e.to_string())?;
-        let chunked = lower.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+        let chunked = lower
+            .lines()
+            .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
         let body = if let Some(len) = content_length {
             self.fill(len).await?;
             self.buf.drain(..len).collect()
@@ -320,10 +369,12 @@ impl Http {
             let mut body = Vec::new();
             loop {
                 let line_end = self.line().await?;
-                let size_line = String::from_utf8_lossy(self.buf.get(..line_end).unwrap_or(&[])).to_string();
+                let size_line =
+                    String::from_utf8_lossy(self.buf.get(..line_end).unwrap_or(&[])).to_string();
                 self.buf.drain(..line_end + 2);
-                let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|e| e.to_string())?;
+                let size =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|e| e.to_string())?;
                 self.fill(size + 2).await?;
                 body.extend(self.buf.drain(..size));
                 self.buf.drain(..2);
@@ -339,7 +390,9 @@ impl Http {
     }
 
     async fn fill(&mut self, len: usize) -> Result<(), String> {
-        let Some(s) = self.stream.as_mut() else { return Err("no connection".into()) };
+        let Some(s) = self.stream.as_mut() else {
+            return Err("no connection".into());
+        };
         while self.buf.len() < len {
             let mut chunk = [0u8; 4096];
             let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
@@ -356,7 +409,9 @@ impl Http {
             if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 return Ok(p);
             }
-            let Some(s) = self.stream.as_mut() else { return Err("no connection".into()) };
+            let Some(s) = self.stream.as_mut() else {
+                return Err("no connection".into());
+            };
             let mut chunk = [0u8; 4096];
             let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
             if n == 0 {
@@ -368,10 +423,17 @@ impl Http {
 }
 
 async fn etcd_put(http: &mut Http, key: &str, value: &[u8]) -> Result<(), String> {
-    let body = format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", base64(key.as_bytes()), base64(value));
+    let body = format!(
+        "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+        base64(key.as_bytes()),
+        base64(value)
+    );
     match http.post("/v3/kv/put", &body).await? {
         (200, _) => Ok(()),
-        (code, b) => Err(format!("put answered {code}: {}", String::from_utf8_lossy(&b))),
+        (code, b) => Err(format!(
+            "put answered {code}: {}",
+            String::from_utf8_lossy(&b)
+        )),
     }
 }
 
@@ -380,24 +442,43 @@ async fn etcd_get(http: &mut Http, key: &str) -> Result<(), String> {
     match http.post("/v3/kv/range", &body).await? {
         (200, b) if b.windows(5).any(|w| w == b"\"kvs\"") => Ok(()),
         (200, _) => Err("key missing".into()),
-        (code, b) => Err(format!("range answered {code}: {}", String::from_utf8_lossy(&b))),
+        (code, b) => Err(format!(
+            "range answered {code}: {}",
+            String::from_utf8_lossy(&b)
+        )),
     }
 }
 
 /// etcd: the same keys, values and client counts as [`run_teems`].
 pub async fn run_etcd(opts: &MetaBenchOptions) -> Result<Vec<BenchPoint>, BenchError> {
     let endpoints = opts.etcd.clone();
-    let Some(first_ep) = endpoints.first().copied() else { return Ok(Vec::new()) };
+    let Some(first_ep) = endpoints.first().copied() else {
+        return Ok(Vec::new());
+    };
     let mut first = Http::new(first_ep);
     for k in 0..opts.keys {
-        etcd_put(&mut first, &format!("bench-{k}"), &value(opts.value_bytes, 0, 0))
-            .await
-            .map_err(|reason| BenchError::Etcd { endpoint: first_ep.to_string(), reason })?;
+        etcd_put(
+            &mut first,
+            &format!("bench-{k}"),
+            &value(opts.value_bytes, 0, 0),
+        )
+        .await
+        .map_err(|reason| BenchError::Etcd {
+            endpoint: first_ep.to_string(),
+            reason,
+        })?;
     }
     let max_clients = opts.clients.iter().copied().max().unwrap_or(1);
     let conns: Arc<Vec<tokio::sync::Mutex<Http>>> = Arc::new(
         (0..max_clients)
-            .map(|c| tokio::sync::Mutex::new(Http::new(endpoints.get(c % endpoints.len()).copied().unwrap_or(first_ep))))
+            .map(|c| {
+                tokio::sync::Mutex::new(Http::new(
+                    endpoints
+                        .get(c % endpoints.len())
+                        .copied()
+                        .unwrap_or(first_ep),
+                ))
+            })
             .collect(),
     );
     let mut points = Vec::new();
@@ -409,11 +490,15 @@ pub async fn run_etcd(opts: &MetaBenchOptions) -> Result<Vec<BenchPoint>, BenchE
                 measure("etcd", op, clients, duration, move |c, i| {
                     let (conns, o) = (Arc::clone(&conns), o.clone());
                     async move {
-                        let Some(conn) = conns.get(c) else { return false };
+                        let Some(conn) = conns.get(c) else {
+                            return false;
+                        };
                         let mut http = conn.lock().await;
                         let key = key_name(&o, c, i);
                         if op == "write" {
-                            etcd_put(&mut http, &key, &value(o.value_bytes, c, i)).await.is_ok()
+                            etcd_put(&mut http, &key, &value(o.value_bytes, c, i))
+                                .await
+                                .is_ok()
                         } else {
                             etcd_get(&mut http, &key).await.is_ok()
                         }
@@ -446,7 +531,9 @@ pub fn markdown(points: &[BenchPoint]) -> String {
             .iter()
             .find(|b| b.system == "teems-rr" && b.op == p.op && b.clients == p.clients)
             .map(|b| b.ops_per_sec);
-        let ratio = base.filter(|b| *b > 0.0).map_or("-".to_string(), |b| format!("{:.2}", p.ops_per_sec / b));
+        let ratio = base
+            .filter(|b| *b > 0.0)
+            .map_or("-".to_string(), |b| format!("{:.2}", p.ops_per_sec / b));
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
             p.system, p.op, p.clients, p.ops_per_sec, p.p50_ms, p.p99_ms, p.errors, ratio

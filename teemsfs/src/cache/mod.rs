@@ -34,7 +34,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { blob_cache_bytes: 256 << 20, name_cache_entries: 100_000 }
+        CacheConfig {
+            blob_cache_bytes: 256 << 20,
+            name_cache_entries: 100_000,
+        }
     }
 }
 
@@ -62,17 +65,26 @@ impl BlobCache {
     pub fn new(capacity_bytes: u64) -> BlobCache {
         let inner = (capacity_bytes > 0).then(|| {
             // Estimated item count only sizes the hash table; 64 KiB is a typical blob.
-            let items = usize::try_from(capacity_bytes / 65_536).unwrap_or(usize::MAX).max(16);
+            let items = usize::try_from(capacity_bytes / 65_536)
+                .unwrap_or(usize::MAX)
+                .max(16);
             Arc::new(Cache::with_weighter(items, capacity_bytes, BytesWeighter))
         });
-        BlobCache { inner, counts: Arc::default() }
+        BlobCache {
+            inner,
+            counts: Arc::default(),
+        }
     }
 
     /// The plaintext of exactly this blob version, if cached. The caller must have `blob`
     /// from fresh metadata.
     pub fn get(&self, blob: &BlobRef) -> Option<Arc<Vec<u8>>> {
         let hit = self.inner.as_ref()?.get(&(blob.id, blob.content_hash()));
-        let counter = if hit.is_some() { &self.counts.0 } else { &self.counts.1 };
+        let counter = if hit.is_some() {
+            &self.counts.0
+        } else {
+            &self.counts.1
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
@@ -80,12 +92,17 @@ impl BlobCache {
     /// Whether exactly this blob version is cached, without counting a hit or a miss
     /// (for decisions about how to read, not reads).
     pub fn contains(&self, blob: &BlobRef) -> bool {
-        self.inner.as_ref().is_some_and(|c| c.contains_key(&(blob.id, blob.content_hash())))
+        self.inner
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&(blob.id, blob.content_hash())))
     }
 
     /// (hits, misses) of [`BlobCache::get`] so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.counts.0.load(Ordering::Relaxed), self.counts.1.load(Ordering::Relaxed))
+        (
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        )
     }
 
     pub fn insert(&self, blob: &BlobRef, plaintext: Arc<Vec<u8>>) {
@@ -114,7 +131,11 @@ pub struct NameCache {
 impl NameCache {
     pub fn new(entries: usize) -> NameCache {
         let entries = entries.max(16);
-        NameCache { names: Cache::new(entries), contents: Cache::new(entries), dir_bits: Cache::new(entries) }
+        NameCache {
+            names: Cache::new(entries),
+            contents: Cache::new(entries),
+            dir_bits: Cache::new(entries),
+        }
     }
 
     pub fn remember_name(&self, dir: Key, name: &[u8], child: Key, version: Version) {
@@ -154,7 +175,12 @@ mod tests {
     use super::*;
 
     fn blob(id: u8, len: usize) -> BlobRef {
-        BlobRef { id: [id; 16], version: 1, len: len as u64, stored: vec![id; 8] }
+        BlobRef {
+            id: [id; 16],
+            version: 1,
+            len: len as u64,
+            stored: vec![id; 8],
+        }
     }
 
     #[test]

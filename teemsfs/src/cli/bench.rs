@@ -88,7 +88,11 @@ fn write_out(out: &Option<PathBuf>, table: &str, json: String) -> Result<()> {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Files(args) => {
-            let targets = args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>()?;
+            let targets = args
+                .targets
+                .iter()
+                .map(|t| Target::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
             let opts = FilesBenchOptions {
                 big_file_bytes: args.big_mib << 20,
                 io_bytes: args.io_kib << 10,
@@ -101,10 +105,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let mut results = Vec::new();
             for t in &targets {
-                results.push(files::run_target(t, &opts).with_context(|| format!("benchmarking {}", t.name))?);
+                results.push(
+                    files::run_target(t, &opts)
+                        .with_context(|| format!("benchmarking {}", t.name))?,
+                );
             }
             if results.iter().any(|r| !r.caches_dropped) && opts.drop_caches {
-                eprintln!("note: the page cache could not be dropped (not root?): cold reads may be cached");
+                eprintln!(
+                    "note: the page cache could not be dropped (not root?): cold reads may be cached"
+                );
             }
             let table = files::markdown(&results);
             print!("{table}");
@@ -119,7 +128,9 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             if args.rr_only {
                 opts.modes = vec![Mode::Rr];
             }
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let points = rt.block_on(meta::run(&opts))?;
             let table = markdown(&points);
             print!("{table}");

@@ -64,7 +64,15 @@ pub enum ClusterCommand {
 
 pub fn run(cmd: ClusterCommand) -> Result<()> {
     match cmd {
-        ClusterCommand::Init { dir, replicas, m_r, f, mode, tenants, measure } => {
+        ClusterCommand::Init {
+            dir,
+            replicas,
+            m_r,
+            f,
+            mode,
+            tenants,
+            measure,
+        } => {
             let mut opts = InitOptions::new(replicas, m_r, f);
             opts.mode = match mode {
                 ModeArg::Rr => Mode::Rr,
@@ -73,9 +81,12 @@ pub fn run(cmd: ClusterCommand) -> Result<()> {
             opts.tenants = tenants;
             if measure {
                 let bin = replicas::replica_binary()?;
-                opts.measurement = Some(measure_file(&bin).with_context(|| format!("measuring {}", bin.display()))?);
+                opts.measurement = Some(
+                    measure_file(&bin).with_context(|| format!("measuring {}", bin.display()))?,
+                );
             }
-            let file = init_cluster(&dir, &opts).with_context(|| format!("cluster init {}", dir.display()))?;
+            let file = init_cluster(&dir, &opts)
+                .with_context(|| format!("cluster init {}", dir.display()))?;
             println!(
                 "initialised {} replicas (M_R={}, F={}, mode {}) in {}",
                 file.replicas.len(),
@@ -118,7 +129,11 @@ pub fn run(cmd: ClusterCommand) -> Result<()> {
         }
         ClusterCommand::Status { dir, json } => {
             let states = replicas::status(&dir)?;
-            let text = if json { serde_json::to_string_pretty(&states)? + "\n" } else { table(&states) };
+            let text = if json {
+                serde_json::to_string_pretty(&states)? + "\n"
+            } else {
+                table(&states)
+            };
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             Ok(())
@@ -133,7 +148,15 @@ fn yes_no(b: bool) -> &'static str {
 fn table(states: &[ReplicaState]) -> String {
     let mut out = format!(
         "{:<8} {:<8} {:<4} {:<11} {:<11} {:<7} {:<9} {:<7} {}\n",
-        "replica", "pid", "up", "suspicious", "recovering", "leader", "executed", "keys", "sealed state at start"
+        "replica",
+        "pid",
+        "up",
+        "suspicious",
+        "recovering",
+        "leader",
+        "executed",
+        "keys",
+        "sealed state at start"
     );
     for s in states {
         let pid = s.pid.map_or("-".to_string(), |p| p.to_string());

@@ -65,7 +65,9 @@ struct Ticker {
 
 impl Ticker {
     fn new() -> Ticker {
-        Ticker { last: Mutex::new(None) }
+        Ticker {
+            last: Mutex::new(None),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -78,14 +80,22 @@ impl Ticker {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 pub fn up(args: UpArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     if let Some(cfg) = &args.config {
         Deployment::install_config(&args.dir, cfg)?;
-        println!("config: {} installed as {}", cfg.display(), args.dir.join(CONFIG_FILE).display());
+        println!(
+            "config: {} installed as {}",
+            cfg.display(),
+            args.dir.join(CONFIG_FILE).display()
+        );
     }
     let d = Deployment::load(&args.dir)?;
     let c = &d.config;
@@ -98,10 +108,16 @@ pub fn up(args: UpArgs) -> Result<()> {
             d.cluster_dir().display()
         );
     } else {
-        println!("cluster: using the existing cluster in {}", d.cluster_dir().display());
+        println!(
+            "cluster: using the existing cluster in {}",
+            d.cluster_dir().display()
+        );
     }
     for (id, pid, fresh) in replicas::start(&d.cluster_dir(), &[])? {
-        println!("  replica {id}: {} (pid {pid})", if fresh { "started" } else { "already running" });
+        println!(
+            "  replica {id}: {} (pid {pid})",
+            if fresh { "started" } else { "already running" }
+        );
     }
     println!("stores:");
     for (text, spec) in c.stores.iter().zip(d.store_specs()?) {
@@ -124,7 +140,11 @@ pub fn up(args: UpArgs) -> Result<()> {
         println!("mounted: {} (already)", mountpoint.display());
     } else {
         let (pid, log) = spawn_mount(&d, &mountpoint)?;
-        println!("mounted: {} (mount process pid {pid}, log {})", mountpoint.display(), log.display());
+        println!(
+            "mounted: {} (mount process pid {pid}, log {})",
+            mountpoint.display(),
+            log.display()
+        );
         let metrics_file = d.mount_files(&mountpoint).0.with_extension("metrics");
         let until = Instant::now() + Duration::from_secs(2);
         while !metrics_file.exists() && Instant::now() < until {
@@ -141,17 +161,30 @@ pub fn up(args: UpArgs) -> Result<()> {
 /// Starts `teemsfs mount DIR MOUNTPOINT --foreground` detached (own session, output to a
 /// log file, PID file) and waits until the mount is there.
 fn spawn_mount(d: &Deployment, mountpoint: &Path) -> Result<(u32, PathBuf)> {
-    std::fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
+    std::fs::create_dir_all(mountpoint)
+        .with_context(|| format!("creating {}", mountpoint.display()))?;
     std::fs::create_dir_all(d.run_dir())?;
     let (pid_file, log_file) = d.mount_files(mountpoint);
     if let Some(pid) = deploy::read_pid(&pid_file).filter(|p| deploy::is_mount_process(*p)) {
-        bail!("a mount process (pid {pid}) for {} is already running but not mounted; see {}", mountpoint.display(), log_file.display());
+        bail!(
+            "a mount process (pid {pid}) for {} is already running but not mounted; see {}",
+            mountpoint.display(),
+            log_file.display()
+        );
     }
     let exe = std::env::current_exe().context("locating the teemsfs binary")?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_file)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file)?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount").arg(&d.dir).arg(mountpoint).arg("--foreground");
-    cmd.stdin(Stdio::null()).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+    cmd.arg("mount")
+        .arg(&d.dir)
+        .arg(mountpoint)
+        .arg("--foreground");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
     {
         use std::os::unix::process::CommandExt;
         // Its own session: the shell's Ctrl-C and hang-up do not reach it.
@@ -181,7 +214,12 @@ fn spawn_mount(d: &Deployment, mountpoint: &Path) -> Result<(u32, PathBuf)> {
         }
         if Instant::now() >= until {
             deploy::signal(pid, libc::SIGTERM);
-            bail!("{} did not appear within {:?}; see {}", mountpoint.display(), MOUNT_TIMEOUT, log_file.display());
+            bail!(
+                "{} did not appear within {:?}; see {}",
+                mountpoint.display(),
+                MOUNT_TIMEOUT,
+                log_file.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -193,11 +231,19 @@ fn spawn_mount(d: &Deployment, mountpoint: &Path) -> Result<(u32, PathBuf)> {
 pub fn mount(args: MountArgs) -> Result<()> {
     let d = Deployment::load(&args.dir)?;
     if !d.has_cluster() {
-        bail!("{} has no cluster (run `teemsfs up {}` first)", d.dir.display(), d.dir.display());
+        bail!(
+            "{} has no cluster (run `teemsfs up {}` first)",
+            d.dir.display(),
+            d.dir.display()
+        );
     }
     if !args.foreground {
         let (pid, log) = spawn_mount(&d, &args.mountpoint)?;
-        println!("mounted {} (pid {pid}, log {})", args.mountpoint.display(), log.display());
+        println!(
+            "mounted {} (pid {pid}, log {})",
+            args.mountpoint.display(),
+            log.display()
+        );
         println!("unmount with: teemsfs umount {}", args.mountpoint.display());
         return Ok(());
     }
@@ -210,20 +256,36 @@ fn serve_foreground(d: &Deployment, mountpoint: &Path) -> Result<()> {
     let _ = tracing_init();
     let rt = runtime()?;
     let (fs, _stores) = rt.block_on(d.open_fs()).context("opening the filesystem")?;
-    std::fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
-    let handle = teemsfs::fuse::mount(fs, rt.handle().clone(), mountpoint, &d.config.mount_options())
-        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    std::fs::create_dir_all(mountpoint)
+        .with_context(|| format!("creating {}", mountpoint.display()))?;
+    let handle = teemsfs::fuse::mount(
+        fs,
+        rt.handle().clone(),
+        mountpoint,
+        &d.config.mount_options(),
+    )
+    .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let (pid_file, _) = d.mount_files(mountpoint);
     std::fs::create_dir_all(d.run_dir())?;
     // Metrics on a loopback port the kernel picks; its address goes next to the PID file.
     let metrics_file = pid_file.with_extension("metrics");
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).context("binding the metrics port")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .context("binding the metrics port")?;
     let metrics_addr = listener.local_addr()?;
-    rt.spawn(enclave_replica::net::admin::serve_http(listener, handle.metrics_handler(), "try /metrics\n"));
+    rt.spawn(enclave_replica::net::admin::serve_http(
+        listener,
+        handle.metrics_handler(),
+        "try /metrics\n",
+    ));
     std::fs::write(&metrics_file, format!("{metrics_addr}\n"))?;
     eprintln!("teemsfs: metrics at http://{metrics_addr}/metrics");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
-    eprintln!("teemsfs: serving {} (pid {})", mountpoint.display(), std::process::id());
+    eprintln!(
+        "teemsfs: serving {} (pid {})",
+        mountpoint.display(),
+        std::process::id()
+    );
     let reason = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
@@ -251,7 +313,10 @@ fn serve_foreground(d: &Deployment, mountpoint: &Path) -> Result<()> {
 fn tracing_init() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init()
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
 }
 
 pub fn umount(args: UmountArgs) -> Result<()> {
@@ -278,10 +343,15 @@ pub fn down(args: DownArgs) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(d.run_dir()) {
         for entry in entries.flatten() {
             let path = entry.path();
-            if !path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".pid")) {
+            if !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".pid"))
+            {
                 continue;
             }
-            let Some(pid) = deploy::read_pid(&path) else { continue };
+            let Some(pid) = deploy::read_pid(&path) else {
+                continue;
+            };
             if deploy::is_mount_process(pid) && !deploy::wait_exit(pid, MOUNT_EXIT_TIMEOUT) {
                 deploy::signal(pid, libc::SIGTERM);
                 if !deploy::wait_exit(pid, Duration::from_secs(10)) {
@@ -316,7 +386,10 @@ pub fn gc(args: GcArgs) -> Result<()> {
     if args.dry_run {
         for o in &report.collectable {
             let age = o.age.map_or("?".into(), |a| format!("{}s", a.as_secs()));
-            println!("orphan {} {} {} bytes, age {age}", o.store, o.name, o.size_bytes);
+            println!(
+                "orphan {} {} {} bytes, age {age}",
+                o.store, o.name, o.size_bytes
+            );
         }
     }
     for (store, n, bytes) in housekeeping::orphans_by_store(&report.collectable) {
@@ -331,12 +404,23 @@ pub fn gc(args: GcArgs) -> Result<()> {
         report.walk.files,
         report.collectable.len(),
         args.grace,
-        if args.dry_run { "(dry run: nothing removed)".to_string() } else { format!("({} removed)", report.deleted) },
+        if args.dry_run {
+            "(dry run: nothing removed)".to_string()
+        } else {
+            format!("({} removed)", report.deleted)
+        },
         report.young,
-        if report.delete_failures > 0 { format!("; {} deletions failed", report.delete_failures) } else { String::new() },
+        if report.delete_failures > 0 {
+            format!("; {} deletions failed", report.delete_failures)
+        } else {
+            String::new()
+        },
     );
     if report.delete_failures > 0 {
-        bail!("{} orphaned fragments could not be deleted", report.delete_failures);
+        bail!(
+            "{} orphaned fragments could not be deleted",
+            report.delete_failures
+        );
     }
     Ok(())
 }
@@ -362,7 +446,11 @@ pub fn fsck(args: FsckArgs) -> Result<()> {
         report.problems.len(),
         report.blobs_missing_fragments,
         report.fragments_missing,
-        if report.interrupted_rename_completed { "; completed an interrupted rename" } else { "" },
+        if report.interrupted_rename_completed {
+            "; completed an interrupted rename"
+        } else {
+            ""
+        },
     );
     if !report.problems.is_empty() {
         bail!("{} problems found", report.problems.len());

@@ -79,7 +79,10 @@ pub fn run(cmd: MetaCommand) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: runtime: {e}");
@@ -114,7 +117,10 @@ pub fn run(cmd: MetaCommand) -> ExitCode {
             // The value alone; a newline only for a human at a terminal.
             let mut out = std::io::stdout().lock();
             let newline: &[u8] = if out.is_terminal() { b"\n" } else { b"" };
-            let _ = out.write_all(&value).and_then(|()| out.write_all(newline)).and_then(|()| out.flush());
+            let _ = out
+                .write_all(&value)
+                .and_then(|()| out.write_all(newline))
+                .and_then(|()| out.flush());
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,

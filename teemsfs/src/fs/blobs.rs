@@ -87,11 +87,19 @@ impl MemBlobs {
 impl BlobIo for MemBlobs {
     async fn put(&self, id: [u8; 16], version: u64, plaintext: &[u8]) -> FsResult<BlobRef> {
         let tag = {
-            let mut next = self.next.lock().map_err(|_| FsError::Blob("poisoned".into()))?;
+            let mut next = self
+                .next
+                .lock()
+                .map_err(|_| FsError::Blob("poisoned".into()))?;
             *next += 1;
             next.to_le_bytes().to_vec()
         };
-        let blob = BlobRef { id, version, len: plaintext.len() as u64, stored: tag.clone() };
+        let blob = BlobRef {
+            id,
+            version,
+            len: plaintext.len() as u64,
+            stored: tag.clone(),
+        };
         self.blobs
             .lock()
             .map_err(|_| FsError::Blob("poisoned".into()))?
@@ -111,7 +119,9 @@ impl BlobIo for MemBlobs {
     async fn get_range(&self, blob: &BlobRef, start: u64, len: u64) -> Option<Vec<u8>> {
         let whole = self.get(blob).await.ok()?;
         let from = usize::try_from(start).ok()?.min(whole.len());
-        let to = usize::try_from(start.saturating_add(len)).unwrap_or(usize::MAX).min(whole.len());
+        let to = usize::try_from(start.saturating_add(len))
+            .unwrap_or(usize::MAX)
+            .min(whole.len());
         whole.get(from..to).map(<[u8]>::to_vec)
     }
 
@@ -132,7 +142,12 @@ impl BlobIo for crate::store::BlobStore {
             .put_blob(&erasure::BlobId(id), version, plaintext)
             .await
             .map_err(|e| FsError::Blob(e.to_string()))?;
-        Ok(BlobRef { id, version, len: plaintext.len() as u64, stored: stored.encode() })
+        Ok(BlobRef {
+            id,
+            version,
+            len: plaintext.len() as u64,
+            stored: stored.encode(),
+        })
     }
 
     async fn get(&self, blob: &BlobRef) -> FsResult<Vec<u8>> {
@@ -159,6 +174,8 @@ impl BlobIo for crate::store::BlobStore {
     async fn delete(&self, blob: &BlobRef) -> FsResult<()> {
         let stored = crate::store::StoredBlob::decode(&blob.stored)
             .map_err(|e| FsError::corrupt("stored blob record", e))?;
-        self.delete_blob(&stored).await.map_err(|e| FsError::Blob(e.to_string()))
+        self.delete_blob(&stored)
+            .await
+            .map_err(|e| FsError::Blob(e.to_string()))
     }
 }

@@ -16,11 +16,12 @@
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::format::{
-    self, Bucket, BucketData, BucketMeta, Data, Entry, Inode, Kind, RenameIntent, Time, bucket_key, bucket_of,
-    derive_id,
+    self, Bucket, BucketData, BucketMeta, Data, Entry, Inode, Kind, RenameIntent, Time, bucket_key,
+    bucket_of, derive_id,
 };
 use super::{
-    Attr, Caller, DirEntry, Fs, FsError, FsResult, RenameFlags, check_name, new_inode, perm, random_key,
+    Attr, Caller, DirEntry, Fs, FsError, FsResult, RenameFlags, check_name, new_inode, perm,
+    random_key,
 };
 use crate::fs::blobs::BlobRef;
 use crate::meta::{Key, Version};
@@ -60,7 +61,13 @@ impl Fs {
     }
 
     /// A bucket's new stored form: inline when its encoding is small, else a new blob.
-    async fn seal_bucket(&self, dir_key: Key, index: u64, seq: u64, bucket: &Bucket) -> FsResult<BucketData> {
+    async fn seal_bucket(
+        &self,
+        dir_key: Key,
+        index: u64,
+        seq: u64,
+        bucket: &Bucket,
+    ) -> FsResult<BucketData> {
         if bucket.is_empty() {
             return Ok(BucketData::Empty);
         }
@@ -68,7 +75,10 @@ impl Fs {
         if encoded.len() <= self.config.inline_bucket_max_bytes {
             return Ok(BucketData::Inline(bucket.clone()));
         }
-        Ok(BucketData::Blob(self.put_blob(derive_id(&dir_key, "bucket", index), seq, encoded).await?))
+        Ok(BucketData::Blob(
+            self.put_blob(derive_id(&dir_key, "bucket", index), seq, encoded)
+                .await?,
+        ))
     }
 
     /// Loads the bucket that holds (or would hold) `name`.
@@ -78,7 +88,11 @@ impl Fs {
         dir: &Inode,
         name: &[u8],
     ) -> FsResult<(Bucket, BucketSlot)> {
-        let Data::Dir { bucket_bits, single } = &dir.data else {
+        let Data::Dir {
+            bucket_bits,
+            single,
+        } = &dir.data
+        else {
             return Err(FsError::NotDir);
         };
         let index = bucket_of(name, *bucket_bits);
@@ -88,11 +102,21 @@ impl Fs {
         }
         let meta = self.read_bucket_meta(dir_key, index).await?;
         let bucket = self.bucket_from(&meta.data).await?;
-        Ok((bucket, BucketSlot { index, meta: Some(meta) }))
+        Ok((
+            bucket,
+            BucketSlot {
+                index,
+                meta: Some(meta),
+            },
+        ))
     }
 
     async fn read_bucket_meta(&self, dir_key: Key, index: u64) -> FsResult<BucketMeta> {
-        match self.teems.read(self.share, bucket_key(&dir_key, index)).await {
+        match self
+            .teems
+            .read(self.share, bucket_key(&dir_key, index))
+            .await
+        {
             Ok((bytes, _)) => format::decode("bucket metadata", &bytes),
             Err(crate::meta::MetaError::NotFound) => Ok(BucketMeta::default()),
             Err(e) => Err(e.into()),
@@ -101,7 +125,11 @@ impl Fs {
 
     /// All entries of a directory (every bucket, fetched in parallel).
     pub(super) async fn load_all_entries(&self, dir_key: Key, dir: &Inode) -> FsResult<Bucket> {
-        let Data::Dir { bucket_bits, single } = &dir.data else {
+        let Data::Dir {
+            bucket_bits,
+            single,
+        } = &dir.data
+        else {
             return Err(FsError::NotDir);
         };
         if *bucket_bits == 0 {
@@ -133,15 +161,19 @@ impl Fs {
         let Data::Dir { bucket_bits, .. } = &dir.data else {
             return Err(FsError::NotDir);
         };
-        let splits = bucket.len() > self.config.dir_bucket_max_entries && *bucket_bits < format::MAX_BUCKET_BITS;
+        let splits = bucket.len() > self.config.dir_bucket_max_entries
+            && *bucket_bits < format::MAX_BUCKET_BITS;
         match slot.meta {
             Some(mut meta) if !splits => {
                 meta.blob_seq += 1;
                 let old = meta.data.blob().cloned();
-                meta.data = self.seal_bucket(dir_key, slot.index, meta.blob_seq, bucket).await?;
+                meta.data = self
+                    .seal_bucket(dir_key, slot.index, meta.blob_seq, bucket)
+                    .await?;
                 let encoded = format::encode(&meta);
                 let (wrote_bucket, wrote_dir) = tokio::join!(
-                    self.teems.write(self.share, bucket_key(&dir_key, slot.index), encoded),
+                    self.teems
+                        .write(self.share, bucket_key(&dir_key, slot.index), encoded),
                     self.write_inode(dir_key, dir)
                 );
                 wrote_bucket?;
@@ -150,7 +182,16 @@ impl Fs {
                 Ok(version)
             }
             meta => {
-                self.store_bucket(dir_key, dir, BucketSlot { index: slot.index, meta }, bucket).await?;
+                self.store_bucket(
+                    dir_key,
+                    dir,
+                    BucketSlot {
+                        index: slot.index,
+                        meta,
+                    },
+                    bucket,
+                )
+                .await?;
                 self.write_inode(dir_key, dir).await
             }
         }
@@ -165,11 +206,17 @@ impl Fs {
         slot: BucketSlot,
         bucket: &Bucket,
     ) -> FsResult<()> {
-        let Data::Dir { bucket_bits, single } = &dir.data else {
+        let Data::Dir {
+            bucket_bits,
+            single,
+        } = &dir.data
+        else {
             return Err(FsError::NotDir);
         };
         let bucket_bits = *bucket_bits;
-        if bucket.len() > self.config.dir_bucket_max_entries && bucket_bits < format::MAX_BUCKET_BITS {
+        if bucket.len() > self.config.dir_bucket_max_entries
+            && bucket_bits < format::MAX_BUCKET_BITS
+        {
             let old_single = single.blob().cloned();
             return self.rebucket(dir_key, dir, slot, bucket, old_single).await;
         }
@@ -178,15 +225,24 @@ impl Fs {
                 dir.blob_seq += 1;
                 let old = single.blob().cloned();
                 let new = self.seal_bucket(dir_key, 0, dir.blob_seq, bucket).await?;
-                dir.data = Data::Dir { bucket_bits: 0, single: new };
+                dir.data = Data::Dir {
+                    bucket_bits: 0,
+                    single: new,
+                };
                 self.retire(old.into_iter().collect());
             }
             Some(mut meta) => {
                 meta.blob_seq += 1;
                 let old = meta.data.blob().cloned();
-                meta.data = self.seal_bucket(dir_key, slot.index, meta.blob_seq, bucket).await?;
+                meta.data = self
+                    .seal_bucket(dir_key, slot.index, meta.blob_seq, bucket)
+                    .await?;
                 self.teems
-                    .write(self.share, bucket_key(&dir_key, slot.index), format::encode(&meta))
+                    .write(
+                        self.share,
+                        bucket_key(&dir_key, slot.index),
+                        format::encode(&meta),
+                    )
                     .await?;
                 self.retire(old.into_iter().collect());
             }
@@ -204,7 +260,11 @@ impl Fs {
         changed: &Bucket,
         old_single: Option<BlobRef>,
     ) -> FsResult<()> {
-        let Data::Dir { bucket_bits: old_bits, .. } = dir.data else {
+        let Data::Dir {
+            bucket_bits: old_bits,
+            ..
+        } = dir.data
+        else {
             return Err(FsError::NotDir);
         };
         // Every entry: the changed bucket as given, the others as stored.
@@ -232,7 +292,9 @@ impl Fs {
                     b.insert(name.clone(), *entry);
                 }
             }
-            let fits = split.iter().all(|b| b.len() <= self.config.dir_bucket_max_entries);
+            let fits = split
+                .iter()
+                .all(|b| b.len() <= self.config.dir_bucket_max_entries);
             if fits || bits >= 24 {
                 break split;
             }
@@ -242,10 +304,18 @@ impl Fs {
         dir.blob_seq = seq;
         for (i, bucket) in split.iter().enumerate() {
             let i = i as u64;
-            let meta = BucketMeta { data: self.seal_bucket(dir_key, i, seq, bucket).await?, blob_seq: seq };
-            self.teems.write(self.share, bucket_key(&dir_key, i), format::encode(&meta)).await?;
+            let meta = BucketMeta {
+                data: self.seal_bucket(dir_key, i, seq, bucket).await?,
+                blob_seq: seq,
+            };
+            self.teems
+                .write(self.share, bucket_key(&dir_key, i), format::encode(&meta))
+                .await?;
         }
-        dir.data = Data::Dir { bucket_bits: bits, single: BucketData::Empty };
+        dir.data = Data::Dir {
+            bucket_bits: bits,
+            single: BucketData::Empty,
+        };
         self.retire(old_blobs);
         Ok(())
     }
@@ -264,8 +334,10 @@ impl Fs {
         let ((dir, version), early_meta) = match guessed {
             Some(bits) => {
                 let index = bucket_of(name, bits);
-                let (dir, meta) =
-                    tokio::join!(self.read_dir_inode(dir_key), self.read_bucket_meta(dir_key, index));
+                let (dir, meta) = tokio::join!(
+                    self.read_dir_inode(dir_key),
+                    self.read_bucket_meta(dir_key, index)
+                );
                 (dir?, Some((bits, index, meta)))
             }
             None => (self.read_dir_inode(dir_key).await?, None),
@@ -276,7 +348,13 @@ impl Fs {
         let (bucket, slot) = match early_meta {
             Some((bits, index, meta)) if bits == *bucket_bits => {
                 let meta = meta?;
-                (self.bucket_from(&meta.data).await?, BucketSlot { index, meta: Some(meta) })
+                (
+                    self.bucket_from(&meta.data).await?,
+                    BucketSlot {
+                        index,
+                        meta: Some(meta),
+                    },
+                )
             }
             _ => self.load_bucket(dir_key, &dir, name).await?,
         };
@@ -345,7 +423,11 @@ impl Fs {
         let entries = self.load_all_entries(key, &dir).await?;
         Ok(entries
             .into_iter()
-            .map(|(name, e)| DirEntry { name, key: e.key, kind: e.kind })
+            .map(|(name, e)| DirEntry {
+                name,
+                key: e.key,
+                kind: e.kind,
+            })
             .collect())
     }
 
@@ -380,7 +462,13 @@ impl Fs {
     // ---- creating ---------------------------------------------------------------------
 
     /// Adds a new inode under `parent/name`.
-    pub(super) async fn create_node(&self, parent: Key, name: &[u8], inode: Inode, who: Caller) -> FsResult<Attr> {
+    pub(super) async fn create_node(
+        &self,
+        parent: Key,
+        name: &[u8],
+        inode: Inode,
+        who: Caller,
+    ) -> FsResult<Attr> {
         Ok(self.create_node_as(parent, name, inode, who).await?.0)
     }
 
@@ -407,7 +495,13 @@ impl Fs {
         // The inode first: a crash before the entry leaves an unnamed inode, not a
         // name pointing nowhere.
         let version = self.write_inode(key, &inode).await?;
-        bucket.insert(name.to_vec(), Entry { key, kind: inode.kind });
+        bucket.insert(
+            name.to_vec(),
+            Entry {
+                key,
+                kind: inode.kind,
+            },
+        );
         touch_dir(&mut dir, 1, inode.kind == Kind::Dir, 1);
         self.store_dir(parent, &mut dir, slot, &bucket).await?;
         self.names.remember_name(parent, name, key, version);
@@ -415,8 +509,22 @@ impl Fs {
         Ok((self.attr_of(key, &inode, version), inode, version))
     }
 
-    pub async fn mkdir(&self, parent: Key, name: &[u8], perm: u16, caller: Caller) -> FsResult<Attr> {
-        let inode = new_inode(Kind::Dir, perm, caller, Data::Dir { bucket_bits: 0, single: BucketData::Empty });
+    pub async fn mkdir(
+        &self,
+        parent: Key,
+        name: &[u8],
+        perm: u16,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let inode = new_inode(
+            Kind::Dir,
+            perm,
+            caller,
+            Data::Dir {
+                bucket_bits: 0,
+                single: BucketData::Empty,
+            },
+        );
         self.create_node(parent, name, inode, caller).await
     }
 
@@ -439,7 +547,13 @@ impl Fs {
         self.create_node(parent, name, inode, caller).await
     }
 
-    pub async fn symlink(&self, parent: Key, name: &[u8], target: &[u8], caller: Caller) -> FsResult<Attr> {
+    pub async fn symlink(
+        &self,
+        parent: Key,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Attr> {
         if target.is_empty() {
             return Err(FsError::NotFound);
         }
@@ -465,7 +579,13 @@ impl Fs {
     }
 
     /// A new name for an existing non-directory inode (a hard link).
-    pub async fn link_by(&self, key: Key, new_parent: Key, new_name: &[u8], who: Caller) -> FsResult<Attr> {
+    pub async fn link_by(
+        &self,
+        key: Key,
+        new_parent: Key,
+        new_name: &[u8],
+        who: Caller,
+    ) -> FsResult<Attr> {
         check_name(new_name)?;
         let _ns = self.ns_lock.lock().await;
         let inode_lock = self.key_locks.lock(key).await;
@@ -491,7 +611,13 @@ impl Fs {
         inode.ctime = Time::now();
         let version = self.write_inode(key, &inode).await?;
         drop(inode_lock);
-        bucket.insert(new_name.to_vec(), Entry { key, kind: inode.kind });
+        bucket.insert(
+            new_name.to_vec(),
+            Entry {
+                key,
+                kind: inode.kind,
+            },
+        );
         touch_dir(&mut dir, 1, false, 1);
         self.store_dir(new_parent, &mut dir, slot, &bucket).await?;
         Ok(self.attr_of(key, &inode, version))
@@ -521,8 +647,10 @@ impl Fs {
         // The inode's metadata is read while the name is removed; its link count is
         // lowered only after (lock order: ns_lock, then the inode lock).
         let _inode_lock = self.key_locks.lock(entry.key).await;
-        let (stored, child) =
-            tokio::join!(self.store_dir(parent, &mut dir, slot, &bucket), self.read_inode(entry.key));
+        let (stored, child) = tokio::join!(
+            self.store_dir(parent, &mut dir, slot, &bucket),
+            self.read_inode(entry.key)
+        );
         stored?;
         self.names.forget_name(parent, name);
         self.drop_link_of(entry.key, child).await
@@ -565,7 +693,9 @@ impl Fs {
         if let Data::Chunked { manifest } = &inode.data {
             match self.load_manifest(manifest).await {
                 Ok(m) => blobs.extend(m.chunks.into_iter().flatten()),
-                Err(e) => tracing::warn!(error = %e, "unreadable manifest; gc will find its chunks"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable manifest; gc will find its chunks")
+                }
             }
         }
         self.teems.delete(self.share, key).await?;
@@ -630,7 +760,8 @@ impl Fs {
         dst_name: &[u8],
         flags: RenameFlags,
     ) -> FsResult<()> {
-        self.rename_by(src_dir, src_name, dst_dir, dst_name, flags, Caller::ROOT).await
+        self.rename_by(src_dir, src_name, dst_dir, dst_name, flags, Caller::ROOT)
+            .await
     }
 
     /// Moves `src_dir/src_name` to `dst_dir/dst_name`, replacing what is there unless
@@ -718,7 +849,12 @@ impl Fs {
             bucket.remove(src_name);
             bucket.insert(dst_name.to_vec(), entry);
             let removed_dir = replaced.is_some_and(|(old, _)| old.kind == Kind::Dir);
-            touch_dir(&mut dir, if replaced.is_some() { -1 } else { 0 }, removed_dir, -1);
+            touch_dir(
+                &mut dir,
+                if replaced.is_some() { -1 } else { 0 },
+                removed_dir,
+                -1,
+            );
             self.store_dir(src_dir, &mut dir, src_slot, &bucket).await?;
             if let Some((old, before)) = replaced {
                 self.release_replaced(old, before).await?;
@@ -734,7 +870,9 @@ impl Fs {
             entry,
             replaced,
         };
-        self.teems.write(self.share, self.intent_key(), format::encode(&intent)).await?;
+        self.teems
+            .write(self.share, self.intent_key(), format::encode(&intent))
+            .await?;
         self.apply_intent(&intent).await?;
         self.teems.delete(self.share, self.intent_key()).await?;
         Ok(())
@@ -751,7 +889,10 @@ impl Fs {
             }
             dir = self.parent_of(dir).await?;
         }
-        Err(FsError::corrupt("directory tree", "parent chain longer than MAX_DEPTH"))
+        Err(FsError::corrupt(
+            "directory tree",
+            "parent chain longer than MAX_DEPTH",
+        ))
     }
 
     /// Carries out a rename intent. Idempotent: each step checks whether it is done, so a
@@ -760,18 +901,26 @@ impl Fs {
     async fn apply_intent(&self, intent: &RenameIntent) -> FsResult<()> {
         let moved_dir = intent.entry.kind == Kind::Dir;
         // 1. The new name (replacing the target).
-        let (mut dst, _, mut bucket, slot) = self.load_dir_bucket(intent.dst_dir, &intent.dst_name).await?;
+        let (mut dst, _, mut bucket, slot) = self
+            .load_dir_bucket(intent.dst_dir, &intent.dst_name)
+            .await?;
         if bucket.get(&intent.dst_name) != Some(&intent.entry) {
-            let had = bucket.insert(intent.dst_name.clone(), intent.entry).is_some();
+            let had = bucket
+                .insert(intent.dst_name.clone(), intent.entry)
+                .is_some();
             touch_dir(&mut dst, if had { 0 } else { 1 }, false, 0);
-            self.store_dir(intent.dst_dir, &mut dst, slot, &bucket).await?;
+            self.store_dir(intent.dst_dir, &mut dst, slot, &bucket)
+                .await?;
         }
         // 2. The old name, if it still names the moved inode.
-        let (mut src, _, mut bucket, slot) = self.load_dir_bucket(intent.src_dir, &intent.src_name).await?;
+        let (mut src, _, mut bucket, slot) = self
+            .load_dir_bucket(intent.src_dir, &intent.src_name)
+            .await?;
         if bucket.get(&intent.src_name) == Some(&intent.entry) {
             bucket.remove(&intent.src_name);
             touch_dir(&mut src, -1, false, 0);
-            self.store_dir(intent.src_dir, &mut src, slot, &bucket).await?;
+            self.store_dir(intent.src_dir, &mut src, slot, &bucket)
+                .await?;
         }
         // 3. A moved directory's parent pointer, and the directories' link counts,
         //    recounted from their entries so that repeating this step is harmless.
@@ -857,7 +1006,10 @@ impl Fs {
         dst_dir: Key,
         dst_name: &[u8],
     ) -> FsResult<()> {
-        let entry = self.find_entry(src_dir, src_name).await?.ok_or(FsError::NotFound)?;
+        let entry = self
+            .find_entry(src_dir, src_name)
+            .await?
+            .ok_or(FsError::NotFound)?;
         let replaced = match self.find_entry(dst_dir, dst_name).await? {
             Some(old) => Some((old, self.read_inode(old.key).await?.0.nlink)),
             None => None,
@@ -870,7 +1022,9 @@ impl Fs {
             entry,
             replaced,
         };
-        self.teems.write(self.share, self.intent_key(), format::encode(&intent)).await?;
+        self.teems
+            .write(self.share, self.intent_key(), format::encode(&intent))
+            .await?;
         Ok(())
     }
 }
@@ -895,8 +1049,17 @@ mod tests {
     use crate::meta::{MemTeems, ShareId};
 
     fn fs_with(teems: &MemTeems, blobs: Arc<MemBlobs>, max_entries: usize) -> Fs {
-        let config = FsConfig { dir_bucket_max_entries: max_entries, ..FsConfig::default() };
-        Fs::new(Arc::new(teems.clone()), blobs, ShareId([1; 16]), Key([9; 16]), config)
+        let config = FsConfig {
+            dir_bucket_max_entries: max_entries,
+            ..FsConfig::default()
+        };
+        Fs::new(
+            Arc::new(teems.clone()),
+            blobs,
+            ShareId([1; 16]),
+            Key([9; 16]),
+            config,
+        )
     }
 
     /// An unlink returns once the name is gone and queues the inode; the housekeeping
@@ -909,15 +1072,28 @@ mod tests {
         fs.init(Caller::default()).await.expect("init");
         let root = fs.root();
         let base = teems.live_keys();
-        fs.mknod(root, b"a", Kind::File, 0o644, 0, Caller::default()).await.expect("create a");
-        let b = fs.mknod(root, b"b", Kind::File, 0o644, 0, Caller::default()).await.expect("create b").key;
+        fs.mknod(root, b"a", Kind::File, 0o644, 0, Caller::default())
+            .await
+            .expect("create a");
+        let b = fs
+            .mknod(root, b"b", Kind::File, 0o644, 0, Caller::default())
+            .await
+            .expect("create b")
+            .key;
         fs.link(b, root, b"b2").await.expect("link");
         assert_eq!(teems.live_keys(), base + 2);
 
         fs.unlink(root, b"a").await.expect("unlink a");
-        assert!(matches!(fs.lookup(root, b"a").await, Err(FsError::NotFound)), "the name is gone at once");
+        assert!(
+            matches!(fs.lookup(root, b"a").await, Err(FsError::NotFound)),
+            "the name is gone at once"
+        );
         assert_eq!(fs.unlinked_len(), 1);
-        assert_eq!(teems.live_keys(), base + 2, "the inode is freed after the unlink, not in it");
+        assert_eq!(
+            teems.live_keys(),
+            base + 2,
+            "the inode is freed after the unlink, not in it"
+        );
         teems.set_unavailable(true);
         assert_eq!(fs.free_unlinked().await, 0);
         assert_eq!(fs.unlinked_len(), 1, "a failed free is queued again");
@@ -937,7 +1113,11 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         task.abort();
-        assert_eq!(teems.live_keys(), base, "the housekeeping task freed the last inode");
+        assert_eq!(
+            teems.live_keys(),
+            base,
+            "the housekeeping task freed the last inode"
+        );
     }
 
     /// SEMANTICS §2: a client holding a file open while another client unlinks it. A
@@ -948,7 +1128,13 @@ mod tests {
         let teems = MemTeems::new();
         let blobs = Arc::new(MemBlobs::new());
         let one = fs_with(&teems, Arc::clone(&blobs), 512);
-        let two = Fs::new(Arc::new(teems.client(1)), blobs, ShareId([1; 16]), Key([9; 16]), FsConfig::default());
+        let two = Fs::new(
+            Arc::new(teems.client(1)),
+            blobs,
+            ShareId([1; 16]),
+            Key([9; 16]),
+            FsConfig::default(),
+        );
         let me = Caller::default();
         one.init(me).await.expect("init");
         let root = one.root();
@@ -957,18 +1143,37 @@ mod tests {
         one.release(o.fh).await.expect("close");
         let base = teems.live_keys();
 
-        let held = two.open(attr.key, true).await.expect("open in the second client");
+        let held = two
+            .open(attr.key, true)
+            .await
+            .expect("open in the second client");
         two.write(held.fh, 0, b"new").await.expect("write");
         one.unlink(root, b"f").await.expect("unlink");
-        two.flush(held.fh).await.expect("a commit before the free lands in the nameless file");
-        assert_eq!(teems.live_keys(), base, "the inode is still there, without a name");
+        two.flush(held.fh)
+            .await
+            .expect("a commit before the free lands in the nameless file");
+        assert_eq!(
+            teems.live_keys(),
+            base,
+            "the inode is still there, without a name"
+        );
         assert_eq!(one.free_unlinked().await, 1);
-        assert_eq!(teems.live_keys(), base - 1, "and goes when the remover frees it");
+        assert_eq!(
+            teems.live_keys(),
+            base - 1,
+            "and goes when the remover frees it"
+        );
         two.write(held.fh, 0, b"newer").await.expect("write");
-        assert!(matches!(two.flush(held.fh).await, Err(FsError::Stale)), "a commit after the free");
+        assert!(
+            matches!(two.flush(held.fh).await, Err(FsError::Stale)),
+            "a commit after the free"
+        );
         assert!(matches!(two.release(held.fh).await, Err(FsError::Stale)));
         for fs in [&one, &two] {
-            assert!(matches!(fs.lookup(root, b"f").await, Err(FsError::NotFound)));
+            assert!(matches!(
+                fs.lookup(root, b"f").await,
+                Err(FsError::NotFound)
+            ));
         }
     }
 
@@ -979,19 +1184,35 @@ mod tests {
         fs.init(Caller::default()).await.expect("init");
         let root = fs.root();
         for i in 0..100 {
-            fs.mknod(root, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default())
-                .await
-                .expect("create");
+            fs.mknod(
+                root,
+                format!("f{i}").as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
         }
         let (dir, _) = fs.read_dir_inode(root).await.expect("root");
-        let Data::Dir { bucket_bits, .. } = dir.data else { panic!("root is a dir") };
-        assert!(bucket_bits >= 4, "100 entries at 8 per bucket need ≥ 16 buckets, got 2^{bucket_bits}");
+        let Data::Dir { bucket_bits, .. } = dir.data else {
+            panic!("root is a dir")
+        };
+        assert!(
+            bucket_bits >= 4,
+            "100 entries at 8 per bucket need ≥ 16 buckets, got 2^{bucket_bits}"
+        );
         assert_eq!(fs.readdir(root).await.expect("readdir").len(), 100);
         for i in 0..100 {
-            fs.lookup(root, format!("f{i}").as_bytes()).await.expect("lookup");
+            fs.lookup(root, format!("f{i}").as_bytes())
+                .await
+                .expect("lookup");
         }
         for i in 0..100 {
-            fs.unlink(root, format!("f{i}").as_bytes()).await.expect("unlink");
+            fs.unlink(root, format!("f{i}").as_bytes())
+                .await
+                .expect("unlink");
         }
         assert!(fs.readdir(root).await.expect("readdir").is_empty());
     }
@@ -1002,34 +1223,80 @@ mod tests {
     #[tokio::test]
     async fn small_buckets_are_inline_and_large_ones_blobs() {
         let blobs = Arc::new(MemBlobs::new());
-        let config = FsConfig { inline_bucket_max_bytes: 200, delete_grace_ms: 0, ..FsConfig::default() };
-        let fs = Fs::new(Arc::new(MemTeems::new()), Arc::clone(&blobs) as _, ShareId([1; 16]), Key([9; 16]), config);
+        let config = FsConfig {
+            inline_bucket_max_bytes: 200,
+            delete_grace_ms: 0,
+            ..FsConfig::default()
+        };
+        let fs = Fs::new(
+            Arc::new(MemTeems::new()),
+            Arc::clone(&blobs) as _,
+            ShareId([1; 16]),
+            Key([9; 16]),
+            config,
+        );
         fs.init(Caller::default()).await.expect("init");
         let root = fs.root();
         async fn stored_form(fs: &Fs, dir: Key) -> &'static str {
             let (dir, _) = fs.read_dir_inode(dir).await.expect("dir");
             match dir.data {
-                Data::Dir { single: BucketData::Inline(_), .. } => "inline",
-                Data::Dir { single: BucketData::Blob(_), .. } => "blob",
+                Data::Dir {
+                    single: BucketData::Inline(_),
+                    ..
+                } => "inline",
+                Data::Dir {
+                    single: BucketData::Blob(_),
+                    ..
+                } => "blob",
                 _ => "empty",
             }
         }
         for i in 0..4 {
-            fs.mknod(root, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+            fs.mknod(
+                root,
+                format!("f{i}").as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
         }
         assert_eq!(stored_form(&fs, root).await, "inline");
         assert_eq!(blobs.len(), 0, "nothing in the stores");
         for i in 4..20 {
-            fs.mknod(root, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+            fs.mknod(
+                root,
+                format!("f{i}").as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
         }
-        assert_eq!(stored_form(&fs, root).await, "blob", "20 entries are over 200 bytes");
+        assert_eq!(
+            stored_form(&fs, root).await,
+            "blob",
+            "20 entries are over 200 bytes"
+        );
         fs.drain_retired().await;
-        assert_eq!(blobs.len(), 1, "one bucket blob once the superseded ones are deleted");
+        assert_eq!(
+            blobs.len(),
+            1,
+            "one bucket blob once the superseded ones are deleted"
+        );
         for i in 0..20 {
-            fs.lookup(root, format!("f{i}").as_bytes()).await.expect("lookup");
+            fs.lookup(root, format!("f{i}").as_bytes())
+                .await
+                .expect("lookup");
         }
         for i in 4..20 {
-            fs.unlink(root, format!("f{i}").as_bytes()).await.expect("unlink");
+            fs.unlink(root, format!("f{i}").as_bytes())
+                .await
+                .expect("unlink");
         }
         assert_eq!(stored_form(&fs, root).await, "inline");
         fs.drain_retired().await;
@@ -1049,32 +1316,74 @@ mod tests {
         one.init(Caller::default()).await.expect("init");
         two.init(Caller::default()).await.expect("init");
         let root = one.root();
-        let d = one.mkdir(root, b"d", 0o755, Caller::default()).await.expect("mkdir").key;
+        let d = one
+            .mkdir(root, b"d", 0o755, Caller::default())
+            .await
+            .expect("mkdir")
+            .key;
         for i in 0..8 {
-            one.mknod(d, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+            one.mknod(
+                d,
+                format!("f{i}").as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
         }
         async fn bits(fs: &Fs, d: Key) -> u8 {
             let (dir, _) = fs.read_dir_inode(d).await.expect("dir");
-            let Data::Dir { bucket_bits, .. } = dir.data else { panic!("a dir") };
+            let Data::Dir { bucket_bits, .. } = dir.data else {
+                panic!("a dir")
+            };
             bucket_bits
         }
         let before = bits(&one, d).await;
         assert!(before > 0);
         for i in 0..8 {
-            assert!(one.find_entry(d, format!("f{i}").as_bytes()).await.expect("find").is_some());
+            assert!(
+                one.find_entry(d, format!("f{i}").as_bytes())
+                    .await
+                    .expect("find")
+                    .is_some()
+            );
         }
         assert_eq!(one.names.guess_dir_bits(d), Some(before));
         // The other client splits the directory further and removes one name.
         for i in 8..64 {
-            two.mknod(d, format!("f{i}").as_bytes(), Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+            two.mknod(
+                d,
+                format!("f{i}").as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
         }
         two.unlink(d, b"f3").await.expect("unlink");
         assert!(bits(&two, d).await > before, "the directory was split");
-        assert_eq!(one.names.guess_dir_bits(d), Some(before), "the first client's guess is stale");
+        assert_eq!(
+            one.names.guess_dir_bits(d),
+            Some(before),
+            "the first client's guess is stale"
+        );
         for i in (0..64).filter(|i| *i != 3) {
-            assert!(one.find_entry(d, format!("f{i}").as_bytes()).await.expect("find").is_some(), "f{i} hidden");
+            assert!(
+                one.find_entry(d, format!("f{i}").as_bytes())
+                    .await
+                    .expect("find")
+                    .is_some(),
+                "f{i} hidden"
+            );
         }
-        assert!(one.find_entry(d, b"f3").await.expect("find").is_none(), "a removed name found");
+        assert!(
+            one.find_entry(d, b"f3").await.expect("find").is_none(),
+            "a removed name found"
+        );
     }
 
     #[tokio::test]
@@ -1085,20 +1394,45 @@ mod tests {
         let fs = fs_with(&teems, Arc::clone(&blobs), 2048);
         fs.init(Caller::default()).await.expect("init");
         let root = fs.root();
-        let a = fs.mkdir(root, b"a", 0o755, Caller::default()).await.expect("mkdir").key;
-        let b = fs.mkdir(root, b"b", 0o755, Caller::default()).await.expect("mkdir").key;
-        let file = fs.mknod(a, b"f", Kind::File, 0o644, 0, Caller::default()).await.expect("f").key;
-        let sub = fs.mkdir(a, b"d", 0o755, Caller::default()).await.expect("d").key;
-        fs.write_intent_only(a, b"f", b, b"g").await.expect("intent");
+        let a = fs
+            .mkdir(root, b"a", 0o755, Caller::default())
+            .await
+            .expect("mkdir")
+            .key;
+        let b = fs
+            .mkdir(root, b"b", 0o755, Caller::default())
+            .await
+            .expect("mkdir")
+            .key;
+        let file = fs
+            .mknod(a, b"f", Kind::File, 0o644, 0, Caller::default())
+            .await
+            .expect("f")
+            .key;
+        let sub = fs
+            .mkdir(a, b"d", 0o755, Caller::default())
+            .await
+            .expect("d")
+            .key;
+        fs.write_intent_only(a, b"f", b, b"g")
+            .await
+            .expect("intent");
         // The "next mount": a fresh client over the same services.
         let fs2 = fs_with(&teems, Arc::clone(&blobs), 2048);
         fs2.init(Caller::default()).await.expect("recover");
         assert!(fs2.find_entry(a, b"f").await.expect("read").is_none());
-        assert_eq!(fs2.find_entry(b, b"g").await.expect("read").map(|e| e.key), Some(file));
+        assert_eq!(
+            fs2.find_entry(b, b"g").await.expect("read").map(|e| e.key),
+            Some(file)
+        );
         // A directory move completed twice leaves correct parents and link counts.
-        fs2.write_intent_only(a, b"d", b, b"d").await.expect("intent");
+        fs2.write_intent_only(a, b"d", b, b"d")
+            .await
+            .expect("intent");
         fs2.recover().await.expect("recover");
-        fs2.write_intent_only(b, b"d", b, b"d2").await.expect("intent");
+        fs2.write_intent_only(b, b"d", b, b"d2")
+            .await
+            .expect("intent");
         fs2.recover().await.expect("recover");
         assert_eq!(fs2.parent_of(sub).await.expect("parent"), b);
         assert_eq!(fs2.getattr(a).await.expect("a").nlink, 2);

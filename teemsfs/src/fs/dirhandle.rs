@@ -104,7 +104,11 @@ impl Fs {
             parent: dir.parent.unwrap_or(self.root),
             entries: entries
                 .into_iter()
-                .map(|(name, e)| DirEntry { name, key: e.key, kind: e.kind })
+                .map(|(name, e)| DirEntry {
+                    name,
+                    key: e.key,
+                    kind: e.kind,
+                })
                 .collect(),
         })
     }
@@ -155,7 +159,12 @@ mod tests {
             self.reads.fetch_add(1, Ordering::SeqCst);
             self.inner.read(share, key).await
         }
-        async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, MetaError> {
+        async fn write(
+            &self,
+            share: ShareId,
+            key: Key,
+            value: Vec<u8>,
+        ) -> Result<Version, MetaError> {
             self.inner.write(share, key, value).await
         }
         async fn delete(&self, share: ShareId, key: Key) -> Result<(), MetaError> {
@@ -172,42 +181,80 @@ mod tests {
     #[tokio::test]
     async fn paging_through_an_open_directory_lists_it_once() {
         // DESIGN §10: a page of a large directory must not cost a whole listing.
-        let teems = Arc::new(CountingTeems { inner: MemTeems::new(), reads: AtomicUsize::new(0) });
-        let config = FsConfig { dir_bucket_max_entries: 64, ..FsConfig::default() };
-        let fs = Fs::new(teems.clone(), Arc::new(MemBlobs::new()), ShareId([1; 16]), Key([2; 16]), config);
+        let teems = Arc::new(CountingTeems {
+            inner: MemTeems::new(),
+            reads: AtomicUsize::new(0),
+        });
+        let config = FsConfig {
+            dir_bucket_max_entries: 64,
+            ..FsConfig::default()
+        };
+        let fs = Fs::new(
+            teems.clone(),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            config,
+        );
         fs.init(Caller::default()).await.expect("init");
         let root = fs.root();
         for i in 0..500 {
-            fs.mknod(root, format!("f{i:04}").as_bytes(), Kind::File, 0o644, 0, Caller::default())
-                .await
-                .expect("create");
+            fs.mknod(
+                root,
+                format!("f{i:04}").as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
         }
         let fh = fs.opendir(root).await.expect("opendir");
         let before = teems.reads.load(Ordering::SeqCst);
         let first = fs.readdir_snapshot(fh, 0).await.expect("first page");
         let one_listing = teems.reads.load(Ordering::SeqCst) - before;
         assert_eq!(first.entries.len(), 500);
-        assert!(one_listing >= 2, "a listing reads the directory and its buckets");
+        assert!(
+            one_listing >= 2,
+            "a listing reads the directory and its buckets"
+        );
         // A file created after the snapshot: later pages keep the snapshot (POSIX allows
         // either), and cost no metadata reads at all.
-        fs.mknod(root, b"late", Kind::File, 0o644, 0, Caller::default()).await.expect("create");
+        fs.mknod(root, b"late", Kind::File, 0o644, 0, Caller::default())
+            .await
+            .expect("create");
         let before_pages = teems.reads.load(Ordering::SeqCst);
         for offset in (10..500u64).step_by(10) {
             let page = fs.readdir_snapshot(fh, offset).await.expect("page");
             assert!(Arc::ptr_eq(&page, &first), "pages share the snapshot");
         }
-        assert_eq!(teems.reads.load(Ordering::SeqCst), before_pages, "pages after the first read nothing");
+        assert_eq!(
+            teems.reads.load(Ordering::SeqCst),
+            before_pages,
+            "pages after the first read nothing"
+        );
         // rewinddir: offset 0 again takes a fresh snapshot that sees the new file.
         let again = fs.readdir_snapshot(fh, 0).await.expect("rewind");
         assert_eq!(again.entries.len(), 501);
         // readdirplus attributes for one page only: one read per entry of the page.
         let before_attrs = teems.reads.load(Ordering::SeqCst);
-        let attrs = fs.entry_attrs(root, &again.entries[..20]).await.expect("attrs");
+        let attrs = fs
+            .entry_attrs(root, &again.entries[..20])
+            .await
+            .expect("attrs");
         assert_eq!(attrs.len(), 20);
-        assert!(attrs.iter().all(|a| a.as_ref().is_some_and(|a| a.kind == Kind::File)));
+        assert!(
+            attrs
+                .iter()
+                .all(|a| a.as_ref().is_some_and(|a| a.kind == Kind::File))
+        );
         assert_eq!(teems.reads.load(Ordering::SeqCst) - before_attrs, 20);
         fs.releasedir(fh);
         assert_eq!(fs.open_dir_handles(), 0);
-        assert!(fs.readdir_snapshot(fh, 5).await.is_err(), "a released handle is gone");
+        assert!(
+            fs.readdir_snapshot(fh, 5).await.is_err(),
+            "a released handle is gone"
+        );
     }
 }

@@ -80,7 +80,10 @@ impl FsError {
     }
 
     pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> FsError {
-        FsError::Corrupt { what, detail: detail.to_string() }
+        FsError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -104,7 +107,10 @@ mod tests {
     #[test]
     fn policy_refusals_are_eacces_and_outages_eio() {
         assert_eq!(FsError::from(MetaError::NotWriter).errno(), libc::EACCES);
-        assert_eq!(FsError::from(MetaError::Unavailable("x".into())).errno(), libc::EIO);
+        assert_eq!(
+            FsError::from(MetaError::Unavailable("x".into())).errno(),
+            libc::EIO
+        );
         assert_eq!(FsError::from(MetaError::NotFound).errno(), libc::ENOENT);
     }
 }

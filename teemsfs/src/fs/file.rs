@@ -142,14 +142,20 @@ impl Fs {
     /// Sets the mtime a pending commit of this client's open state will write, waiting
     /// for a commit in progress (so an explicit `utimes` is never overwritten by it).
     pub(super) async fn set_open_mtime(&self, key: Key, mtime: Time) {
-        let open = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        let open = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|f| f.by_key.get(&key).cloned());
         if let Some(open) = open {
             open.lock().await.mtime = mtime;
         }
     }
 
     pub(super) fn mark_orphan_if_open(&self, key: Key) -> bool {
-        let Ok(files) = self.files.lock() else { return false };
+        let Ok(files) = self.files.lock() else {
+            return false;
+        };
         match files.by_key.get(&key) {
             Some(open) => {
                 if let Ok(mut state) = open.try_lock() {
@@ -172,7 +178,10 @@ impl Fs {
     async fn base_of(&self, inode: &Inode) -> FsResult<(u64, Vec<Option<BlobRef>>)> {
         match &inode.data {
             Data::Empty | Data::Inline(_) => Ok((self.config.chunk_size_bytes, Vec::new())),
-            Data::Single(b) => Ok((self.config.chunk_size_bytes.max(b.len), vec![Some(b.clone())])),
+            Data::Single(b) => Ok((
+                self.config.chunk_size_bytes.max(b.len),
+                vec![Some(b.clone())],
+            )),
             Data::Chunked { manifest } => {
                 let m = self.load_manifest(manifest).await?;
                 Ok((m.chunk_size, m.chunks))
@@ -244,18 +253,30 @@ impl Fs {
     }
 
     /// Opens `key` whose metadata is `inode` at `version`, as just read (or written).
-    async fn open_as(&self, key: Key, writable: bool, inode: Inode, version: Version) -> FsResult<Opened> {
+    async fn open_as(
+        &self,
+        key: Key,
+        writable: bool,
+        inode: Inode,
+        version: Version,
+    ) -> FsResult<Opened> {
         match inode.kind {
             Kind::Dir => return Err(FsError::IsDir),
             Kind::Symlink => return Err(FsError::Invalid("open of a symlink")),
             _ => {}
         }
         self.remember_content(key, &inode, version);
-        let existing = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        let existing = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|f| f.by_key.get(&key).cloned());
         let state = match existing {
             Some(state) => state,
             None => {
-                let fresh = Arc::new(tokio::sync::Mutex::new(self.new_state(&inode, version).await?));
+                let fresh = Arc::new(tokio::sync::Mutex::new(
+                    self.new_state(&inode, version).await?,
+                ));
                 let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
                 Arc::clone(files.by_key.entry(key).or_insert(fresh))
             }
@@ -286,8 +307,15 @@ impl Fs {
     /// open(2) with `O_TRUNC` on a writable handle: the truncation joins the handle's
     /// buffered writes and is committed with them at close, so a crash while rewriting a
     /// file (`> file`) leaves its old or its new content, never an empty file in between.
-    pub async fn open_truncating(&self, key: Key, mask: u32, who: super::Caller) -> FsResult<Opened> {
-        let opened = self.open_by(key, mask | super::perm::MAY_WRITE, who).await?;
+    pub async fn open_truncating(
+        &self,
+        key: Key,
+        mask: u32,
+        who: super::Caller,
+    ) -> FsResult<Opened> {
+        let opened = self
+            .open_by(key, mask | super::perm::MAY_WRITE, who)
+            .await?;
         let (_, _, state) = self.handle(opened.fh)?;
         let mut s = state.lock().await;
         if s.size != 0
@@ -297,7 +325,10 @@ impl Fs {
             let _ = self.release(opened.fh).await;
             return Err(e);
         }
-        Ok(Opened { keep_cache: false, ..opened })
+        Ok(Opened {
+            keep_cache: false,
+            ..opened
+        })
     }
 
     /// Creates and opens a regular file.
@@ -393,7 +424,11 @@ impl Fs {
     /// A base chunk's bytes: from its read-ahead fetch if one was started (a failed one is
     /// retried here, so its error is this read's), else the cache or the stores.
     async fn base_blob(&self, s: &OpenState, blob: &BlobRef) -> FsResult<Arc<Vec<u8>>> {
-        let pending = s.read_ahead.lock().ok().and_then(|mut r| r.remove(&(blob.id, blob.content_hash())));
+        let pending = s
+            .read_ahead
+            .lock()
+            .ok()
+            .and_then(|mut r| r.remove(&(blob.id, blob.content_hash())));
         if let Some(task) = pending
             && let Ok(Ok(plain)) = task.await
         {
@@ -409,12 +444,18 @@ impl Fs {
         if s.dirty.contains_key(&idx) || (idx == 0 && s.base_inline.is_some()) {
             return None;
         }
-        let Some(Some(blob)) = s.base_chunks.get(usize::try_from(idx).ok()?) else { return None };
+        let Some(Some(blob)) = s.base_chunks.get(usize::try_from(idx).ok()?) else {
+            return None;
+        };
         let chunk_start = idx.saturating_mul(s.chunk_size);
         if chunk_start.saturating_add(blob.len) > s.base_limit || self.blob_cache.contains(blob) {
             return None;
         }
-        if s.read_ahead.lock().ok()?.contains_key(&(blob.id, blob.content_hash())) {
+        if s.read_ahead
+            .lock()
+            .ok()?
+            .contains_key(&(blob.id, blob.content_hash()))
+        {
             return None;
         }
         self.blobs.get_range(blob, at, len).await
@@ -423,14 +464,18 @@ impl Fs {
     /// Starts fetching the base chunks after `idx` that are neither dirty, cached nor
     /// already on their way (at most `READ_AHEAD_CHUNKS` ahead).
     fn read_ahead(&self, s: &OpenState, idx: u64) {
-        let Ok(mut pending) = s.read_ahead.lock() else { return };
+        let Ok(mut pending) = s.read_ahead.lock() else {
+            return;
+        };
         // A finished fetch has put its chunk in the blob cache; only running ones matter.
         pending.retain(|_, task| !task.is_finished());
         for next in idx + 1..=idx + READ_AHEAD_CHUNKS {
             if next.saturating_mul(s.chunk_size) >= s.base_limit || s.dirty.contains_key(&next) {
                 break;
             }
-            let Some(Some(blob)) = s.base_chunks.get(next as usize) else { continue };
+            let Some(Some(blob)) = s.base_chunks.get(next as usize) else {
+                continue;
+            };
             let key = (blob.id, blob.content_hash());
             if pending.contains_key(&key) || self.blob_cache.contains(blob) {
                 continue;
@@ -521,7 +566,9 @@ impl Fs {
         if !writable {
             return Err(FsError::BadHandle);
         }
-        let end = offset.checked_add(data.len() as u64).ok_or(FsError::TooBig)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::TooBig)?;
         if end > self.config.max_file_size_bytes {
             return Err(FsError::TooBig);
         }
@@ -535,7 +582,11 @@ impl Fs {
             let src_from = (pos - offset) as usize;
             let src = data.get(src_from..src_from + take).unwrap_or_default();
             if self.patch_instead(&s, idx, in_chunk, take) {
-                if let Dirty::Patched(p) = s.dirty.entry(idx).or_insert_with(|| Dirty::Patched(Patches::default())) {
+                if let Dirty::Patched(p) = s
+                    .dirty
+                    .entry(idx)
+                    .or_insert_with(|| Dirty::Patched(Patches::default()))
+                {
                     p.add(in_chunk, src);
                 }
                 s.dirty_bytes += take;
@@ -560,10 +611,14 @@ impl Fs {
             // Patched chunks become whole chunks that can upload early, so buffered
             // writes stay bounded; the chunk this write ended in is likely still being
             // filled and keeps its patches.
-            fetched = self.materialize_patches(&mut s, (end - 1) / cs, COMMIT_PARALLEL).await;
+            fetched = self
+                .materialize_patches(&mut s, (end - 1) / cs, COMMIT_PARALLEL)
+                .await;
             self.start_uploads(key, &mut s);
         }
-        let waited = self.settle_uploads(&mut s, Settle::DownTo(UPLOAD_IN_FLIGHT_BYTES)).await;
+        let waited = self
+            .settle_uploads(&mut s, Settle::DownTo(UPLOAD_IN_FLIGHT_BYTES))
+            .await;
         reaped.and(fetched).and(waited)?;
         Ok(data.len() as u32)
     }
@@ -618,8 +673,13 @@ impl Fs {
                 s.next_seq += 1;
                 s.dirty_bytes = s.dirty_bytes.saturating_sub(bytes.len());
                 let bytes = Arc::new(bytes);
-                let upload = self.upload(derive_id(&key, "chunk", idx), s.next_seq, Arc::clone(&bytes));
-                s.dirty.insert(idx, Dirty::Uploading(bytes, tokio::spawn(upload)));
+                let upload = self.upload(
+                    derive_id(&key, "chunk", idx),
+                    s.next_seq,
+                    Arc::clone(&bytes),
+                );
+                s.dirty
+                    .insert(idx, Dirty::Uploading(bytes, tokio::spawn(upload)));
             }
         }
     }
@@ -635,7 +695,10 @@ impl Fs {
         let cache = self.blob_cache.clone();
         let slots = Arc::clone(&self.upload_slots);
         async move {
-            let _slot = slots.acquire_owned().await.map_err(|_| FsError::Blob("upload slots closed".into()))?;
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| FsError::Blob("upload slots closed".into()))?;
             let blob = blobs.put(id, seq, &bytes).await?;
             cache.insert(&blob, bytes);
             Ok(blob)
@@ -715,7 +778,9 @@ impl Fs {
             for i in dropped {
                 match s.dirty.remove(&i) {
                     Some(Dirty::Bytes(b)) => s.dirty_bytes = s.dirty_bytes.saturating_sub(b.len()),
-                    Some(Dirty::Patched(p)) => s.dirty_bytes = s.dirty_bytes.saturating_sub(p.bytes),
+                    Some(Dirty::Patched(p)) => {
+                        s.dirty_bytes = s.dirty_bytes.saturating_sub(p.bytes)
+                    }
                     // Never named by metadata: no reader can be fetching it.
                     Some(Dirty::Uploaded(blob)) => {
                         if let Err(e) = self.blobs.delete(&blob).await {
@@ -741,7 +806,11 @@ impl Fs {
     /// truncate(2)/ftruncate(2): applied to this client's open state if there is one, and
     /// committed at once.
     pub(super) async fn truncate(&self, key: Key, size: u64) -> FsResult<()> {
-        let existing = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        let existing = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|f| f.by_key.get(&key).cloned());
         match existing {
             Some(state) => {
                 let mut s = state.lock().await;
@@ -798,7 +867,10 @@ impl Fs {
         }
         let mut bytes = self.chunk_bytes(s, idx).await?.as_ref().clone();
         bytes.resize(want as usize, 0);
-        Ok(Some(self.put_blob(derive_id(&key, "chunk", idx), seq, bytes).await?))
+        Ok(Some(
+            self.put_blob(derive_id(&key, "chunk", idx), seq, bytes)
+                .await?,
+        ))
     }
 
     /// Commits buffered changes: blobs first, then metadata, then retiring the old blobs.
@@ -840,7 +912,9 @@ impl Fs {
             match blob {
                 Some(b) => (Data::Single(b.clone()), vec![Some(b)]),
                 None => {
-                    let b = self.put_blob(derive_id(&key, "chunk", 0), seq, vec![0; size as usize]).await?;
+                    let b = self
+                        .put_blob(derive_id(&key, "chunk", 0), seq, vec![0; size as usize])
+                        .await?;
                     (Data::Single(b.clone()), vec![Some(b)])
                 }
             }
@@ -848,12 +922,30 @@ impl Fs {
             let n = size.div_ceil(cs);
             let state: &OpenState = s;
             let chunks: Vec<Option<BlobRef>> = stream::iter(0..n)
-                .map(|idx| self.sealed_chunk(key, state, idx, Self::chunk_len(size, cs, idx), seq, reuse_base))
+                .map(|idx| {
+                    self.sealed_chunk(
+                        key,
+                        state,
+                        idx,
+                        Self::chunk_len(size, cs, idx),
+                        seq,
+                        reuse_base,
+                    )
+                })
                 .buffered(COMMIT_PARALLEL)
                 .try_collect()
                 .await?;
-            let manifest = Manifest { chunk_size: cs, chunks: chunks.clone() };
-            let m = self.put_blob(derive_id(&key, "manifest", 0), seq, format::encode(&manifest)).await?;
+            let manifest = Manifest {
+                chunk_size: cs,
+                chunks: chunks.clone(),
+            };
+            let m = self
+                .put_blob(
+                    derive_id(&key, "manifest", 0),
+                    seq,
+                    format::encode(&manifest),
+                )
+                .await?;
             (Data::Chunked { manifest: m }, chunks)
         };
         // What the version being replaced named: its chunks are known when it is our base.
@@ -938,7 +1030,6 @@ impl Fs {
     }
 }
 
-
 /// Writes `src` into a chunk buffer at `at`, zero-filling a hole before it. Appended bytes
 /// are copied once (no zero-fill first), and a buffer that a long write is filling gets
 /// the whole chunk's capacity at once instead of growing (and being copied) step by step.
@@ -976,7 +1067,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::fs::BlobIo for OutageBlobs {
-        async fn put(&self, id: [u8; 16], version: u64, plain: &[u8]) -> crate::fs::FsResult<crate::fs::BlobRef> {
+        async fn put(
+            &self,
+            id: [u8; 16],
+            version: u64,
+            plain: &[u8],
+        ) -> crate::fs::FsResult<crate::fs::BlobRef> {
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(crate::fs::FsError::Blob("stores unreachable".into()));
             }
@@ -996,9 +1092,19 @@ mod tests {
     #[tokio::test]
     async fn small_files_live_inline_and_move_to_a_blob_and_back() {
         let blobs = Arc::new(MemBlobs::new());
-        let config = FsConfig { inline_file_max_bytes: 100, delete_grace_ms: 0, ..FsConfig::default() };
+        let config = FsConfig {
+            inline_file_max_bytes: 100,
+            delete_grace_ms: 0,
+            ..FsConfig::default()
+        };
         let teems = MemTeems::new();
-        let fs = Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config.clone());
+        let fs = Fs::new(
+            Arc::new(teems.clone()),
+            Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
+            ShareId([1; 16]),
+            Key([2; 16]),
+            config.clone(),
+        );
         let me = Caller::default();
         fs.init(me).await.expect("init");
         let stored = blobs.len();
@@ -1008,26 +1114,57 @@ mod tests {
             fs.release(o.fh).await.expect("close");
             got
         }
-        let (attr, o) = fs.create(fs.root(), b"small", 0o644, me).await.expect("create");
+        let (attr, o) = fs
+            .create(fs.root(), b"small", 0o644, me)
+            .await
+            .expect("create");
         fs.write(o.fh, 0, &[7u8; 100]).await.expect("write");
         fs.release(o.fh).await.expect("close");
-        assert_eq!(blobs.len(), stored, "a 100-byte file (and a one-entry directory) is stored inline");
+        assert_eq!(
+            blobs.len(),
+            stored,
+            "a 100-byte file (and a one-entry directory) is stored inline"
+        );
         // Another client, no caches: the bytes come from the metadata alone.
-        let other = Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config);
+        let other = Fs::new(
+            Arc::new(teems.clone()),
+            Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
+            ShareId([1; 16]),
+            Key([2; 16]),
+            config,
+        );
         assert_eq!(read_all(&other, attr.key).await, vec![7u8; 100]);
 
         let o = fs.open(attr.key, true).await.expect("open");
-        fs.write(o.fh, 100, &[8u8; 1]).await.expect("append past the limit");
+        fs.write(o.fh, 100, &[8u8; 1])
+            .await
+            .expect("append past the limit");
         fs.release(o.fh).await.expect("close");
         assert_eq!(blobs.len(), stored + 1, "101 bytes are one blob");
         let mut want = vec![7u8; 100];
         want.push(8);
         assert_eq!(read_all(&other, attr.key).await, want);
 
-        fs.setattr(attr.key, SetAttr { size: Some(50), ..SetAttr::default() }).await.expect("truncate");
-        assert_eq!(read_all(&other, attr.key).await, vec![7u8; 50], "back inline, cut");
+        fs.setattr(
+            attr.key,
+            SetAttr {
+                size: Some(50),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .expect("truncate");
+        assert_eq!(
+            read_all(&other, attr.key).await,
+            vec![7u8; 50],
+            "back inline, cut"
+        );
         fs.drain_retired().await;
-        assert_eq!(blobs.len(), stored, "the blob version is retired and deleted");
+        assert_eq!(
+            blobs.len(),
+            stored,
+            "the blob version is retired and deleted"
+        );
     }
 
     /// Blobs whose puts wait until the gate opens (a slow store).
@@ -1038,7 +1175,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::fs::BlobIo for GatedBlobs {
-        async fn put(&self, id: [u8; 16], version: u64, plain: &[u8]) -> crate::fs::FsResult<crate::fs::BlobRef> {
+        async fn put(
+            &self,
+            id: [u8; 16],
+            version: u64,
+            plain: &[u8],
+        ) -> crate::fs::FsResult<crate::fs::BlobRef> {
             let mut open = self.open.clone();
             let _ = open.wait_for(|o| *o).await;
             self.inner.put(id, version, plain).await
@@ -1058,31 +1200,56 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_write_goes_on_while_its_chunks_upload() {
         let (gate, open) = tokio::sync::watch::channel(false);
-        let blobs = Arc::new(GatedBlobs { inner: MemBlobs::new(), open });
+        let blobs = Arc::new(GatedBlobs {
+            inner: MemBlobs::new(),
+            open,
+        });
         let fs = crate::fs::test_fs(Arc::clone(&blobs) as _, FsConfig::default());
         let me = Caller::default();
         fs.init(me).await.expect("init");
-        let (attr, opened) = fs.create(fs.root(), b"big", 0o600, me).await.expect("create");
+        let (attr, opened) = fs
+            .create(fs.root(), b"big", 0o600, me)
+            .await
+            .expect("create");
         let block = 1usize << 20;
         // Past the buffer, plus a little: the chunks over it are uploading, none done.
         let blocks = (super::WRITE_BUFFER_BYTES + super::UPLOAD_IN_FLIGHT_BYTES) / block - 8;
         let fill = |i: usize| vec![(i % 251) as u8 + 1; block];
         for i in 0..blocks {
-            tokio::time::timeout(Duration::from_secs(10), fs.write(opened.fh, (i * block) as u64, &fill(i)))
-                .await
-                .unwrap_or_else(|_| panic!("write of block {i} waited for a stalled upload"))
-                .expect("write");
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                fs.write(opened.fh, (i * block) as u64, &fill(i)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("write of block {i} waited for a stalled upload"))
+            .expect("write");
         }
-        assert_eq!(blobs.inner.len(), 0, "no put has finished: the stores are stalled");
-        let got = fs.read(opened.fh, 0, block as u32).await.expect("read an uploading chunk");
-        assert!(got == fill(0), "a chunk being uploaded reads back from memory");
+        assert_eq!(
+            blobs.inner.len(),
+            0,
+            "no put has finished: the stores are stalled"
+        );
+        let got = fs
+            .read(opened.fh, 0, block as u32)
+            .await
+            .expect("read an uploading chunk");
+        assert!(
+            got == fill(0),
+            "a chunk being uploaded reads back from memory"
+        );
         gate.send(true).expect("open the gate");
         fs.flush(opened.fh).await.expect("flush");
         fs.release(opened.fh).await.expect("close");
         let reader = fs.open(attr.key, false).await.expect("open");
         for i in 0..blocks {
-            let got = fs.read(reader.fh, (i * block) as u64, block as u32).await.expect("read");
-            assert!(got == fill(i), "block {i} wrong after the background uploads");
+            let got = fs
+                .read(reader.fh, (i * block) as u64, block as u32)
+                .await
+                .expect("read");
+            assert!(
+                got == fill(i),
+                "block {i} wrong after the background uploads"
+            );
         }
         fs.release(reader.fh).await.expect("close");
     }
@@ -1096,15 +1263,26 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::fs::BlobIo for CountingBlobs {
-        async fn put(&self, id: [u8; 16], version: u64, plain: &[u8]) -> crate::fs::FsResult<crate::fs::BlobRef> {
+        async fn put(
+            &self,
+            id: [u8; 16],
+            version: u64,
+            plain: &[u8],
+        ) -> crate::fs::FsResult<crate::fs::BlobRef> {
             self.inner.put(id, version, plain).await
         }
         async fn get(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<Vec<u8>> {
             self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.inner.get(blob).await
         }
-        async fn get_range(&self, blob: &crate::fs::BlobRef, start: u64, len: u64) -> Option<Vec<u8>> {
-            self.ranges.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async fn get_range(
+            &self,
+            blob: &crate::fs::BlobRef,
+            start: u64,
+            len: u64,
+        ) -> Option<Vec<u8>> {
+            self.ranges
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.inner.get_range(blob, start, len).await
         }
         async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
@@ -1117,11 +1295,24 @@ mod tests {
     /// the file's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sequential_reads_fetch_ahead_and_random_ones_do_not() {
-        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into(), ranges: 0.into() });
+        let blobs = Arc::new(CountingBlobs {
+            inner: MemBlobs::new(),
+            gets: 0.into(),
+            ranges: 0.into(),
+        });
         let teems = MemTeems::new();
-        let config = FsConfig { chunk_size_bytes: 64 << 10, ..FsConfig::default() };
+        let config = FsConfig {
+            chunk_size_bytes: 64 << 10,
+            ..FsConfig::default()
+        };
         let make = || {
-            Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config.clone())
+            Fs::new(
+                Arc::new(teems.clone()),
+                Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
+                ShareId([1; 16]),
+                Key([2; 16]),
+                config.clone(),
+            )
         };
         let writer = make();
         let me = Caller::default();
@@ -1129,7 +1320,10 @@ mod tests {
         let chunks = 16u64;
         let byte = |pos: u64| (pos / 4096 % 251) as u8;
         let content: Vec<u8> = (0..chunks * (64 << 10)).map(byte).collect();
-        let (attr, o) = writer.create(writer.root(), b"f", 0o644, me).await.expect("create");
+        let (attr, o) = writer
+            .create(writer.root(), b"f", 0o644, me)
+            .await
+            .expect("create");
         writer.write(o.fh, 0, &content).await.expect("write");
         writer.release(o.fh).await.expect("close");
         let gets = || blobs.gets.load(std::sync::atomic::Ordering::SeqCst);
@@ -1142,19 +1336,38 @@ mod tests {
         let got = reader.read(o.fh, 0, 4096).await.expect("read");
         assert_eq!(got, content[..4096]);
         settle().await;
-        assert_eq!(gets() - after_open, 1 + super::READ_AHEAD_CHUNKS as usize, "chunk 0 and the ones ahead");
+        assert_eq!(
+            gets() - after_open,
+            1 + super::READ_AHEAD_CHUNKS as usize,
+            "chunk 0 and the ones ahead"
+        );
         // Not where the last read ended: no fetching ahead, and only the bytes read are
         // fetched (a ranged read), not their chunk.
         let far = 12 * (64 << 10) + 100;
         let got = reader.read(o.fh, far, 4096).await.expect("read");
         assert_eq!(got, content[far as usize..far as usize + 4096]);
         settle().await;
-        assert_eq!(gets() - after_open, 1 + super::READ_AHEAD_CHUNKS as usize, "no chunk fetched");
-        assert_eq!(blobs.ranges.load(std::sync::atomic::Ordering::SeqCst), 1, "one ranged read");
+        assert_eq!(
+            gets() - after_open,
+            1 + super::READ_AHEAD_CHUNKS as usize,
+            "no chunk fetched"
+        );
+        assert_eq!(
+            blobs.ranges.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one ranged read"
+        );
         // A random read in a chunk already fetched (ahead) is served from the cache.
-        let got = reader.read(o.fh, 2 * (64 << 10) + 7, 100).await.expect("read");
+        let got = reader
+            .read(o.fh, 2 * (64 << 10) + 7, 100)
+            .await
+            .expect("read");
         assert_eq!(got, content[2 * (64 << 10) + 7..2 * (64 << 10) + 107]);
-        assert_eq!(blobs.ranges.load(std::sync::atomic::Ordering::SeqCst), 1, "cached chunk: no ranged read");
+        assert_eq!(
+            blobs.ranges.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "cached chunk: no ranged read"
+        );
         // The whole file, sequentially from the start: right bytes, each chunk fetched once.
         let mut all = Vec::new();
         let mut pos = 0u64;
@@ -1163,9 +1376,16 @@ mod tests {
             pos += got.len() as u64;
             all.extend(got);
         }
-        assert!(all == content, "sequential read with read-ahead returned other bytes");
+        assert!(
+            all == content,
+            "sequential read with read-ahead returned other bytes"
+        );
         settle().await;
-        assert_eq!(gets() - after_open, chunks as usize, "every chunk fetched exactly once");
+        assert_eq!(
+            gets() - after_open,
+            chunks as usize,
+            "every chunk fetched exactly once"
+        );
         reader.release(o.fh).await.expect("close");
     }
 
@@ -1176,18 +1396,34 @@ mod tests {
     /// upload early. Every byte ends up where it was written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_over_unfetched_chunks_are_patches_until_read_or_commit() {
-        let blobs = Arc::new(CountingBlobs { inner: MemBlobs::new(), gets: 0.into(), ranges: 0.into() });
+        let blobs = Arc::new(CountingBlobs {
+            inner: MemBlobs::new(),
+            gets: 0.into(),
+            ranges: 0.into(),
+        });
         let teems = MemTeems::new();
         const CS: u64 = 64 << 10;
-        let config = FsConfig { chunk_size_bytes: CS, ..FsConfig::default() };
+        let config = FsConfig {
+            chunk_size_bytes: CS,
+            ..FsConfig::default()
+        };
         let make = || {
-            Fs::new(Arc::new(teems.clone()), Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>, ShareId([1; 16]), Key([2; 16]), config.clone())
+            Fs::new(
+                Arc::new(teems.clone()),
+                Arc::clone(&blobs) as Arc<dyn crate::fs::BlobIo>,
+                ShareId([1; 16]),
+                Key([2; 16]),
+                config.clone(),
+            )
         };
         let first = make();
         let me = Caller::default();
         first.init(me).await.expect("init");
         let mut model: Vec<u8> = (0..16 * CS).map(|i| (i / 4096 % 251) as u8).collect();
-        let (attr, o) = first.create(first.root(), b"f", 0o644, me).await.expect("create");
+        let (attr, o) = first
+            .create(first.root(), b"f", 0o644, me)
+            .await
+            .expect("create");
         first.write(o.fh, 0, &model).await.expect("write");
         first.release(o.fh).await.expect("close");
         let gets = || blobs.gets.load(std::sync::atomic::Ordering::SeqCst);
@@ -1215,22 +1451,36 @@ mod tests {
         }
         assert_eq!(gets(), opened, "writes fetched no chunk");
         let got = second.read(o.fh, 3 * CS, 8192).await.expect("read");
-        assert_eq!(got, model[3 * CS as usize..3 * CS as usize + 8192], "a read sees the patches over the base");
+        assert_eq!(
+            got,
+            model[3 * CS as usize..3 * CS as usize + 8192],
+            "a read sees the patches over the base"
+        );
         assert_eq!(gets(), opened + 1, "the read fetched chunk 3's base");
         second.release(o.fh).await.expect("close");
         // Chunks 7, 10 and 11 fetched; 3 was cached by the read; 5 was covered.
-        assert_eq!(gets(), opened + 4, "the commit fetched exactly the bases it needed");
+        assert_eq!(
+            gets(),
+            opened + 4,
+            "the commit fetched exactly the bases it needed"
+        );
 
         let third = make();
         let o = third.open(attr.key, false).await.expect("open");
         let got = third.read(o.fh, 0, model.len() as u32).await.expect("read");
-        assert!(got == model, "content after the commit differs from what was written");
+        assert!(
+            got == model,
+            "content after the commit differs from what was written"
+        );
         third.release(o.fh).await.expect("close");
 
         // Past the write buffer: patched chunks are fetched and made whole. 1,500 chunks of
         // 64 KiB, three quarters of each written (70 MiB of patches > WRITE_BUFFER_BYTES).
         let big: Vec<u8> = (0..1500 * CS).map(|i| (i % 253) as u8).collect();
-        let (attr, o) = first.create(first.root(), b"big", 0o644, me).await.expect("create");
+        let (attr, o) = first
+            .create(first.root(), b"big", 0o644, me)
+            .await
+            .expect("create");
         first.write(o.fh, 0, &big).await.expect("write");
         first.release(o.fh).await.expect("close");
         let fourth = make();
@@ -1239,13 +1489,22 @@ mod tests {
         let mut big_model = big;
         for c in 0..1500u64 {
             let at = c * CS + CS / 8;
-            fourth.write(o.fh, at, &vec![9; (CS * 3 / 4) as usize]).await.expect("write");
+            fourth
+                .write(o.fh, at, &vec![9; (CS * 3 / 4) as usize])
+                .await
+                .expect("write");
             big_model[at as usize..(at + CS * 3 / 4) as usize].fill(9);
         }
-        assert!(gets() > before, "patches past the write buffer were made whole");
+        assert!(
+            gets() > before,
+            "patches past the write buffer were made whole"
+        );
         fourth.release(o.fh).await.expect("close");
         let o = third.open(attr.key, false).await.expect("open");
-        let got = third.read(o.fh, 0, big_model.len() as u32).await.expect("read");
+        let got = third
+            .read(o.fh, 0, big_model.len() as u32)
+            .await
+            .expect("read");
         assert!(got == big_model, "content after the patched commit differs");
         third.release(o.fh).await.expect("close");
     }
@@ -1255,20 +1514,34 @@ mod tests {
     /// once the stores are back, the commit stores every byte written, none lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_early_upload_loses_no_written_bytes() {
-        let blobs = Arc::new(OutageBlobs { inner: MemBlobs::new(), failing: true.into() });
+        let blobs = Arc::new(OutageBlobs {
+            inner: MemBlobs::new(),
+            failing: true.into(),
+        });
         let fs = crate::fs::test_fs(Arc::clone(&blobs) as _, FsConfig::default());
         let me = Caller::default();
-        blobs.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        blobs
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         fs.init(me).await.expect("init");
-        let (attr, opened) = fs.create(fs.root(), b"big", 0o600, me).await.expect("create");
-        blobs.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (attr, opened) = fs
+            .create(fs.root(), b"big", 0o600, me)
+            .await
+            .expect("create");
+        blobs
+            .failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
 
         let block = 1usize << 20;
         let blocks = super::WRITE_BUFFER_BYTES / block + 8;
         let fill = |i: usize| vec![(i % 251) as u8 + 1; block];
         let mut failed = 0;
         for i in 0..blocks {
-            if fs.write(opened.fh, (i * block) as u64, &fill(i)).await.is_err() {
+            if fs
+                .write(opened.fh, (i * block) as u64, &fill(i))
+                .await
+                .is_err()
+            {
                 failed += 1;
             }
         }
@@ -1281,19 +1554,36 @@ mod tests {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-            if fs.write(opened.fh, (last * block) as u64, &fill(last)).await.is_err() {
+            if fs
+                .write(opened.fh, (last * block) as u64, &fill(last))
+                .await
+                .is_err()
+            {
                 failed += 1;
             }
         }
-        assert!(failed > 0, "with the stores down, the early upload must report an error");
+        assert!(
+            failed > 0,
+            "with the stores down, the early upload must report an error"
+        );
 
-        blobs.failing.store(false, std::sync::atomic::Ordering::SeqCst);
-        fs.flush(opened.fh).await.expect("flush once the stores are back");
+        blobs
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        fs.flush(opened.fh)
+            .await
+            .expect("flush once the stores are back");
         fs.release(opened.fh).await.expect("close");
         let reader = fs.open(attr.key, false).await.expect("open");
         for i in 0..blocks {
-            let got = fs.read(reader.fh, (i * block) as u64, block as u32).await.expect("read");
-            assert!(got == fill(i), "block {i} lost or wrong after the failed early upload");
+            let got = fs
+                .read(reader.fh, (i * block) as u64, block as u32)
+                .await
+                .expect("read");
+            assert!(
+                got == fill(i),
+                "block {i} lost or wrong after the failed early upload"
+            );
         }
         fs.release(reader.fh).await.expect("close");
     }
@@ -1305,17 +1595,40 @@ mod tests {
     /// pages past it and the file's tail.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn getattr_during_a_read_reports_the_buffered_size() {
-        let fs = Arc::new(crate::fs::test_fs(Arc::new(MemBlobs::new()), FsConfig::default()));
+        let fs = Arc::new(crate::fs::test_fs(
+            Arc::new(MemBlobs::new()),
+            FsConfig::default(),
+        ));
         let me = Caller::default();
         fs.init(me).await.expect("init");
-        let (attr, opened) = fs.create(fs.root(), b"fsx", 0o600, me).await.expect("create");
+        let (attr, opened) = fs
+            .create(fs.root(), b"fsx", 0o600, me)
+            .await
+            .expect("create");
         fs.write(opened.fh, 0, &[1u8; 100]).await.expect("write");
         fs.flush(opened.fh).await.expect("flush");
-        fs.setattr(attr.key, SetAttr { size: Some(200), ..SetAttr::default() }).await.expect("grow");
-        fs.write(opened.fh, 300, &[2u8; 100]).await.expect("write past the end");
+        fs.setattr(
+            attr.key,
+            SetAttr {
+                size: Some(200),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .expect("grow");
+        fs.write(opened.fh, 300, &[2u8; 100])
+            .await
+            .expect("write past the end");
 
         // A read in progress holds the open state (as one waiting on a store fetch does).
-        let state = fs.files.lock().expect("table").by_key.get(&attr.key).cloned().expect("open state");
+        let state = fs
+            .files
+            .lock()
+            .expect("table")
+            .by_key
+            .get(&attr.key)
+            .cloned()
+            .expect("open state");
         let busy = state.lock().await;
         let stat = {
             let fs = Arc::clone(&fs);
@@ -1328,7 +1641,10 @@ mod tests {
             .expect("getattr finishes once the read is done")
             .expect("join")
             .expect("getattr");
-        assert_eq!(got.size, 400, "getattr must include the buffered write past the end");
+        assert_eq!(
+            got.size, 400,
+            "getattr must include the buffered write past the end"
+        );
 
         // And with nothing in progress, and after the commit, the same size.
         assert_eq!(fs.getattr(attr.key).await.expect("getattr").size, 400);
@@ -1351,7 +1667,10 @@ mod tests {
         assert_eq!(c.len(), 8, "an empty write past the end changes nothing");
         let mut big = Vec::new();
         write_into(&mut big, 0, &[7u8; 64 << 10], 1 << 20);
-        assert!(big.capacity() >= 1 << 20, "a long write reserves the whole chunk");
+        assert!(
+            big.capacity() >= 1 << 20,
+            "a long write reserves the whole chunk"
+        );
         assert_eq!(big.len(), 64 << 10);
     }
 }

@@ -51,7 +51,10 @@ impl Time {
 
     pub fn from_system(t: SystemTime) -> Time {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Time { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
             Err(before) => {
                 let d = before.duration();
                 let mut secs = -(d.as_secs() as i64);
@@ -273,14 +276,22 @@ mod tests {
             ctime: Time::now(),
             nlink: 1,
             parent: None,
-            data: Data::Single(BlobRef { id: [1; 16], version: 2, len: 10, stored: vec![9; 40] }),
+            data: Data::Single(BlobRef {
+                id: [1; 16],
+                version: 2,
+                len: 10,
+                stored: vec![9; 40],
+            }),
             blob_seq: 2,
             xattrs: None,
         };
         let bytes = encode(&inode);
         assert_eq!(decode::<Inode>("inode", &bytes).expect("decodes"), inode);
         for cut in 0..bytes.len() {
-            assert!(decode::<Inode>("inode", &bytes[..cut]).is_err(), "prefix {cut}");
+            assert!(
+                decode::<Inode>("inode", &bytes[..cut]).is_err(),
+                "prefix {cut}"
+            );
         }
         let mut wrong = bytes.clone();
         wrong[0] = 99;
@@ -289,7 +300,11 @@ mod tests {
 
     #[test]
     fn times_before_the_epoch_round_trip() {
-        for t in [Time { secs: -1, nanos: 5 }, Time { secs: 0, nanos: 0 }, Time { secs: 99, nanos: 1 }] {
+        for t in [
+            Time { secs: -1, nanos: 5 },
+            Time { secs: 0, nanos: 0 },
+            Time { secs: 99, nanos: 1 },
+        ] {
             assert_eq!(Time::from_system(t.to_system()), t);
         }
     }

@@ -39,7 +39,11 @@ impl KeyLocks {
             Arc::clone(map.entry(key).or_default())
         };
         let guard = slot.lock_owned().await;
-        KeyGuard { locks: self, key, guard: Some(guard) }
+        KeyGuard {
+            locks: self,
+            key,
+            guard: Some(guard),
+        }
     }
 
     /// Keys with a live lock (for tests: the table must not grow without bound).
@@ -55,7 +59,10 @@ impl Drop for KeyGuard<'_> {
         let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
         // Only the table's own reference left: nobody holds or waits for this key.
         // New lockers clone under the same table mutex, so this check cannot race them.
-        if map.get(&self.key).is_some_and(|slot| Arc::strong_count(slot) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|slot| Arc::strong_count(slot) == 1)
+        {
             map.remove(&self.key);
         }
     }
@@ -106,7 +113,12 @@ mod tests {
             hop().await;
             r
         }
-        async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, MetaError> {
+        async fn write(
+            &self,
+            share: ShareId,
+            key: Key,
+            value: Vec<u8>,
+        ) -> Result<Version, MetaError> {
             hop().await;
             self.0.write(share, key, value).await
         }
@@ -138,7 +150,10 @@ mod tests {
         let root = fs.root();
         for round in 0..40u32 {
             let name = format!("f{round}");
-            let (attr, opened) = fs.create(root, name.as_bytes(), 0o600, me).await.expect("create");
+            let (attr, opened) = fs
+                .create(root, name.as_bytes(), 0o600, me)
+                .await
+                .expect("create");
             let content = vec![round as u8; 1000 + round as usize];
             fs.write(opened.fh, 0, &content).await.expect("write");
             let perm = 0o640 | (round as u16 & 0o7);
@@ -146,21 +161,36 @@ mod tests {
             let fh = opened.fh;
             let commit = tokio::spawn(async move { f1.flush(fh).await });
             let chmod = tokio::spawn(async move {
-                f2.setattr(attr.key, SetAttr { perm: Some(perm), ..SetAttr::default() }).await
+                f2.setattr(
+                    attr.key,
+                    SetAttr {
+                        perm: Some(perm),
+                        ..SetAttr::default()
+                    },
+                )
+                .await
             });
-            let xattr = tokio::spawn(async move { f3.setxattr(attr.key, b"user.round", b"x", 0).await });
+            let xattr =
+                tokio::spawn(async move { f3.setxattr(attr.key, b"user.round", b"x", 0).await });
             commit.await.expect("join").expect("flush");
             chmod.await.expect("join").expect("chmod");
             xattr.await.expect("join").expect("setxattr");
             fs.release(opened.fh).await.expect("close");
             let got = fs.getattr(attr.key).await.expect("stat");
             assert_eq!(got.perm, perm, "round {round}: the chmod was lost");
-            assert_eq!(got.size, content.len() as u64, "round {round}: the commit was lost");
+            assert_eq!(
+                got.size,
+                content.len() as u64,
+                "round {round}: the commit was lost"
+            );
             let reopened = fs.open(attr.key, false).await.expect("open");
             let back = fs.read(reopened.fh, 0, 1 << 20).await.expect("read");
             fs.release(reopened.fh).await.expect("close");
             assert!(back == content, "round {round}: content reverted");
-            assert_eq!(fs.getxattr(attr.key, b"user.round").await.expect("xattr"), b"x");
+            assert_eq!(
+                fs.getxattr(attr.key, b"user.round").await.expect("xattr"),
+                b"x"
+            );
         }
         assert_eq!(fs.key_locks.len(), 0, "no lock left behind");
     }

@@ -252,7 +252,15 @@ impl Fs {
         match self.read_inode(self.root).await {
             Ok(_) => {}
             Err(FsError::NotFound) => {
-                let mut root = new_inode(Kind::Dir, 0o755, owner, Data::Dir { bucket_bits: 0, single: BucketData::Empty });
+                let mut root = new_inode(
+                    Kind::Dir,
+                    0o755,
+                    owner,
+                    Data::Dir {
+                        bucket_bits: 0,
+                        single: BucketData::Empty,
+                    },
+                );
                 root.parent = Some(self.root);
                 self.write_inode(self.root, &root).await?;
             }
@@ -278,7 +286,10 @@ impl Fs {
     }
 
     async fn write_inode(&self, key: Key, inode: &Inode) -> FsResult<Version> {
-        Ok(self.teems.write(self.share, key, format::encode(inode)).await?)
+        Ok(self
+            .teems
+            .write(self.share, key, format::encode(inode))
+            .await?)
     }
 
     fn attr_of(&self, key: Key, inode: &Inode, version: Version) -> Attr {
@@ -334,7 +345,10 @@ impl Fs {
 
     /// Fetches a blob from the stores, checks its length against the metadata's and
     /// caches it; a task of its own (read-ahead runs it in the background).
-    fn fetch_blob(&self, blob: BlobRef) -> impl std::future::Future<Output = FsResult<Arc<Vec<u8>>>> + Send + 'static {
+    fn fetch_blob(
+        &self,
+        blob: BlobRef,
+    ) -> impl std::future::Future<Output = FsResult<Arc<Vec<u8>>>> + Send + 'static {
         let blobs = Arc::clone(&self.blobs);
         let cache = self.blob_cache.clone();
         async move {
@@ -356,7 +370,12 @@ impl Fs {
     }
 
     /// [`Fs::put_blob`] for a caller that keeps the plaintext (to retry after a failure).
-    async fn put_shared_blob(&self, id: [u8; 16], version: u64, shared: &Arc<Vec<u8>>) -> FsResult<BlobRef> {
+    async fn put_shared_blob(
+        &self,
+        id: [u8; 16],
+        version: u64,
+        shared: &Arc<Vec<u8>>,
+    ) -> FsResult<BlobRef> {
         let blob = self.blobs.put(id, version, shared).await?;
         self.blob_cache.insert(&blob, Arc::clone(shared));
         Ok(blob)
@@ -402,7 +421,10 @@ impl Fs {
         let due: Vec<BlobRef> = {
             let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
             // Queued in time order: the due ones are a prefix.
-            let n = retired.iter().take_while(|(at, _)| now.duration_since(*at) >= grace).count();
+            let n = retired
+                .iter()
+                .take_while(|(at, _)| now.duration_since(*at) >= grace)
+                .count();
             retired.drain(..n).map(|(_, b)| b).collect()
         };
         let n = due.len();
@@ -426,7 +448,11 @@ impl Fs {
     /// unreachable key and blobs that `teemsfs gc` finds).
     fn free_later(&self, key: Key, inode: Inode) {
         let mut unlinked = self.unlinked.lock().unwrap_or_else(|p| p.into_inner());
-        unlinked.push(Unlinked { key, inode, failures: 0 });
+        unlinked.push(Unlinked {
+            key,
+            inode,
+            failures: 0,
+        });
         drop(unlinked);
         self.unlinked_wake.notify_one();
     }
@@ -493,7 +519,11 @@ impl Fs {
         let mut deleted = 0;
         loop {
             deleted += self.delete_due_retired().await;
-            let next_due = self.retired.lock().ok().and_then(|r| r.first().map(|(at, _)| *at + grace));
+            let next_due = self
+                .retired
+                .lock()
+                .ok()
+                .and_then(|r| r.first().map(|(at, _)| *at + grace));
             match next_due {
                 None => return (deleted, 0),
                 Some(t) if t <= deadline => tokio::time::sleep_until(t.into()).await,
@@ -505,7 +535,10 @@ impl Fs {
     /// Starts the task that frees unlinked inodes as soon as they are queued and deletes
     /// retired blobs every `housekeeping_interval_ms`. It holds only a weak reference, so
     /// it ends when the `Fs` is dropped (or when the returned handle is aborted).
-    pub fn spawn_housekeeping(self: &Arc<Fs>, runtime: &tokio::runtime::Handle) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_housekeeping(
+        self: &Arc<Fs>,
+        runtime: &tokio::runtime::Handle,
+    ) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let wake = Arc::clone(&self.unlinked_wake);
         let every = Duration::from_millis(self.config.housekeeping_interval_ms.max(10));
@@ -533,7 +566,10 @@ impl Fs {
         match &inode.data {
             Data::Single(b) => out.push(b.clone()),
             Data::Chunked { manifest } => out.push(manifest.clone()),
-            Data::Dir { single: BucketData::Blob(b), .. } => out.push(b.clone()),
+            Data::Dir {
+                single: BucketData::Blob(b),
+                ..
+            } => out.push(b.clone()),
             _ => {}
         }
         if let Some(x) = &inode.xattrs {
@@ -553,7 +589,11 @@ impl Fs {
     /// read the metadata just before a commit and looked at the state just after it
     /// reported the size before the commit (fsx through a mount, SEMANTICS §6).
     pub async fn getattr(&self, key: Key) -> FsResult<Attr> {
-        let open = self.files.lock().ok().and_then(|f| f.by_key.get(&key).cloned());
+        let open = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|f| f.by_key.get(&key).cloned());
         let Some(open) = open else {
             let (inode, version) = self.read_inode(key).await?;
             return Ok(self.attr_of(key, &inode, version));
@@ -672,7 +712,13 @@ impl Fs {
 /// A filesystem over in-memory TEEMS for unit tests: share 1, root key 2, blobs as given.
 #[cfg(test)]
 pub(crate) fn test_fs(blobs: Arc<dyn BlobIo>, config: FsConfig) -> Fs {
-    Fs::new(Arc::new(crate::meta::MemTeems::new()), blobs, ShareId([1; 16]), Key([2; 16]), config)
+    Fs::new(
+        Arc::new(crate::meta::MemTeems::new()),
+        blobs,
+        ShareId([1; 16]),
+        Key([2; 16]),
+        config,
+    )
 }
 
 pub(crate) fn new_inode(kind: Kind, perm: u16, owner: Caller, data: Data) -> Inode {
@@ -700,7 +746,8 @@ pub(crate) fn random_key() -> Key {
 }
 
 pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(FsError::Invalid("bad name"));
     }
     if name.len() > NAME_MAX_BYTES {
@@ -727,10 +774,19 @@ mod tests {
             inline_bucket_max_bytes: 0,
             ..FsConfig::default()
         };
-        let fs = Arc::new(Fs::new(Arc::new(MemTeems::new()), blobs.clone(), ShareId([1; 16]), Key([2; 16]), config));
+        let fs = Arc::new(Fs::new(
+            Arc::new(MemTeems::new()),
+            blobs.clone(),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            config,
+        ));
         fs.init(Caller::default()).await.expect("init");
         let task = fs.spawn_housekeeping(&tokio::runtime::Handle::current());
-        let (_, o) = fs.create(fs.root(), b"f", 0o644, Caller::default()).await.expect("create");
+        let (_, o) = fs
+            .create(fs.root(), b"f", 0o644, Caller::default())
+            .await
+            .expect("create");
         fs.write(o.fh, 0, b"one").await.expect("write");
         fs.flush(o.fh).await.expect("commit 1");
         let after_first = blobs.len();
@@ -739,22 +795,35 @@ mod tests {
         fs.release(o.fh).await.expect("close");
         assert!(fs.retired_len() > 0, "the first version's blob is retired");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(blobs.len() > after_first, "within the grace period nothing is deleted");
+        assert!(
+            blobs.len() > after_first,
+            "within the grace period nothing is deleted"
+        );
         let waited = Instant::now();
         while fs.retired_len() > 0 && waited.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(fs.retired_len(), 0, "the timer deleted the retired blobs");
-        assert_eq!(blobs.len(), after_first, "one version's worth of blobs left");
+        assert_eq!(
+            blobs.len(),
+            after_first,
+            "one version's worth of blobs left"
+        );
         // At unmount, a blob still in its grace period is waited for (within the bound).
-        let (_, o) = fs.create(fs.root(), b"g", 0o644, Caller::default()).await.expect("create");
+        let (_, o) = fs
+            .create(fs.root(), b"g", 0o644, Caller::default())
+            .await
+            .expect("create");
         fs.write(o.fh, 0, b"x").await.expect("write");
         fs.flush(o.fh).await.expect("commit");
         fs.write(o.fh, 0, b"y").await.expect("write");
         fs.release(o.fh).await.expect("close");
         task.abort();
         let before = fs.retired_len();
-        assert!(before >= 1, "the file's first version (and the old root bucket) are retired");
+        assert!(
+            before >= 1,
+            "the file's first version (and the old root bucket) are retired"
+        );
         assert_eq!(fs.drain_retired_for_unmount().await, (before, 0));
     }
 }

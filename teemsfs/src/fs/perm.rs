@@ -25,7 +25,11 @@ const S_ISGID: u16 = 0o2000;
 
 impl Caller {
     /// The caller every in-process user of [`super::Fs`] (tests, housekeeping) acts as.
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0, pid: 0 };
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
 
     pub fn is_root(&self) -> bool {
         self.uid == 0
@@ -55,7 +59,11 @@ fn parse_groups(status: &str) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -80,7 +88,11 @@ pub fn permits(inode: &Inode, who: Caller, mask: u32) -> bool {
 
 /// [`permits`], as an `EACCES` error.
 pub fn check(inode: &Inode, who: Caller, mask: u32) -> FsResult<()> {
-    if permits(inode, who, mask) { Ok(()) } else { Err(FsError::Access) }
+    if permits(inode, who, mask) {
+        Ok(())
+    } else {
+        Err(FsError::Access)
+    }
 }
 
 /// Checks a directory for a search (`lookup`).
@@ -127,7 +139,9 @@ pub fn check_setattr(inode: &Inode, who: Caller, change: &AttrChange) -> FsResul
     if let Some(gid) = change.gid
         && (!owner || !(gid == inode.gid || who.in_group(gid)))
     {
-        return Err(FsError::NotPermitted("the owner may change the group to one of its own"));
+        return Err(FsError::NotPermitted(
+            "the owner may change the group to one of its own",
+        ));
     }
     let mut perm = change.perm;
     if let Some(new) = change.perm {
@@ -143,7 +157,9 @@ pub fn check_setattr(inode: &Inode, who: Caller, change: &AttrChange) -> FsResul
             let only_clears_setid = new & !(S_ISUID | S_ISGID) == inode.perm & !(S_ISUID | S_ISGID)
                 && new & !inode.perm == 0;
             if !(only_clears_setid && permits(inode, who, MAY_WRITE)) {
-                return Err(FsError::NotPermitted("only the owner changes a file's mode"));
+                return Err(FsError::NotPermitted(
+                    "only the owner changes a file's mode",
+                ));
             }
         }
     }
@@ -198,7 +214,11 @@ mod tests {
         assert!(!permits(&g, user(10, 20), MAY_READ));
         assert!(permits(&g, user(11, 21), MAY_READ | MAY_WRITE | MAY_EXEC));
         // Root: anything but executing a file with no x bit.
-        assert!(permits(&file(0o000, 10, 20), Caller::ROOT, MAY_READ | MAY_WRITE));
+        assert!(permits(
+            &file(0o000, 10, 20),
+            Caller::ROOT,
+            MAY_READ | MAY_WRITE
+        ));
         assert!(!permits(&file(0o644, 10, 20), Caller::ROOT, MAY_EXEC));
         assert!(permits(&file(0o100, 10, 20), Caller::ROOT, MAY_EXEC));
         let mut d = file(0o000, 10, 20);
@@ -213,7 +233,11 @@ mod tests {
         assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
         assert_eq!(parse_groups("no such line"), Vec::<u32>::new());
         // This test process: its groups are whatever /proc says, and its own gid counts.
-        let me = Caller { uid: 12345, gid: 777, pid: std::process::id() };
+        let me = Caller {
+            uid: 12345,
+            gid: 777,
+            pid: std::process::id(),
+        };
         assert!(me.in_group(777));
     }
 
@@ -222,30 +246,63 @@ mod tests {
         let f = file(0o2755 & 0o7777, 10, 20);
         let owner = user(10, 20);
         let stranger = user(11, 21);
-        let chmod = |perm| AttrChange { perm: Some(perm), ..Default::default() };
-        assert_eq!(check_setattr(&f, owner, &chmod(0o700)).ok(), Some(Some(0o700)));
-        assert!(matches!(check_setattr(&f, stranger, &chmod(0o777)), Err(FsError::NotPermitted(_))));
+        let chmod = |perm| AttrChange {
+            perm: Some(perm),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_setattr(&f, owner, &chmod(0o700)).ok(),
+            Some(Some(0o700))
+        );
+        assert!(matches!(
+            check_setattr(&f, stranger, &chmod(0o777)),
+            Err(FsError::NotPermitted(_))
+        ));
         // An owner outside the file's group cannot set S_ISGID: it is dropped.
         let outsider_owner = user(10, 99);
-        assert_eq!(check_setattr(&f, outsider_owner, &chmod(0o2700)).ok(), Some(Some(0o700)));
+        assert_eq!(
+            check_setattr(&f, outsider_owner, &chmod(0o2700)).ok(),
+            Some(Some(0o700))
+        );
         // chown: root only; chgrp: the owner, to one of its groups.
-        let chown = AttrChange { uid: Some(11), ..Default::default() };
+        let chown = AttrChange {
+            uid: Some(11),
+            ..Default::default()
+        };
         assert!(check_setattr(&f, owner, &chown).is_err());
         assert!(check_setattr(&f, Caller::ROOT, &chown).is_ok());
-        let to_own_group = AttrChange { gid: Some(20), ..Default::default() };
+        let to_own_group = AttrChange {
+            gid: Some(20),
+            ..Default::default()
+        };
         assert!(check_setattr(&f, owner, &to_own_group).is_ok());
-        let to_other_group = AttrChange { gid: Some(30), ..Default::default() };
+        let to_other_group = AttrChange {
+            gid: Some(30),
+            ..Default::default()
+        };
         assert!(check_setattr(&f, owner, &to_other_group).is_err());
         // Times: explicit values need the owner; "now" needs write permission.
-        let explicit = AttrChange { explicit_times: true, ..Default::default() };
-        let now = AttrChange { times_now: true, ..Default::default() };
+        let explicit = AttrChange {
+            explicit_times: true,
+            ..Default::default()
+        };
+        let now = AttrChange {
+            times_now: true,
+            ..Default::default()
+        };
         assert!(check_setattr(&f, stranger, &explicit).is_err());
-        assert!(matches!(check_setattr(&f, stranger, &now), Err(FsError::Access)));
+        assert!(matches!(
+            check_setattr(&f, stranger, &now),
+            Err(FsError::Access)
+        ));
         let shared = file(0o666, 10, 20);
         assert!(check_setattr(&shared, stranger, &now).is_ok());
         assert!(check_setattr(&shared, stranger, &explicit).is_err());
         // truncate(2) by path needs write permission.
-        let truncate = AttrChange { truncate_by_path: true, ..Default::default() };
+        let truncate = AttrChange {
+            truncate_by_path: true,
+            ..Default::default()
+        };
         assert!(check_setattr(&f, stranger, &truncate).is_err());
         assert!(check_setattr(&shared, stranger, &truncate).is_ok());
     }
@@ -254,12 +311,21 @@ mod tests {
     fn a_writer_may_only_clear_set_id_bits_of_a_file_it_does_not_own() {
         let f = file(0o6777 & 0o7777, 10, 20);
         let writer = user(11, 21);
-        let clear = AttrChange { perm: Some(0o0777), ..Default::default() };
+        let clear = AttrChange {
+            perm: Some(0o0777),
+            ..Default::default()
+        };
         assert_eq!(check_setattr(&f, writer, &clear).ok(), Some(Some(0o0777)));
-        let clear_and_more = AttrChange { perm: Some(0o0700), ..Default::default() };
+        let clear_and_more = AttrChange {
+            perm: Some(0o0700),
+            ..Default::default()
+        };
         assert!(check_setattr(&f, writer, &clear_and_more).is_err());
         let not_writable = file(0o6755 & 0o7777, 10, 20);
-        let clear = AttrChange { perm: Some(0o0755), ..Default::default() };
+        let clear = AttrChange {
+            perm: Some(0o0755),
+            ..Default::default()
+        };
         assert!(check_setattr(&not_writable, writer, &clear).is_err());
     }
 
@@ -268,9 +334,15 @@ mod tests {
         let f = file(0o644, 10, 20);
         let stranger = user(11, 21);
         assert!(check_xattr(&f, stranger, b"user.a", false).is_ok());
-        assert!(matches!(check_xattr(&f, stranger, b"user.a", true), Err(FsError::Access)));
+        assert!(matches!(
+            check_xattr(&f, stranger, b"user.a", true),
+            Err(FsError::Access)
+        ));
         assert!(check_xattr(&f, user(10, 20), b"user.a", true).is_ok());
-        assert!(check_xattr(&f, stranger, b"trusted.a", true).is_ok(), "the kernel's rule");
+        assert!(
+            check_xattr(&f, stranger, b"trusted.a", true).is_ok(),
+            "the kernel's rule"
+        );
     }
 
     #[tokio::test]
@@ -281,45 +353,132 @@ mod tests {
         let bob = user(1001, 1001);
         fs.init(alice).await.expect("init");
         let root = fs.root();
-        fs.setattr(root, SetAttr { perm: Some(0o755), ..SetAttr::default() }).await.expect("chmod root");
-        let private = fs.mkdir(root, b"private", 0o700, alice).await.expect("mkdir").key;
-        let (f, o) = fs.create(private, b"f", 0o600, alice).await.expect("create");
+        fs.setattr(
+            root,
+            SetAttr {
+                perm: Some(0o755),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .expect("chmod root");
+        let private = fs
+            .mkdir(root, b"private", 0o700, alice)
+            .await
+            .expect("mkdir")
+            .key;
+        let (f, o) = fs
+            .create(private, b"f", 0o600, alice)
+            .await
+            .expect("create");
         fs.release(o.fh).await.expect("close");
-        let (shared, o) = fs.create(root, b"shared", 0o644, alice).await.expect("create");
+        let (shared, o) = fs
+            .create(root, b"shared", 0o644, alice)
+            .await
+            .expect("create");
         fs.release(o.fh).await.expect("close");
 
         // Search permission on the directory: alice yes, bob no (EACCES, not ENOENT).
         assert!(fs.lookup_by(private, b"f", alice).await.is_ok());
-        assert!(matches!(fs.lookup_by(private, b"f", bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.lookup_by(private, b"none", bob).await, Err(FsError::Access)));
+        assert!(matches!(
+            fs.lookup_by(private, b"f", bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.lookup_by(private, b"none", bob).await,
+            Err(FsError::Access)
+        ));
         // Adding or removing names needs write permission on the directory.
-        assert!(matches!(fs.mkdir(root, b"b", 0o755, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.create(root, b"b", 0o644, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.unlink_by(root, b"shared", bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.link_by(shared.key, root, b"l", bob).await, Err(FsError::Access)));
+        assert!(matches!(
+            fs.mkdir(root, b"b", 0o755, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.create(root, b"b", 0o644, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.unlink_by(root, b"shared", bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.link_by(shared.key, root, b"l", bob).await,
+            Err(FsError::Access)
+        ));
         let none = RenameFlags::default();
-        assert!(matches!(fs.rename_by(root, b"shared", root, b"s2", none, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.rmdir_by(root, b"private", bob).await, Err(FsError::Access)));
+        assert!(matches!(
+            fs.rename_by(root, b"shared", root, b"s2", none, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.rmdir_by(root, b"private", bob).await,
+            Err(FsError::Access)
+        ));
         // Opening: read and write permission on the file.
         assert!(fs.open_by(shared.key, MAY_READ, bob).await.is_ok());
-        assert!(matches!(fs.open_by(shared.key, MAY_WRITE, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.open_by(f.key, MAY_READ, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.open_truncating(shared.key, 0, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.opendir_by(private, bob).await, Err(FsError::Access)));
+        assert!(matches!(
+            fs.open_by(shared.key, MAY_WRITE, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.open_by(f.key, MAY_READ, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.open_truncating(shared.key, 0, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.opendir_by(private, bob).await,
+            Err(FsError::Access)
+        ));
         assert!(fs.opendir_by(private, alice).await.is_ok());
         // Attributes: only the owner changes the mode; bob's chmod leaves it as it was.
-        let chmod = SetAttr { perm: Some(0o666), ..SetAttr::default() };
-        assert!(matches!(fs.setattr_by(shared.key, chmod.clone(), bob).await, Err(FsError::NotPermitted(_))));
+        let chmod = SetAttr {
+            perm: Some(0o666),
+            ..SetAttr::default()
+        };
+        assert!(matches!(
+            fs.setattr_by(shared.key, chmod.clone(), bob).await,
+            Err(FsError::NotPermitted(_))
+        ));
         assert_eq!(fs.getattr(shared.key).await.expect("stat").perm, 0o644);
-        assert_eq!(fs.setattr_by(shared.key, chmod, alice).await.expect("chmod").perm, 0o666);
+        assert_eq!(
+            fs.setattr_by(shared.key, chmod, alice)
+                .await
+                .expect("chmod")
+                .perm,
+            0o666
+        );
         // user.* attributes: read and write permission.
-        fs.setxattr_by(f.key, b"user.a", b"1", 0, alice).await.expect("owner sets");
-        assert!(matches!(fs.getxattr_by(f.key, b"user.a", bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.setxattr_by(f.key, b"user.a", b"2", 0, bob).await, Err(FsError::Access)));
-        assert!(matches!(fs.removexattr_by(f.key, b"user.a", bob).await, Err(FsError::Access)));
-        assert_eq!(fs.getxattr_by(f.key, b"user.a", alice).await.expect("get"), b"1");
+        fs.setxattr_by(f.key, b"user.a", b"1", 0, alice)
+            .await
+            .expect("owner sets");
+        assert!(matches!(
+            fs.getxattr_by(f.key, b"user.a", bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.setxattr_by(f.key, b"user.a", b"2", 0, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(matches!(
+            fs.removexattr_by(f.key, b"user.a", bob).await,
+            Err(FsError::Access)
+        ));
+        assert_eq!(
+            fs.getxattr_by(f.key, b"user.a", alice).await.expect("get"),
+            b"1"
+        );
         // access(2) agrees.
-        assert!(matches!(fs.access(f.key, MAY_READ, bob).await, Err(FsError::Access)));
-        assert!(fs.access(shared.key, MAY_READ | MAY_WRITE, bob).await.is_ok());
+        assert!(matches!(
+            fs.access(f.key, MAY_READ, bob).await,
+            Err(FsError::Access)
+        ));
+        assert!(
+            fs.access(shared.key, MAY_READ | MAY_WRITE, bob)
+                .await
+                .is_ok()
+        );
     }
 }

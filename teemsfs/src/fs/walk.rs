@@ -96,7 +96,10 @@ impl Fs {
             out.dir_versions.insert(dir_key, version);
             out.progress.dirs += 1;
             if dir.kind != Kind::Dir {
-                out.problems.push(Problem { path: path.clone(), what: format!("entry says directory, inode is {:?}", dir.kind) });
+                out.problems.push(Problem {
+                    path: path.clone(),
+                    what: format!("entry says directory, inode is {:?}", dir.kind),
+                });
                 continue;
             }
             out.blobs.extend(Self::direct_blobs(&dir));
@@ -104,8 +107,12 @@ impl Fs {
                 && bucket_bits > 0
             {
                 for i in 0..(1u64 << bucket_bits) {
-                    if let Ok((bytes, _)) = self.teems.read(self.share, bucket_key(&dir_key, i)).await
-                        && let Ok(meta) = super::format::decode::<super::format::BucketMeta>("bucket metadata", &bytes)
+                    if let Ok((bytes, _)) =
+                        self.teems.read(self.share, bucket_key(&dir_key, i)).await
+                        && let Ok(meta) = super::format::decode::<super::format::BucketMeta>(
+                            "bucket metadata",
+                            &bytes,
+                        )
                         && let super::format::BucketData::Blob(b) = meta.data
                     {
                         out.blobs.push(b);
@@ -115,7 +122,10 @@ impl Fs {
             let entries = match self.load_all_entries(dir_key, &dir).await {
                 Ok(e) => e,
                 Err(e) => {
-                    out.problems.push(Problem { path: path.clone(), what: format!("directory entries unreadable: {e}") });
+                    out.problems.push(Problem {
+                        path: path.clone(),
+                        what: format!("directory entries unreadable: {e}"),
+                    });
                     continue;
                 }
             };
@@ -123,7 +133,12 @@ impl Fs {
             if dir.nlink != 2 + subdirs {
                 out.problems.push(Problem {
                     path: path.clone(),
-                    what: format!("link count {} but {} subdirectories (expected {})", dir.nlink, subdirs, 2 + subdirs),
+                    what: format!(
+                        "link count {} but {} subdirectories (expected {})",
+                        dir.nlink,
+                        subdirs,
+                        2 + subdirs
+                    ),
                 });
             }
             if dir.size != entries.len() as u64 {
@@ -138,11 +153,19 @@ impl Fs {
                 .collect()
                 .await;
             for (name, entry, read) in reads {
-                let child_path = format!("{}{}{}", path, if path.ends_with('/') { "" } else { "/" }, String::from_utf8_lossy(&name));
+                let child_path = format!(
+                    "{}{}{}",
+                    path,
+                    if path.ends_with('/') { "" } else { "/" },
+                    String::from_utf8_lossy(&name)
+                );
                 let inode = match read {
                     Ok((inode, _)) => inode,
                     Err(FsError::NotFound) => {
-                        out.problems.push(Problem { path: child_path, what: "entry names a missing inode".into() });
+                        out.problems.push(Problem {
+                            path: child_path,
+                            what: "entry names a missing inode".into(),
+                        });
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -150,26 +173,45 @@ impl Fs {
                 if inode.kind != entry.kind {
                     out.problems.push(Problem {
                         path: child_path.clone(),
-                        what: format!("entry kind {:?} but inode kind {:?}", entry.kind, inode.kind),
+                        what: format!(
+                            "entry kind {:?} but inode kind {:?}",
+                            entry.kind, inode.kind
+                        ),
                     });
                 }
                 if inode.kind == Kind::Dir {
                     if inode.parent != Some(dir_key) {
-                        out.problems.push(Problem { path: child_path.clone(), what: "parent pointer does not name the containing directory".into() });
+                        out.problems.push(Problem {
+                            path: child_path.clone(),
+                            what: "parent pointer does not name the containing directory".into(),
+                        });
                     }
                     if depth + 1 >= MAX_DEPTH {
-                        out.problems.push(Problem { path: child_path, what: "directory nesting deeper than the walk limit".into() });
+                        out.problems.push(Problem {
+                            path: child_path,
+                            what: "directory nesting deeper than the walk limit".into(),
+                        });
                     } else if seen_dirs.insert(entry.key) {
                         queue.push_back((entry.key, child_path, depth + 1));
                     } else {
-                        out.problems.push(Problem { path: child_path, what: "directory reachable under two names".into() });
+                        out.problems.push(Problem {
+                            path: child_path,
+                            what: "directory reachable under two names".into(),
+                        });
                     }
                     continue;
                 }
                 match others.get_mut(&entry.key) {
                     Some(found) => found.names += 1,
                     None => {
-                        others.insert(entry.key, Found { path: child_path, inode, names: 1 });
+                        others.insert(
+                            entry.key,
+                            Found {
+                                path: child_path,
+                                inode,
+                                names: 1,
+                            },
+                        );
                     }
                 }
             }
@@ -207,11 +249,18 @@ impl Fs {
     }
 
     /// A non-directory's blobs, checked against its size; with `verify_contents`, fetched.
-    async fn file_blobs(&self, found: &Found, options: WalkOptions) -> (Vec<BlobRef>, Vec<Problem>, u64) {
+    async fn file_blobs(
+        &self,
+        found: &Found,
+        options: WalkOptions,
+    ) -> (Vec<BlobRef>, Vec<Problem>, u64) {
         let mut blobs = Self::direct_blobs(&found.inode);
         let mut problems = Vec::new();
         let mut bytes = 0u64;
-        let problem = |what: String| Problem { path: found.path.clone(), what };
+        let problem = |what: String| Problem {
+            path: found.path.clone(),
+            what,
+        };
         let size = found.inode.size;
         let mut contents: Vec<(u64, BlobRef)> = Vec::new();
         match &found.inode.data {
@@ -219,11 +268,17 @@ impl Fs {
                 problems.push(problem(format!("size {size} but no content")));
             }
             Data::Inline(bytes) if bytes.len() as u64 != size => {
-                problems.push(problem(format!("size {size} but inline content holds {}", bytes.len())));
+                problems.push(problem(format!(
+                    "size {size} but inline content holds {}",
+                    bytes.len()
+                )));
             }
             Data::Single(b) => {
                 if b.len != size {
-                    problems.push(problem(format!("size {size} but content blob holds {}", b.len)));
+                    problems.push(problem(format!(
+                        "size {size} but content blob holds {}",
+                        b.len
+                    )));
                 }
                 contents.push((size, b.clone()));
             }
@@ -239,9 +294,14 @@ impl Fs {
                     }
                     for (i, c) in m.chunks.iter().enumerate() {
                         if let Some(c) = c {
-                            let want = size.saturating_sub(i as u64 * m.chunk_size).min(m.chunk_size);
+                            let want = size
+                                .saturating_sub(i as u64 * m.chunk_size)
+                                .min(m.chunk_size);
                             if c.len != want {
-                                problems.push(problem(format!("chunk {i} holds {} bytes, expected {want}", c.len)));
+                                problems.push(problem(format!(
+                                    "chunk {i} holds {} bytes, expected {want}",
+                                    c.len
+                                )));
                             }
                             contents.push((want, c.clone()));
                             blobs.push(c.clone());
@@ -262,7 +322,11 @@ impl Fs {
             for (_, b) in &contents {
                 match self.blobs.get(b).await {
                     Ok(plain) if plain.len() as u64 == b.len => bytes += b.len,
-                    Ok(plain) => problems.push(problem(format!("blob holds {} bytes, metadata says {}", plain.len(), b.len))),
+                    Ok(plain) => problems.push(problem(format!(
+                        "blob holds {} bytes, metadata says {}",
+                        plain.len(),
+                        b.len
+                    ))),
                     Err(e) => problems.push(problem(format!("content unreadable: {e}"))),
                 }
             }
@@ -283,15 +347,30 @@ mod tests {
     async fn a_walk_finds_every_live_blob_and_flags_a_wrong_link_count() {
         let teems = MemTeems::new();
         let blobs = Arc::new(MemBlobs::new());
-        let config = FsConfig { chunk_size_bytes: 64, dir_bucket_max_entries: 4, ..FsConfig::default() };
-        let fs = Fs::new(Arc::new(teems.clone()), blobs.clone(), ShareId([1; 16]), Key([2; 16]), config);
+        let config = FsConfig {
+            chunk_size_bytes: 64,
+            dir_bucket_max_entries: 4,
+            ..FsConfig::default()
+        };
+        let fs = Fs::new(
+            Arc::new(teems.clone()),
+            blobs.clone(),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            config,
+        );
         let me = Caller::default();
         fs.init(me).await.expect("init");
         let root = fs.root();
         let d = fs.mkdir(root, b"d", 0o755, me).await.expect("mkdir").key;
         for i in 0..10 {
-            let (a, o) = fs.create(d, format!("f{i}").as_bytes(), 0o644, me).await.expect("create");
-            fs.write(o.fh, 0, &vec![i as u8; 100 + i * 20]).await.expect("write");
+            let (a, o) = fs
+                .create(d, format!("f{i}").as_bytes(), 0o644, me)
+                .await
+                .expect("create");
+            fs.write(o.fh, 0, &vec![i as u8; 100 + i * 20])
+                .await
+                .expect("write");
             fs.release(o.fh).await.expect("close");
             if i == 0 {
                 fs.link(a.key, root, b"hard").await.expect("link");
@@ -300,21 +379,39 @@ mod tests {
         }
         fs.symlink(root, b"s", b"d/f1", me).await.expect("symlink");
         fs.drain_retired().await;
-        let walk = fs.walk_tree(WalkOptions { verify_contents: true }, &|_| {}).await.expect("walk");
+        let walk = fs
+            .walk_tree(
+                WalkOptions {
+                    verify_contents: true,
+                },
+                &|_| {},
+            )
+            .await
+            .expect("walk");
         assert!(walk.problems.is_empty(), "{:?}", walk.problems);
         assert_eq!(walk.progress.dirs, 2);
         assert_eq!(walk.progress.files, 10);
         assert_eq!(walk.progress.other, 1);
         // With every superseded blob deleted, the live blobs are exactly the stored ones.
         let live: HashSet<&BlobRef> = walk.blobs.iter().collect();
-        assert_eq!(live.len(), blobs.len(), "every stored blob is named, and only those");
+        assert_eq!(
+            live.len(),
+            blobs.len(),
+            "every stored blob is named, and only those"
+        );
         // Break a link count behind the filesystem's back: the walk reports it.
         let f3 = fs.lookup(d, b"f3").await.expect("lookup").key;
         let (mut inode, _) = fs.read_inode(f3).await.expect("read");
         inode.nlink = 2;
         fs.write_inode(f3, &inode).await.expect("write");
-        let walk = fs.walk_tree(WalkOptions::default(), &|_| {}).await.expect("walk");
+        let walk = fs
+            .walk_tree(WalkOptions::default(), &|_| {})
+            .await
+            .expect("walk");
         assert_eq!(walk.problems.len(), 1, "{:?}", walk.problems);
-        assert!(walk.problems[0].path.ends_with("/d/f3") && walk.problems[0].what.contains("link count 2"));
+        assert!(
+            walk.problems[0].path.ends_with("/d/f3")
+                && walk.problems[0].what.contains("link count 2")
+        );
     }
 }

@@ -28,12 +28,16 @@ impl Fs {
         // POSIX ACLs are stored by the kernel as system.* attributes; we do not implement
         // ACL semantics, so refuse them rather than store rules nobody enforces.
         if name.starts_with(b"system.") {
-            return Err(FsError::Unsupported("system.* extended attributes (POSIX ACLs)"));
+            return Err(FsError::Unsupported(
+                "system.* extended attributes (POSIX ACLs)",
+            ));
         }
         // File capabilities would let one tenant grant privileges to a binary that another
         // tenant or the host runs; a shared network filesystem does not carry them.
         if name == FILE_CAPABILITIES {
-            return Err(FsError::Unsupported("file capabilities (security.capability)"));
+            return Err(FsError::Unsupported(
+                "file capabilities (security.capability)",
+            ));
         }
         Ok(())
     }
@@ -52,7 +56,10 @@ impl Fs {
         Self::check_xattr_name(name)?;
         let (inode, _) = self.read_inode(key).await?;
         perm::check_xattr(&inode, who, name, false)?;
-        self.xattrs_of(&inode).await?.remove(name).ok_or(FsError::NoXattr)
+        self.xattrs_of(&inode)
+            .await?
+            .remove(name)
+            .ok_or(FsError::NoXattr)
     }
 
     pub async fn listxattr(&self, key: Key) -> FsResult<Vec<Vec<u8>>> {
@@ -62,10 +69,18 @@ impl Fs {
 
     /// [`Fs::setxattr_by`] as root.
     pub async fn setxattr(&self, key: Key, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
-        self.setxattr_by(key, name, value, flags, Caller::ROOT).await
+        self.setxattr_by(key, name, value, flags, Caller::ROOT)
+            .await
     }
 
-    pub async fn setxattr_by(&self, key: Key, name: &[u8], value: &[u8], flags: i32, who: Caller) -> FsResult<()> {
+    pub async fn setxattr_by(
+        &self,
+        key: Key,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        who: Caller,
+    ) -> FsResult<()> {
         Self::check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX_BYTES {
             return Err(FsError::Range);
@@ -91,7 +106,10 @@ impl Fs {
 
     pub async fn removexattr_by(&self, key: Key, name: &[u8], who: Caller) -> FsResult<()> {
         Self::check_xattr_name(name)?;
-        self.change_xattrs(key, name, who, |x| x.remove(name).map(|_| ()).ok_or(FsError::NoXattr)).await
+        self.change_xattrs(key, name, who, |x| {
+            x.remove(name).map(|_| ()).ok_or(FsError::NoXattr)
+        })
+        .await
     }
 
     async fn change_xattrs(
@@ -113,8 +131,12 @@ impl Fs {
         if !xattrs.is_empty() {
             inode.blob_seq += 1;
             inode.xattrs = Some(
-                self.put_blob(derive_id(&key, "xattrs", 0), inode.blob_seq, format::encode(&xattrs))
-                    .await?,
+                self.put_blob(
+                    derive_id(&key, "xattrs", 0),
+                    inode.blob_seq,
+                    format::encode(&xattrs),
+                )
+                .await?,
             );
         }
         inode.ctime = format::Time::now();
@@ -138,18 +160,41 @@ mod tests {
     #[tokio::test]
     async fn file_capabilities_are_refused_and_never_read() {
         let teems = MemTeems::new();
-        let fs = Fs::new(Arc::new(teems.clone()), Arc::new(MemBlobs::new()), ShareId([1; 16]), Key([2; 16]), FsConfig::default());
+        let fs = Fs::new(
+            Arc::new(teems.clone()),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        );
         fs.init(Caller::default()).await.expect("init");
-        let (attr, o) = fs.create(fs.root(), b"bin", 0o755, Caller::default()).await.expect("create");
+        let (attr, o) = fs
+            .create(fs.root(), b"bin", 0o755, Caller::default())
+            .await
+            .expect("create");
         fs.release(o.fh).await.expect("close");
         assert!(matches!(
-            fs.setxattr(attr.key, b"security.capability", b"\x01", 0).await,
+            fs.setxattr(attr.key, b"security.capability", b"\x01", 0)
+                .await,
             Err(FsError::Unsupported(_))
         ));
-        fs.setxattr(attr.key, b"security.selinux", b"label", 0).await.expect("other security.* attributes are kept");
-        assert_eq!(fs.getxattr(attr.key, b"security.selinux").await.expect("get"), b"label");
+        fs.setxattr(attr.key, b"security.selinux", b"label", 0)
+            .await
+            .expect("other security.* attributes are kept");
+        assert_eq!(
+            fs.getxattr(attr.key, b"security.selinux")
+                .await
+                .expect("get"),
+            b"label"
+        );
         teems.set_unavailable(true);
-        assert!(matches!(fs.getxattr(attr.key, b"security.capability").await, Err(FsError::NoXattr)));
-        assert!(fs.getxattr(attr.key, b"security.selinux").await.is_err(), "others need the metadata");
+        assert!(matches!(
+            fs.getxattr(attr.key, b"security.capability").await,
+            Err(FsError::NoXattr)
+        ));
+        assert!(
+            fs.getxattr(attr.key, b"security.selinux").await.is_err(),
+            "others need the metadata"
+        );
     }
 }

@@ -150,12 +150,14 @@ impl StoredBlob {
         for index in 0..count {
             let store_index = u16::from_le_bytes(reader.array()?);
             let name_len = usize::from(reader.u8()?);
-            let name = std::str::from_utf8(reader.take(name_len)?)
-                .map_err(|_| StoredBlobDecodeError::BadName {
+            let name = std::str::from_utf8(reader.take(name_len)?).map_err(|_| {
+                StoredBlobDecodeError::BadName {
                     index,
                     reason: "not UTF-8",
-                })?;
-            validate_name(name).map_err(|reason| StoredBlobDecodeError::BadName { index, reason })?;
+                }
+            })?;
+            validate_name(name)
+                .map_err(|reason| StoredBlobDecodeError::BadName { index, reason })?;
             locations.push(FragmentLocation {
                 store_index,
                 name: name.to_owned(),
@@ -190,7 +192,8 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], StoredBlobDecodeError> {
         let head = self.take(N)?;
-        head.try_into().map_err(|_| StoredBlobDecodeError::Truncated)
+        head.try_into()
+            .map_err(|_| StoredBlobDecodeError::Truncated)
     }
 }
 
@@ -269,7 +272,10 @@ pub enum BlobStoreError {
         total: usize,
         failures: Vec<FragmentFailure>,
     },
-    #[error("reading blob {id} v{version}: only {good} good fragments of the {needed} needed: {}", Failures(failures))]
+    #[error(
+        "reading blob {id} v{version}: only {good} good fragments of the {needed} needed: {}",
+        Failures(failures)
+    )]
     TooFewFragments {
         id: BlobId,
         version: u64,
@@ -277,7 +283,9 @@ pub enum BlobStoreError {
         needed: usize,
         failures: Vec<FragmentFailure>,
     },
-    #[error("reading blob {id} v{version}: stored blob record lists {found} fragments, its layout has {expected}")]
+    #[error(
+        "reading blob {id} v{version}: stored blob record lists {found} fragments, its layout has {expected}"
+    )]
     BadRecord {
         id: BlobId,
         version: u64,
@@ -328,13 +336,19 @@ struct Counters {
 /// Folds one put or get of `len` bytes that took `took` into store `store_index`'s
 /// speed estimate (only fragments of at least [`SPEED_MIN_BYTES`]).
 fn observe_speed(speeds: &[AtomicU64], store_index: usize, len: usize, took: Duration) {
-    let Some(slot) = speeds.get(store_index) else { return };
+    let Some(slot) = speeds.get(store_index) else {
+        return;
+    };
     if len < SPEED_MIN_BYTES {
         return;
     }
     let sample = took.as_nanos() as f64 / len as f64;
     let old = slot.load(Ordering::Relaxed);
-    let new = if old == 0 { sample } else { f64::from_bits(old) * (1.0 - SPEED_EWMA) + sample * SPEED_EWMA };
+    let new = if old == 0 {
+        sample
+    } else {
+        f64::from_bits(old) * (1.0 - SPEED_EWMA) + sample * SPEED_EWMA
+    };
     // Racing updates may lose one sample; the estimate stays an estimate.
     slot.store(new.to_bits().max(1), Ordering::Relaxed);
 }
@@ -378,7 +392,10 @@ pub struct BlobStore {
 impl fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlobStore")
-            .field("stores", &self.stores.iter().map(|s| s.describe()).collect::<Vec<_>>())
+            .field(
+                "stores",
+                &self.stores.iter().map(|s| s.describe()).collect::<Vec<_>>(),
+            )
             .field("config", &self.config)
             .finish()
     }
@@ -462,7 +479,10 @@ impl BlobStore {
 
     /// The speed estimate of store `store_index` in ns per byte, once measured.
     fn speed(&self, store_index: u16) -> Option<f64> {
-        let bits = self.speeds.get(usize::from(store_index))?.load(Ordering::Relaxed);
+        let bits = self
+            .speeds
+            .get(usize::from(store_index))?
+            .load(Ordering::Relaxed);
         (bits != 0).then(|| f64::from_bits(bits))
     }
 
@@ -478,12 +498,20 @@ impl BlobStore {
         if (len as usize) < SPEED_MIN_BYTES {
             return data_first;
         }
-        let est: Option<Vec<f64>> = stored.locations.iter().map(|l| self.speed(l.store_index)).collect();
+        let est: Option<Vec<f64>> = stored
+            .locations
+            .iter()
+            .map(|l| self.speed(l.store_index))
+            .collect();
         let Some(est) = est else { return data_first };
         // Expected time of each fragment's fetch; a parity fragment pays for the decode.
         let cost = |i: usize| {
             let t = est.get(i).copied().unwrap_or(f64::MAX) * len;
-            if i < k { t } else { t * PARITY_FACTOR + DECODE_MARGIN_NS }
+            if i < k {
+                t
+            } else {
+                t * PARITY_FACTOR + DECODE_MARGIN_NS
+            }
         };
         let mut order: Vec<usize> = (0..n).collect();
         // Stable: equal costs keep data fragments (lower indices) first.
@@ -493,9 +521,8 @@ impl BlobStore {
 
     /// Waits until every read repair started so far has finished (tests, shutdown).
     pub async fn wait_for_repairs(&self) {
-        let pending = std::mem::take(
-            &mut *self.repairs.lock().unwrap_or_else(PoisonError::into_inner),
-        );
+        let pending =
+            std::mem::take(&mut *self.repairs.lock().unwrap_or_else(PoisonError::into_inner));
         for handle in pending {
             // A repair task that panicked has nothing left to wait for.
             let _ = handle.await;
@@ -530,7 +557,10 @@ impl BlobStore {
                 detail: e.to_string(),
             }
         })?;
-        let erasure::Sealed { blob_ref, fragments } = sealed;
+        let erasure::Sealed {
+            blob_ref,
+            fragments,
+        } = sealed;
         let total = fragments.len();
         let start = (rand::rng().next_u64() % self.stores.len() as u64) as usize;
         let mut locations = Vec::with_capacity(total);
@@ -716,7 +746,12 @@ impl BlobStore {
             let damaged: Vec<usize> = report
                 .failures
                 .iter()
-                .filter(|f| matches!(f.problem, FragmentProblem::Missing | FragmentProblem::Invalid(_)))
+                .filter(|f| {
+                    matches!(
+                        f.problem,
+                        FragmentProblem::Missing | FragmentProblem::Invalid(_)
+                    )
+                })
                 .map(|f| f.index)
                 .collect();
             // Repairs re-seal in the format the good fragments were written in (byte 4 of
@@ -735,7 +770,12 @@ impl BlobStore {
     /// one group each), its fragments are format 1 (no trailer), or a part was missing,
     /// failed its check or its store failed — the whole read then hedges, reports and
     /// repairs as usual. Never returns unverified bytes.
-    pub async fn get_blob_range(&self, stored: &StoredBlob, start: u64, len: u64) -> Option<Vec<u8>> {
+    pub async fn get_blob_range(
+        &self,
+        stored: &StoredBlob,
+        start: u64,
+        len: u64,
+    ) -> Option<Vec<u8>> {
         let plan = stored.blob_ref.range_plan(start, len)?;
         let pieces = plan.iter().map(|piece| self.fetch_piece(stored, piece));
         match futures::future::try_join_all(pieces).await {
@@ -745,22 +785,36 @@ impl BlobStore {
             }
             Err(why) => {
                 tracing::debug!(start, len, reason = %why, "ranged read falls back to a whole read");
-                self.counters.range_fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .range_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
     }
 
     /// One piece of a ranged read: its groups, and its fragment's trailer unless known.
-    async fn fetch_piece(&self, stored: &StoredBlob, piece: &erasure::RangePiece) -> Result<Vec<u8>, String> {
+    async fn fetch_piece(
+        &self,
+        stored: &StoredBlob,
+        piece: &erasure::RangePiece,
+    ) -> Result<Vec<u8>, String> {
         let blob_ref = &stored.blob_ref;
         let location = stored.locations.get(piece.index).ok_or("no location")?;
-        let store = self.stores.get(usize::from(location.store_index)).ok_or("no such store")?;
-        let hash = *blob_ref.fragment_hash(piece.index).ok_or("no fragment hash")?;
+        let store = self
+            .stores
+            .get(usize::from(location.store_index))
+            .ok_or("no such store")?;
+        let hash = *blob_ref
+            .fragment_hash(piece.index)
+            .ok_or("no fragment hash")?;
         let get = |range: &std::ops::Range<u64>| {
             let (store, name, range) = (Arc::clone(store), location.name.clone(), range.clone());
             async move {
-                match store.get_range(&name, range.start, range.end - range.start).await {
+                match store
+                    .get_range(&name, range.start, range.end - range.start)
+                    .await
+                {
                     Ok(Some(bytes)) => Ok(bytes),
                     Ok(None) => Err("fragment missing".to_owned()),
                     Err(e) => Err(e.to_string()),
@@ -771,7 +825,8 @@ impl BlobStore {
             Some(trailer) => (trailer, get(&piece.groups).await?),
             None => futures::future::try_join(get(&piece.trailer), get(&piece.groups)).await?,
         };
-        let plain = erasure::open_range(blob_ref, piece, &trailer, &groups).map_err(|e| e.to_string())?;
+        let plain =
+            erasure::open_range(blob_ref, piece, &trailer, &groups).map_err(|e| e.to_string())?;
         self.trailers.insert(hash, trailer);
         Ok(plain)
     }
@@ -849,7 +904,9 @@ impl BlobStore {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     tracing::warn!(blob = %id, version, error = %e, "read repair: cannot rebuild fragments");
-                    counters.repairs_failed.fetch_add(damaged.len() as u64, Ordering::Relaxed);
+                    counters
+                        .repairs_failed
+                        .fetch_add(damaged.len() as u64, Ordering::Relaxed);
                     return;
                 }
             };
@@ -894,21 +951,29 @@ impl BlobStore {
     /// Deletes every fragment of `stored` (idempotent). The caller is responsible for the
     /// grace period of DESIGN §9: only delete a version no reader can still be fetching.
     pub async fn delete_blob(&self, stored: &StoredBlob) -> Result<(), BlobStoreError> {
-        let deletes = stored.locations.iter().enumerate().map(|(index, location)| {
-            let store = self.stores.get(usize::from(location.store_index)).cloned();
-            async move {
-                let problem = match store {
-                    None => Some(FragmentProblem::UnknownStore),
-                    Some(store) => store.delete(&location.name).await.err().map(FragmentProblem::Store),
-                };
-                problem.map(|problem| FragmentFailure {
-                    index,
-                    store: self.describe_store(location.store_index),
-                    object: location.name.clone(),
-                    problem,
-                })
-            }
-        });
+        let deletes = stored
+            .locations
+            .iter()
+            .enumerate()
+            .map(|(index, location)| {
+                let store = self.stores.get(usize::from(location.store_index)).cloned();
+                async move {
+                    let problem = match store {
+                        None => Some(FragmentProblem::UnknownStore),
+                        Some(store) => store
+                            .delete(&location.name)
+                            .await
+                            .err()
+                            .map(FragmentProblem::Store),
+                    };
+                    problem.map(|problem| FragmentFailure {
+                        index,
+                        store: self.describe_store(location.store_index),
+                        object: location.name.clone(),
+                        problem,
+                    })
+                }
+            });
         let failures: Vec<FragmentFailure> = futures::future::join_all(deletes)
             .await
             .into_iter()
@@ -944,13 +1009,18 @@ mod tests {
                 ))
             })
             .collect();
-        let as_dyn = faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
+        let as_dyn = faulty
+            .iter()
+            .map(|f| Arc::clone(f) as Arc<dyn ObjectStore>)
+            .collect();
         let blobs = BlobStore::new(as_dyn, BlobStoreConfig::new(LAYOUT)).unwrap();
         Rig { faulty, blobs }
     }
 
     fn plaintext(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(13) ^ seed)
+            .collect()
     }
 
     const ID: BlobId = BlobId([0x42; 16]);
@@ -986,11 +1056,28 @@ mod tests {
             let stored = rig.blobs.put_blob(&ID, 1, &data).await.unwrap();
             let mut used: Vec<u16> = stored.locations.iter().map(|l| l.store_index).collect();
             used.sort_unstable();
-            assert_eq!(used, vec![0, 1, 2, 3, 4, 5], "DESIGN §9: one fragment per store");
-            assert!(stored.locations.iter().all(|l| l.name.starts_with("f-") && l.name.len() == 34));
-            let (got, report) = rig.blobs.get_blob_with_report(&ID, 1, &stored).await.unwrap();
+            assert_eq!(
+                used,
+                vec![0, 1, 2, 3, 4, 5],
+                "DESIGN §9: one fragment per store"
+            );
+            assert!(
+                stored
+                    .locations
+                    .iter()
+                    .all(|l| l.name.starts_with("f-") && l.name.len() == 34)
+            );
+            let (got, report) = rig
+                .blobs
+                .get_blob_with_report(&ID, 1, &stored)
+                .await
+                .unwrap();
             assert_eq!(got, data);
-            assert_eq!(report.used, vec![0, 1, 2, 3], "all data fragments: no decoding needed");
+            assert_eq!(
+                report.used,
+                vec![0, 1, 2, 3],
+                "all data fragments: no decoding needed"
+            );
             assert!(report.failures.is_empty());
             let decoded = StoredBlob::decode(&stored.encode()).unwrap();
             assert_eq!(decoded, stored);
@@ -1072,11 +1159,23 @@ mod tests {
                         .unwrap();
                 }
             }
-            let (got, report) = rig.blobs.get_blob_with_report(&ID, 2, &stored).await.unwrap();
+            let (got, report) = rig
+                .blobs
+                .get_blob_with_report(&ID, 2, &stored)
+                .await
+                .unwrap();
             assert_eq!(got, v2, "{kind}: wrong plaintext");
             let failed: Vec<usize> = report.failures.iter().map(|f| f.index).collect();
-            assert_eq!(failed, vec![1], "{kind}: the damaged data fragment is reported");
-            assert_eq!(report.used, vec![0, 2, 3, 4], "{kind}: a parity fragment replaced it");
+            assert_eq!(
+                failed,
+                vec![1],
+                "{kind}: the damaged data fragment is reported"
+            );
+            assert_eq!(
+                report.used,
+                vec![0, 2, 3, 4],
+                "{kind}: a parity fragment replaced it"
+            );
             let injected: u64 = rig
                 .faulty
                 .iter()
@@ -1094,12 +1193,19 @@ mod tests {
             rig.clear();
             rig.blobs.wait_for_repairs().await;
             assert_eq!(rig.blobs.stats().repairs_done, 1, "{kind}");
-            assert!(rig.stored_fragment_is_valid(&stored, 1).await, "{kind}: not repaired");
+            assert!(
+                rig.stored_fragment_is_valid(&stored, 1).await,
+                "{kind}: not repaired"
+            );
 
             // Damage another data fragment (with fragment 5 possibly still gone, that is
             // m again): the read needs the repaired fragment 1, and gets it.
             rig.fault(&stored, 0, Fault::Corrupt);
-            let (got, report) = rig.blobs.get_blob_with_report(&ID, 2, &stored).await.unwrap();
+            let (got, report) = rig
+                .blobs
+                .get_blob_with_report(&ID, 2, &stored)
+                .await
+                .unwrap();
             assert_eq!(got, v2, "{kind}");
             assert!(report.used.contains(&1), "{kind}: {report:?}");
         }
@@ -1116,7 +1222,12 @@ mod tests {
         let err = rig.blobs.get_blob(&ID, 1, &stored).await.unwrap_err();
         let message = err.to_string();
         match &err {
-            BlobStoreError::TooFewFragments { good, needed, failures, .. } => {
+            BlobStoreError::TooFewFragments {
+                good,
+                needed,
+                failures,
+                ..
+            } => {
                 assert_eq!((*good, *needed), (3, 4));
                 let mut indices: Vec<usize> = failures.iter().map(|f| f.index).collect();
                 indices.sort_unstable();
@@ -1124,11 +1235,19 @@ mod tests {
             }
             other => panic!("expected TooFewFragments, got {other:?}"),
         }
-        for (index, why) in [(0, "missing"), (3, "failed verification"), (5, "injected fault")] {
+        for (index, why) in [
+            (0, "missing"),
+            (3, "failed verification"),
+            (5, "injected fault"),
+        ] {
             let location = &stored.locations[index];
             let store = rig.faulty[usize::from(location.store_index)].describe();
             assert!(message.contains(&store), "{message} does not name {store}");
-            assert!(message.contains(&location.name), "{message} does not name {}", location.name);
+            assert!(
+                message.contains(&location.name),
+                "{message} does not name {}",
+                location.name
+            );
             assert!(message.contains(why), "{message} does not say {why}");
         }
     }
@@ -1153,10 +1272,18 @@ mod tests {
             let new = &stored_v2.locations[index];
             let store = &rig.faulty[usize::from(new.store_index)];
             store.inner().put(&old.name, old_bytes).await.unwrap();
-            store.set_fault(&new.name, Fault::Substitute { with: old.name.clone() });
+            store.set_fault(
+                &new.name,
+                Fault::Substitute {
+                    with: old.name.clone(),
+                },
+            );
         }
         let err = rig.blobs.get_blob(&ID, 2, &stored_v2).await.unwrap_err();
-        assert!(matches!(err, BlobStoreError::TooFewFragments { good: 0, .. }), "{err}");
+        assert!(
+            matches!(err, BlobStoreError::TooFewFragments { good: 0, .. }),
+            "{err}"
+        );
         // Version 1's record still reads version 1: the stores did nothing wrong for it.
         rig.clear();
         assert_eq!(rig.blobs.get_blob(&ID, 1, &stored_v1).await.unwrap(), v1);
@@ -1174,11 +1301,21 @@ mod tests {
         let stored = rig.blobs.put_blob(&ID, 1, &data).await.unwrap();
         rig.fault(&stored, 2, Fault::Delay { delay_ms: 60_000 });
         let started = tokio::time::Instant::now();
-        let (got, report) = rig.blobs.get_blob_with_report(&ID, 1, &stored).await.unwrap();
+        let (got, report) = rig
+            .blobs
+            .get_blob_with_report(&ID, 1, &stored)
+            .await
+            .unwrap();
         assert_eq!(got, data);
-        assert!(started.elapsed() < Duration::from_secs(10), "read waited for the slow store");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "read waited for the slow store"
+        );
         assert!(report.hedged >= 1);
-        assert!(!report.used.contains(&2), "the slow fragment was used: {report:?}");
+        assert!(
+            !report.used.contains(&2),
+            "the slow fragment was used: {report:?}"
+        );
         assert!(report.failures.is_empty(), "slow is not failed: {report:?}");
         assert_eq!(rig.blobs.stats().repairs_done, 0, "nothing to repair");
     }
@@ -1187,9 +1324,15 @@ mod tests {
     async fn a_failed_put_fails_the_write_and_cleans_up() {
         let rig = rig(6, 7);
         rig.faulty[3].set_fault("f-", Fault::Fail);
-        let err = rig.blobs.put_blob(&ID, 1, &plaintext(1_000, 9)).await.unwrap_err();
+        let err = rig
+            .blobs
+            .put_blob(&ID, 1, &plaintext(1_000, 9))
+            .await
+            .unwrap_err();
         match &err {
-            BlobStoreError::PutFailed { failures, total, .. } => {
+            BlobStoreError::PutFailed {
+                failures, total, ..
+            } => {
                 assert_eq!(*total, 6);
                 assert_eq!(failures.len(), 1);
                 assert!(err.to_string().contains(&rig.faulty[3].describe()));
@@ -1197,14 +1340,22 @@ mod tests {
             other => panic!("expected PutFailed, got {other:?}"),
         }
         for f in &rig.faulty {
-            assert!(f.inner().list("f-").await.unwrap().is_empty(), "left behind on {}", f.describe());
+            assert!(
+                f.inner().list("f-").await.unwrap().is_empty(),
+                "left behind on {}",
+                f.describe()
+            );
         }
     }
 
     #[tokio::test]
     async fn delete_blob_removes_every_fragment() {
         let rig = rig(6, 8);
-        let stored = rig.blobs.put_blob(&ID, 1, &plaintext(1_000, 1)).await.unwrap();
+        let stored = rig
+            .blobs
+            .put_blob(&ID, 1, &plaintext(1_000, 1))
+            .await
+            .unwrap();
         rig.blobs.delete_blob(&stored).await.unwrap();
         rig.blobs.delete_blob(&stored).await.unwrap();
         for f in &rig.faulty {
@@ -1218,22 +1369,43 @@ mod tests {
     #[tokio::test]
     async fn reads_take_parity_from_a_clearly_faster_store_instead_of_a_slow_one() {
         let faulty: Vec<Arc<FaultyStore>> = (0..3)
-            .map(|i| Arc::new(FaultyStore::new(Arc::new(MemoryStore::with_label(&format!("mem{i}"))), 30 + i)))
+            .map(|i| {
+                Arc::new(FaultyStore::new(
+                    Arc::new(MemoryStore::with_label(&format!("mem{i}"))),
+                    30 + i,
+                ))
+            })
             .collect();
         faulty[0].set_fault("f-", Fault::Delay { delay_ms: 40 });
-        let as_dyn = faulty.iter().map(|f| Arc::clone(f) as Arc<dyn ObjectStore>).collect();
+        let as_dyn = faulty
+            .iter()
+            .map(|f| Arc::clone(f) as Arc<dyn ObjectStore>)
+            .collect();
         let blobs = BlobStore::new(as_dyn, BlobStoreConfig::new(Layout { k: 2, m: 1 })).unwrap();
         let data = plaintext(2 << 20, 7);
         let mut decoded = 0;
         for version in 1..=50u64 {
             let stored = blobs.put_blob(&ID, version, &data).await.unwrap();
-            let slow = stored.locations.iter().position(|l| l.store_index == 0).unwrap();
-            let (got, report) = blobs.get_blob_with_report(&ID, version, &stored).await.unwrap();
+            let slow = stored
+                .locations
+                .iter()
+                .position(|l| l.store_index == 0)
+                .unwrap();
+            let (got, report) = blobs
+                .get_blob_with_report(&ID, version, &stored)
+                .await
+                .unwrap();
             assert!(got == data, "version {version}: other bytes");
-            assert!(!report.used.contains(&slow), "version {version}: read from the slow store: {report:?}");
+            assert!(
+                !report.used.contains(&slow),
+                "version {version}: read from the slow store: {report:?}"
+            );
             if slow < 2 {
                 assert_eq!(report.used.len(), 2);
-                assert!(report.used.contains(&2), "parity replaced the slow data fragment");
+                assert!(
+                    report.used.contains(&2),
+                    "parity replaced the slow data fragment"
+                );
                 decoded += 1;
                 if decoded == 2 {
                     break;
@@ -1246,7 +1418,12 @@ mod tests {
         // fragments 0, 1 (data) and 2 (parity) of 1 MiB.
         let stored = blobs.put_blob(&ID, 99, &data).await.unwrap();
         let stored = StoredBlob {
-            locations: (0..3u16).map(|i| FragmentLocation { store_index: i, name: format!("f-{i}") }).collect(),
+            locations: (0..3u16)
+                .map(|i| FragmentLocation {
+                    store_index: i,
+                    name: format!("f-{i}"),
+                })
+                .collect(),
             ..stored
         };
         let order = |speeds: [f64; 3]| {
@@ -1255,12 +1432,32 @@ mod tests {
             }
             Vec::from(blobs.fetch_order(&stored))
         };
-        assert_eq!(order([1.0, 1.0, 1.0]), vec![0, 1, 2], "same speed: data first");
-        assert_eq!(order([1.0, 1.0, 0.5]), vec![0, 1, 2], "parity a little faster: not worth a decode");
-        assert_eq!(order([10.0, 1.0, 1.0]), vec![1, 2, 0], "slow data store: parity instead");
-        assert_eq!(order([10.0, 10.0, 1.0]), vec![2, 0, 1], "both data stores slow: parity and one of them");
+        assert_eq!(
+            order([1.0, 1.0, 1.0]),
+            vec![0, 1, 2],
+            "same speed: data first"
+        );
+        assert_eq!(
+            order([1.0, 1.0, 0.5]),
+            vec![0, 1, 2],
+            "parity a little faster: not worth a decode"
+        );
+        assert_eq!(
+            order([10.0, 1.0, 1.0]),
+            vec![1, 2, 0],
+            "slow data store: parity instead"
+        );
+        assert_eq!(
+            order([10.0, 10.0, 1.0]),
+            vec![2, 0, 1],
+            "both data stores slow: parity and one of them"
+        );
         blobs.speeds[2].store(0, Ordering::Relaxed);
-        assert_eq!(Vec::from(blobs.fetch_order(&stored)), vec![0, 1, 2], "a store not measured yet: data first");
+        assert_eq!(
+            Vec::from(blobs.fetch_order(&stored)),
+            vec![0, 1, 2],
+            "a store not measured yet: data first"
+        );
     }
 
     /// A range of a large blob comes from parts of its data fragments, verified; a
@@ -1274,34 +1471,74 @@ mod tests {
         let stored_v1 = rig.blobs.put_blob(&ID, 1, &v1).await.unwrap();
         let stored = rig.blobs.put_blob(&ID, 2, &v2).await.unwrap();
         // Fragment payloads are ~256 KiB here (k = 4): ranges inside one and across two.
-        for (start, len) in [(0u64, 4096u64), (300_000, 4096), (262_100, 200), (1_048_570, 100)] {
-            let got = rig.blobs.get_blob_range(&stored, start, len).await.expect("ranged read");
+        for (start, len) in [
+            (0u64, 4096u64),
+            (300_000, 4096),
+            (262_100, 200),
+            (1_048_570, 100),
+        ] {
+            let got = rig
+                .blobs
+                .get_blob_range(&stored, start, len)
+                .await
+                .expect("ranged read");
             let end = (start + len).min(v2.len() as u64) as usize;
             assert_eq!(got, &v2[start as usize..end], "{start}+{len}");
         }
         assert_eq!(rig.blobs.stats().ranged_reads, 4);
-        assert_eq!(rig.blobs.get_blob_range(&stored, 1 << 20, 10).await, None, "past the end");
-        let small = rig.blobs.put_blob(&ID, 3, &plaintext(10_000, 3)).await.unwrap();
-        assert_eq!(rig.blobs.get_blob_range(&small, 0, 10).await, None, "one group per fragment: read it whole");
+        assert_eq!(
+            rig.blobs.get_blob_range(&stored, 1 << 20, 10).await,
+            None,
+            "past the end"
+        );
+        let small = rig
+            .blobs
+            .put_blob(&ID, 3, &plaintext(10_000, 3))
+            .await
+            .unwrap();
+        assert_eq!(
+            rig.blobs.get_blob_range(&small, 0, 10).await,
+            None,
+            "one group per fragment: read it whole"
+        );
 
         let index = 1; // holds plaintext 262_144.. (payload length 262_208 with the tag)
         for fault in [
             Fault::Corrupt,
             Fault::Drop,
             Fault::Fail,
-            Fault::Substitute { with: stored_v1.locations[index].name.clone() },
+            Fault::Substitute {
+                with: stored_v1.locations[index].name.clone(),
+            },
         ] {
             let old_location = &stored_v1.locations[index];
-            let old = rig.faulty[usize::from(old_location.store_index)].inner().get(&old_location.name).await.unwrap();
+            let old = rig.faulty[usize::from(old_location.store_index)]
+                .inner()
+                .get(&old_location.name)
+                .await
+                .unwrap();
             let location = &stored.locations[index];
-            rig.faulty[usize::from(location.store_index)].inner().put(&old_location.name, old.unwrap()).await.unwrap();
+            rig.faulty[usize::from(location.store_index)]
+                .inner()
+                .put(&old_location.name, old.unwrap())
+                .await
+                .unwrap();
             // A fresh store, so no trailer is remembered from the reads above.
-            let fresh = BlobStore::new(rig.blobs.stores().to_vec(), BlobStoreConfig::new(LAYOUT)).unwrap();
+            let fresh =
+                BlobStore::new(rig.blobs.stores().to_vec(), BlobStoreConfig::new(LAYOUT)).unwrap();
             rig.fault(&stored, index, fault.clone());
-            assert_eq!(fresh.get_blob_range(&stored, 300_000, 4096).await, None, "{fault:?}");
+            assert_eq!(
+                fresh.get_blob_range(&stored, 300_000, 4096).await,
+                None,
+                "{fault:?}"
+            );
             assert_eq!(fresh.stats().range_fallbacks, 1, "{fault:?}");
             // The whole read still works from the other fragments.
-            assert_eq!(fresh.get_blob(&ID, 2, &stored).await.unwrap(), v2, "{fault:?}");
+            assert_eq!(
+                fresh.get_blob(&ID, 2, &stored).await.unwrap(),
+                v2,
+                "{fault:?}"
+            );
             rig.clear();
             fresh.wait_for_repairs().await;
         }
@@ -1317,29 +1554,52 @@ mod tests {
         let sealed = erasure::seal_with_format(&ID, 1, &data, LAYOUT, [7; 32], [8; 12], 1).unwrap();
         for (fragment, location) in sealed.fragments.iter().zip(&placed.locations) {
             let store = rig.faulty[usize::from(location.store_index)].inner();
-            store.put(&location.name, Bytes::copy_from_slice(fragment.as_bytes())).await.unwrap();
+            store
+                .put(&location.name, Bytes::copy_from_slice(fragment.as_bytes()))
+                .await
+                .unwrap();
         }
-        let stored = StoredBlob { blob_ref: sealed.blob_ref.clone(), locations: placed.locations.clone() };
-        assert_eq!(rig.blobs.get_blob_range(&stored, 5_000, 4096).await, None, "no trailer");
+        let stored = StoredBlob {
+            blob_ref: sealed.blob_ref.clone(),
+            locations: placed.locations.clone(),
+        };
+        assert_eq!(
+            rig.blobs.get_blob_range(&stored, 5_000, 4096).await,
+            None,
+            "no trailer"
+        );
         rig.fault(&stored, 2, Fault::Corrupt);
         assert_eq!(rig.blobs.get_blob(&ID, 1, &stored).await.unwrap(), data);
         rig.clear();
         rig.blobs.wait_for_repairs().await;
         assert_eq!(rig.blobs.stats().repairs_done, 1);
-        assert!(rig.stored_fragment_is_valid(&stored, 2).await, "repaired as format 1");
+        assert!(
+            rig.stored_fragment_is_valid(&stored, 2).await,
+            "repaired as format 1"
+        );
     }
 
     #[tokio::test]
     async fn stored_blob_decoding_never_panics_on_bad_bytes() {
         let rig = rig(6, 9);
-        let stored = rig.blobs.put_blob(&ID, 1, &plaintext(100, 1)).await.unwrap();
+        let stored = rig
+            .blobs
+            .put_blob(&ID, 1, &plaintext(100, 1))
+            .await
+            .unwrap();
         let bytes = stored.encode();
         for len in 0..bytes.len() {
-            assert!(StoredBlob::decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                StoredBlob::decode(&bytes[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(StoredBlob::decode(&longer), Err(StoredBlobDecodeError::TrailingBytes(1)));
+        assert_eq!(
+            StoredBlob::decode(&longer),
+            Err(StoredBlobDecodeError::TrailingBytes(1))
+        );
         for i in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut tampered = bytes.clone();

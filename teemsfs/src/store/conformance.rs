@@ -205,7 +205,10 @@ pub async fn overwrite_replaces(store: &dyn ObjectStore, run: &str) {
     assert_same(store, &name, get_ok(store, &name).await, &second);
     let listed = list_ok(store, &name).await;
     assert_eq!(
-        listed.iter().map(|m| (m.name.as_str(), m.size_bytes)).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|m| (m.name.as_str(), m.size_bytes))
+            .collect::<Vec<_>>(),
         vec![(name.as_str(), 50)],
         "{}: listing after overwrite",
         store.describe()
@@ -230,7 +233,16 @@ pub async fn names_we_use_are_accepted(store: &dyn ObjectStore, run: &str) {
 
 /// Names that could escape a directory or act as a pattern are refused before any I/O.
 pub async fn invalid_names_are_rejected(store: &dyn ObjectStore) {
-    for bad in ["", ".", "..", "../escape", "a/b", ".hidden", "star*", "sp ace"] {
+    for bad in [
+        "",
+        ".",
+        "..",
+        "../escape",
+        "a/b",
+        ".hidden",
+        "star*",
+        "sp ace",
+    ] {
         match store.put(bad, Bytes::from_static(b"x")).await {
             Err(StoreError::InvalidName { .. }) => {}
             other => panic!(
@@ -305,7 +317,12 @@ pub async fn list_by_prefix_is_exact(store: &dyn ObjectStore, run: &str) {
     }
 
     let all = list_ok(store, &base).await;
-    assert_eq!(all.len(), written.len(), "{}: list {base}", store.describe());
+    assert_eq!(
+        all.len(),
+        written.len(),
+        "{}: list {base}",
+        store.describe()
+    );
     let nothing = list_ok(store, &format!("{base}zzz")).await;
     assert!(
         nothing.is_empty(),

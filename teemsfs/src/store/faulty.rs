@@ -134,9 +134,11 @@ impl FaultyStore {
     pub fn set_fault(&self, prefix: &str, fault: Fault) {
         let mut state = self.lock();
         let is_delay = matches!(fault, Fault::Delay { .. });
-        match state.rules.iter_mut().find(|(p, f)| {
-            p == prefix && matches!(f, Fault::Delay { .. }) == is_delay
-        }) {
+        match state
+            .rules
+            .iter_mut()
+            .find(|(p, f)| p == prefix && matches!(f, Fault::Delay { .. }) == is_delay)
+        {
             Some(rule) => rule.1 = fault,
             None => state.rules.push((prefix.to_owned(), fault)),
         }
@@ -182,7 +184,9 @@ impl FaultyStore {
                 continue;
             }
             match fault {
-                Fault::Delay { delay_ms } => plan.delay_ms = plan.delay_ms.saturating_add(*delay_ms),
+                Fault::Delay { delay_ms } => {
+                    plan.delay_ms = plan.delay_ms.saturating_add(*delay_ms)
+                }
                 other if plan.action.is_none() => plan.action = Some(other.clone()),
                 _ => {}
             }
@@ -240,7 +244,9 @@ impl FaultyStore {
                     state
                         .history
                         .get(name)
-                        .and_then(|versions| versions.len().checked_sub(2).and_then(|i| versions.get(i)))
+                        .and_then(|versions| {
+                            versions.len().checked_sub(2).and_then(|i| versions.get(i))
+                        })
                         .cloned()
                 };
                 match older {
@@ -357,9 +363,15 @@ impl ObjectStore for FaultyStore {
         self.read(Op::Get, name, Span::Whole).await
     }
 
-    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+    async fn get_range(
+        &self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
-        self.read(Op::GetRange, name, Span::Range { start, len }).await
+        self.read(Op::GetRange, name, Span::Range { start, len })
+            .await
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -416,8 +428,15 @@ mod tests {
         assert_eq!(faulty.get("a-1").await.unwrap().unwrap(), "bee");
         faulty.set_fault("a-", Fault::Drop);
         assert_eq!(faulty.get("a-1").await.unwrap(), None);
-        faulty.put("a-2", Bytes::from_static(b"lost")).await.unwrap();
-        assert_eq!(inner.get("a-2").await.unwrap(), None, "a dropped put is not stored");
+        faulty
+            .put("a-2", Bytes::from_static(b"lost"))
+            .await
+            .unwrap();
+        assert_eq!(
+            inner.get("a-2").await.unwrap(),
+            None,
+            "a dropped put is not stored"
+        );
         faulty.set_fault("a-", Fault::Fail);
         assert!(matches!(
             faulty.get("a-1").await,
@@ -429,7 +448,13 @@ mod tests {
         assert_eq!(faulty.get("a-1").await.unwrap().unwrap(), "two");
         let counts = faulty.injected();
         assert_eq!(
-            (counts.stales, counts.corrupts, counts.substitutes, counts.drops, counts.fails),
+            (
+                counts.stales,
+                counts.corrupts,
+                counts.substitutes,
+                counts.drops,
+                counts.fails
+            ),
             (1, 1, 1, 2, 1)
         );
     }
@@ -438,9 +463,18 @@ mod tests {
     #[tokio::test]
     async fn ranged_reads_suffer_the_same_faults() {
         let (inner, faulty) = store(3);
-        faulty.put("a-1", Bytes::from_static(b"old version")).await.unwrap();
-        faulty.put("a-1", Bytes::from_static(b"0123456789")).await.unwrap();
-        faulty.put("b-1", Bytes::from_static(b"abcdefghij")).await.unwrap();
+        faulty
+            .put("a-1", Bytes::from_static(b"old version"))
+            .await
+            .unwrap();
+        faulty
+            .put("a-1", Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        faulty
+            .put("b-1", Bytes::from_static(b"abcdefghij"))
+            .await
+            .unwrap();
         assert_eq!(faulty.get_range("a-1", 2, 3).await.unwrap().unwrap(), "234");
 
         faulty.set_fault("a-", Fault::Corrupt);
@@ -448,18 +482,30 @@ mod tests {
             let got = faulty.get_range("a-1", start, len).await.unwrap().unwrap();
             assert_eq!(got.len(), want.len(), "range {start}+{len}");
             let flipped = got.iter().zip(want).filter(|(g, w)| g != w).count();
-            assert_eq!(flipped, 1, "range {start}+{len}: one byte flipped, got {got:?}");
+            assert_eq!(
+                flipped, 1,
+                "range {start}+{len}: one byte flipped, got {got:?}"
+            );
         }
         // An empty range is damaged too: a byte where there should be none.
-        assert_eq!(faulty.get_range("a-1", 10, 5).await.unwrap().unwrap().len(), 1);
-        assert_eq!(faulty.get_range("a-1", 3, 0).await.unwrap().unwrap().len(), 1);
+        assert_eq!(
+            faulty.get_range("a-1", 10, 5).await.unwrap().unwrap().len(),
+            1
+        );
+        assert_eq!(
+            faulty.get_range("a-1", 3, 0).await.unwrap().unwrap().len(),
+            1
+        );
         // Nothing to corrupt in a missing object.
         assert_eq!(faulty.get_range("a-missing", 0, 5).await.unwrap(), None);
 
         // The range of the previous version, clipped to that version's length.
         faulty.set_fault("a-", Fault::Stale);
         assert_eq!(faulty.get_range("a-1", 4, 3).await.unwrap().unwrap(), "ver");
-        assert_eq!(faulty.get_range("a-1", 8, 10).await.unwrap().unwrap(), "ion");
+        assert_eq!(
+            faulty.get_range("a-1", 8, 10).await.unwrap().unwrap(),
+            "ion"
+        );
         assert_eq!(faulty.get_range("a-1", 11, 10).await.unwrap().unwrap(), "");
 
         // The range of the other object, also after it was deleted (the adversary's copy).
@@ -474,7 +520,10 @@ mod tests {
         faulty.set_fault("a-", Fault::Fail);
         assert!(matches!(
             faulty.get_range("a-1", 0, 3).await,
-            Err(StoreError::Injected { op: Op::GetRange, .. })
+            Err(StoreError::Injected {
+                op: Op::GetRange,
+                ..
+            })
         ));
         assert!(matches!(
             faulty.get_range("a/1", 0, 3).await,
@@ -484,7 +533,13 @@ mod tests {
         assert_eq!(faulty.get_range("a-1", 2, 3).await.unwrap().unwrap(), "234");
         let counts = faulty.injected();
         assert_eq!(
-            (counts.corrupts, counts.stales, counts.substitutes, counts.drops, counts.fails),
+            (
+                counts.corrupts,
+                counts.stales,
+                counts.substitutes,
+                counts.drops,
+                counts.fails
+            ),
             (5, 3, 2, 2, 1)
         );
     }
@@ -512,7 +567,10 @@ mod tests {
             .iter()
             .filter(|got| got.as_deref() != Some(&[7u8; 8][..]))
             .count();
-        assert!((5..=40).contains(&faulted), "{faulted} of 50 faulted at p=0.4");
+        assert!(
+            (5..=40).contains(&faulted),
+            "{faulted} of 50 faulted at p=0.4"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -531,7 +589,10 @@ mod tests {
         async fn outcomes(seed: u64) -> Vec<Option<Bytes>> {
             let (_inner, faulty) = store(seed);
             for i in 0..50 {
-                faulty.put(&format!("o{i}"), Bytes::from(vec![i as u8; 8])).await.unwrap();
+                faulty
+                    .put(&format!("o{i}"), Bytes::from(vec![i as u8; 8]))
+                    .await
+                    .unwrap();
             }
             faulty.set_random(FaultConfig {
                 p_drop: 0.2,
@@ -552,6 +613,9 @@ mod tests {
             .enumerate()
             .filter(|(i, got)| got.as_deref() != Some(&[*i as u8; 8][..]))
             .count();
-        assert!((5..=40).contains(&faulted), "{faulted} of 50 faulted at p=0.4");
+        assert!(
+            (5..=40).contains(&faulted),
+            "{faulted} of 50 faulted at p=0.4"
+        );
     }
 }

@@ -180,7 +180,12 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+    async fn get_range(
+        &self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.inner.label, name)?;
         let owned = name.to_owned();
         self.blocking(Op::GetRange, name, move |inner| {

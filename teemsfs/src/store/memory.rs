@@ -79,7 +79,12 @@ impl ObjectStore for MemoryStore {
         Ok(self.lock().get(name).map(|(bytes, _)| bytes.clone()))
     }
 
-    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+    async fn get_range(
+        &self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
         Ok(self
             .lock()

@@ -109,11 +109,7 @@ pub enum StoreError {
         detail: String,
     },
     #[error("{store}: {op} {name:?} failed: injected fault")]
-    Injected {
-        store: String,
-        op: Op,
-        name: String,
-    },
+    Injected { store: String, op: Op, name: String },
     #[error("{store}: bad configuration: {detail}")]
     Config { store: String, detail: String },
 }
@@ -174,7 +170,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// Bytes `start .. start + len` of the object under `name`, clipped to its length
     /// (empty if `start` is at or past the end), or `None` if there is no such object.
-    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError>;
+    async fn get_range(
+        &self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError>;
 
     /// Removes `name`; succeeds if it does not exist.
     async fn delete(&self, name: &str) -> Result<(), StoreError>;
@@ -278,7 +279,12 @@ mod tests {
             assert!(validate_name(bad).is_err(), "{bad:?} must be rejected");
         }
         assert!(validate_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
-        for good in ["f", "frag-0123456789abcdef", "A.b_c-D", &"a".repeat(MAX_NAME_LEN)] {
+        for good in [
+            "f",
+            "frag-0123456789abcdef",
+            "A.b_c-D",
+            &"a".repeat(MAX_NAME_LEN),
+        ] {
             assert!(validate_name(good).is_ok(), "{good:?} must be accepted");
         }
         assert!(validate_prefix("").is_ok());

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, MultipleNodeRoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 
 use super::{
     DEFAULT_OP_TIMEOUT_MS, ObjectMeta, ObjectStore, Op, StoreError, check_name, check_prefix,
@@ -71,7 +71,9 @@ pub struct RedisStore {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore").field("label", &self.label).finish()
+        f.debug_struct("RedisStore")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
@@ -92,7 +94,10 @@ fn redact(url: &str) -> &str {
 impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<RedisStore, StoreError> {
         let cluster = config.urls.len() > 1
-            || config.urls.iter().any(|u| u.starts_with("redis+cluster://"));
+            || config
+                .urls
+                .iter()
+                .any(|u| u.starts_with("redis+cluster://"));
         let hosts: Vec<&str> = config.urls.iter().map(|u| redact(u)).collect();
         let label = format!(
             "redis{}://{}/{}",
@@ -345,7 +350,12 @@ impl ObjectStore for RedisStore {
     /// answer (and `len == 0`, which GETRANGE cannot express) is settled with `EXISTS`. The
     /// two calls are not atomic: an object put or deleted between them is seen as the
     /// second call finds it (teemsfs writes a fragment name once, before anything reads it).
-    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+    async fn get_range(
+        &self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
         let key = self.key(name);
         if len > 0 {
@@ -371,7 +381,9 @@ impl ObjectStore for RedisStore {
         check_name(&self.label, name)?;
         let mut command = redis::cmd("DEL");
         command.arg(self.key(name));
-        self.query::<u64>(Op::Delete, name, &command).await.map(|_| ())
+        self.query::<u64>(Op::Delete, name, &command)
+            .await
+            .map(|_| ())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -418,7 +430,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_label() {
-        assert_eq!(redact("redis://user:secret@10.0.0.1:6379/0"), "10.0.0.1:6379/0");
+        assert_eq!(
+            redact("redis://user:secret@10.0.0.1:6379/0"),
+            "10.0.0.1:6379/0"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379"), "127.0.0.1:6379");
     }
 }

@@ -81,8 +81,14 @@ impl fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("key_prefix", &self.key_prefix)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
@@ -98,7 +104,9 @@ pub struct S3Store {
 
 impl fmt::Debug for S3Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Store").field("label", &self.label).finish()
+        f.debug_struct("S3Store")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
@@ -122,7 +130,9 @@ impl S3Store {
             .access_key_id
             .clone()
             .or_else(|| from_env("AWS_ACCESS_KEY_ID"))
-            .ok_or_else(|| config_error("no access key id in config or AWS_ACCESS_KEY_ID".into()))?;
+            .ok_or_else(|| {
+                config_error("no access key id in config or AWS_ACCESS_KEY_ID".into())
+            })?;
         let secret_access_key = config
             .secret_access_key
             .clone()
@@ -172,16 +182,27 @@ impl S3Store {
     pub async fn create_bucket_if_missing(&self) -> Result<(), StoreError> {
         let label = &self.label;
         with_timeout(label, Op::Connect, "", self.timeout_ms, async {
-            match self.client.create_bucket().bucket(&self.bucket).send().await {
+            match self
+                .client
+                .create_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    let owned = e
-                        .as_service_error()
-                        .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists());
+                    let owned = e.as_service_error().is_some_and(|s| {
+                        s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+                    });
                     if owned {
                         Ok(())
                     } else {
-                        Err(StoreError::backend(label, Op::Connect, "", DisplayErrorContext(&e)))
+                        Err(StoreError::backend(
+                            label,
+                            Op::Connect,
+                            "",
+                            DisplayErrorContext(&e),
+                        ))
                     }
                 }
             }
@@ -235,7 +256,12 @@ impl S3Store {
                             partial: true,
                         }));
                     }
-                    return Err(StoreError::backend(label, op, name, DisplayErrorContext(&e)));
+                    return Err(StoreError::backend(
+                        label,
+                        op,
+                        name,
+                        DisplayErrorContext(&e),
+                    ));
                 }
             };
             let partial = response.content_range().is_some();
@@ -287,10 +313,18 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
-        Ok(self.get_object(Op::Get, name, None).await?.map(|fetched| fetched.bytes))
+        Ok(self
+            .get_object(Op::Get, name, None)
+            .await?
+            .map(|fetched| fetched.bytes))
     }
 
-    async fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+    async fn get_range(
+        &self,
+        name: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         check_name(&self.label, name)?;
         // An HTTP range names at least one byte: for `len == 0` ask for one and drop it,
         // which still tells a missing object from an existing one.
@@ -358,7 +392,10 @@ impl ObjectStore for S3Store {
                 }
                 out.push(ObjectMeta {
                     name: name.to_owned(),
-                    size_bytes: object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    size_bytes: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
                     modified: object
                         .last_modified()
                         .and_then(|t| SystemTime::try_from(*t).ok()),

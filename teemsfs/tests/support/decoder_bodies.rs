@@ -28,7 +28,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use teemsfs::fs::BlobRef;
 use teemsfs::fs::format::{
-    self, Bucket, BucketData, BucketMeta, Data, Entry, Inode, Kind, Manifest, RenameIntent, Time, Xattrs,
+    self, Bucket, BucketData, BucketMeta, Data, Entry, Inode, Kind, Manifest, RenameIntent, Time,
+    Xattrs,
 };
 use teemsfs::meta::Key;
 use teemsfs::store::StoredBlob;
@@ -54,7 +55,10 @@ pub fn stored_blob_fixture() -> &'static StoredBlob {
                 name: format!("f-0123456789abcdef.{i}"),
             })
             .collect();
-        StoredBlob { blob_ref: sealed.blob_ref.clone(), locations }
+        StoredBlob {
+            blob_ref: sealed.blob_ref.clone(),
+            locations,
+        }
     })
 }
 
@@ -80,8 +84,14 @@ pub fn inode_fixtures() -> Vec<Inode> {
         gid: 1000,
         rdev: 0,
         size: 300,
-        atime: Time { secs: 1_700_000_000, nanos: 5 },
-        mtime: Time { secs: -5, nanos: 999_999_999 },
+        atime: Time {
+            secs: 1_700_000_000,
+            nanos: 5,
+        },
+        mtime: Time {
+            secs: -5,
+            nanos: 999_999_999,
+        },
         ctime: Time { secs: 0, nanos: 0 },
         nlink: 1,
         parent: None,
@@ -91,28 +101,55 @@ pub fn inode_fixtures() -> Vec<Inode> {
     };
     vec![
         base.clone(),
-        Inode { data: Data::Empty, xattrs: None, ..base.clone() },
-        Inode { data: Data::Chunked { manifest: fs_blob_ref(3) }, size: 1 << 30, ..base.clone() },
+        Inode {
+            data: Data::Empty,
+            xattrs: None,
+            ..base.clone()
+        },
+        Inode {
+            data: Data::Chunked {
+                manifest: fs_blob_ref(3),
+            },
+            size: 1 << 30,
+            ..base.clone()
+        },
         Inode {
             kind: Kind::Dir,
             nlink: 3,
             parent: Some(key(9)),
-            data: Data::Dir { bucket_bits: 0, single: BucketData::Blob(fs_blob_ref(4)) },
+            data: Data::Dir {
+                bucket_bits: 0,
+                single: BucketData::Blob(fs_blob_ref(4)),
+            },
             ..base.clone()
         },
         Inode {
             kind: Kind::Dir,
             nlink: 2,
-            data: Data::Dir { bucket_bits: 0, single: BucketData::Inline(small_bucket()) },
+            data: Data::Dir {
+                bucket_bits: 0,
+                single: BucketData::Inline(small_bucket()),
+            },
             ..base.clone()
         },
         Inode {
             kind: Kind::Dir,
-            data: Data::Dir { bucket_bits: 4, single: BucketData::Empty },
+            data: Data::Dir {
+                bucket_bits: 4,
+                single: BucketData::Empty,
+            },
             ..base.clone()
         },
-        Inode { size: 5, data: Data::Inline(b"hello".to_vec()), ..base.clone() },
-        Inode { kind: Kind::Symlink, data: Data::Symlink(b"../target".to_vec()), ..base },
+        Inode {
+            size: 5,
+            data: Data::Inline(b"hello".to_vec()),
+            ..base.clone()
+        },
+        Inode {
+            kind: Kind::Symlink,
+            data: Data::Symlink(b"../target".to_vec()),
+            ..base
+        },
     ]
 }
 
@@ -128,9 +165,27 @@ pub fn manifest_fixtures() -> Vec<Manifest> {
 
 fn small_bucket() -> Bucket {
     let mut bucket = Bucket::new();
-    bucket.insert(b"a.txt".to_vec(), Entry { key: key(1), kind: Kind::File });
-    bucket.insert(b"sub".to_vec(), Entry { key: key(2), kind: Kind::Dir });
-    bucket.insert("é-ünïcode".as_bytes().to_vec(), Entry { key: key(3), kind: Kind::Symlink });
+    bucket.insert(
+        b"a.txt".to_vec(),
+        Entry {
+            key: key(1),
+            kind: Kind::File,
+        },
+    );
+    bucket.insert(
+        b"sub".to_vec(),
+        Entry {
+            key: key(2),
+            kind: Kind::Dir,
+        },
+    );
+    bucket.insert(
+        "é-ünïcode".as_bytes().to_vec(),
+        Entry {
+            key: key(3),
+            kind: Kind::Symlink,
+        },
+    );
     bucket
 }
 
@@ -141,8 +196,14 @@ pub fn bucket_fixtures() -> Vec<Bucket> {
 pub fn bucket_meta_fixtures() -> Vec<BucketMeta> {
     vec![
         BucketMeta::default(),
-        BucketMeta { data: BucketData::Blob(fs_blob_ref(7)), blob_seq: 12 },
-        BucketMeta { data: BucketData::Inline(small_bucket()), blob_seq: 13 },
+        BucketMeta {
+            data: BucketData::Blob(fs_blob_ref(7)),
+            blob_seq: 12,
+        },
+        BucketMeta {
+            data: BucketData::Inline(small_bucket()),
+            blob_seq: 13,
+        },
     ]
 }
 
@@ -159,12 +220,24 @@ pub fn rename_intent_fixtures() -> Vec<RenameIntent> {
         src_name: b"old".to_vec(),
         dst_dir: key(2),
         dst_name: b"new".to_vec(),
-        entry: Entry { key: key(3), kind: Kind::File },
+        entry: Entry {
+            key: key(3),
+            kind: Kind::File,
+        },
         replaced: None,
     };
     vec![
         plain.clone(),
-        RenameIntent { replaced: Some((Entry { key: key(4), kind: Kind::File }, 2)), ..plain },
+        RenameIntent {
+            replaced: Some((
+                Entry {
+                    key: key(4),
+                    kind: Kind::File,
+                },
+                2,
+            )),
+            ..plain
+        },
     ]
 }
 
@@ -177,11 +250,31 @@ fn encoded<T: Serialize>(values: &[T]) -> Vec<Vec<u8>> {
 pub fn all_fs_encodings() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = Vec::new();
     out.extend(encoded(&inode_fixtures()).into_iter().map(|b| ("inode", b)));
-    out.extend(encoded(&manifest_fixtures()).into_iter().map(|b| ("manifest", b)));
-    out.extend(encoded(&bucket_fixtures()).into_iter().map(|b| ("dir_bucket", b)));
-    out.extend(encoded(&bucket_meta_fixtures()).into_iter().map(|b| ("bucket_meta", b)));
-    out.extend(encoded(&xattrs_fixtures()).into_iter().map(|b| ("xattrs", b)));
-    out.extend(encoded(&rename_intent_fixtures()).into_iter().map(|b| ("rename_intent", b)));
+    out.extend(
+        encoded(&manifest_fixtures())
+            .into_iter()
+            .map(|b| ("manifest", b)),
+    );
+    out.extend(
+        encoded(&bucket_fixtures())
+            .into_iter()
+            .map(|b| ("dir_bucket", b)),
+    );
+    out.extend(
+        encoded(&bucket_meta_fixtures())
+            .into_iter()
+            .map(|b| ("bucket_meta", b)),
+    );
+    out.extend(
+        encoded(&xattrs_fixtures())
+            .into_iter()
+            .map(|b| ("xattrs", b)),
+    );
+    out.extend(
+        encoded(&rename_intent_fixtures())
+            .into_iter()
+            .map(|b| ("rename_intent", b)),
+    );
     out
 }
 
@@ -193,10 +286,20 @@ pub fn all_fs_encodings() -> Vec<(&'static str, Vec<u8>)> {
 /// keeps the "one location per fragment" invariant.
 pub fn check_stored_blob(bytes: &[u8]) {
     if let Ok(stored) = StoredBlob::decode(bytes) {
-        assert_eq!(stored.encode(), bytes, "accepted a non-canonical StoredBlob encoding");
-        assert_eq!(stored.locations.len(), stored.blob_ref.layout().total_count());
+        assert_eq!(
+            stored.encode(),
+            bytes,
+            "accepted a non-canonical StoredBlob encoding"
+        );
+        assert_eq!(
+            stored.locations.len(),
+            stored.blob_ref.layout().total_count()
+        );
         for location in &stored.locations {
-            assert!(teemsfs::store::validate_name(&location.name).is_ok(), "accepted bad name");
+            assert!(
+                teemsfs::store::validate_name(&location.name).is_ok(),
+                "accepted bad name"
+            );
         }
     }
 }
@@ -208,8 +311,9 @@ where
 {
     let value = format::decode::<T>(what, bytes).ok()?;
     let again = format::encode(&value);
-    let back = format::decode::<T>(what, &again)
-        .unwrap_or_else(|e| panic!("{what}: re-encoding of an accepted value fails to decode: {e}"));
+    let back = format::decode::<T>(what, &again).unwrap_or_else(|e| {
+        panic!("{what}: re-encoding of an accepted value fails to decode: {e}")
+    });
     assert_eq!(back, value, "{what}: value changed across encode/decode");
     Some(value)
 }
@@ -241,7 +345,10 @@ fn use_inode(inode: &Inode) {
     }
     match &inode.data {
         Data::Single(blob) | Data::Chunked { manifest: blob } => use_blob_ref(blob),
-        Data::Dir { bucket_bits, single } => {
+        Data::Dir {
+            bucket_bits,
+            single,
+        } => {
             let _ = format::bucket_of(b"name", *bucket_bits);
             use_bucket_data(single);
         }
@@ -259,7 +366,10 @@ pub fn check_inode(bytes: &[u8]) -> bool {
     let Ok(inode) = format::decode_inode(bytes) else {
         return false;
     };
-    assert_eq!(check_fs_value::<Inode>("inode metadata", bytes).as_ref(), Some(&inode));
+    assert_eq!(
+        check_fs_value::<Inode>("inode metadata", bytes).as_ref(),
+        Some(&inode)
+    );
     use_inode(&inode);
     true
 }
