@@ -8,8 +8,10 @@
 //! Modules: [`wire`] (message types), [`transport`] (framing, mutual TLS, peer
 //! identity and measurement evidence; shared with the replicas), [`session`]
 //! (the async tenant client: TEEMS API, typed [`ClientError`]s, deadlines,
-//! retries with idempotency tokens, failover between proxies).
+//! retries with idempotency tokens, failover between proxies), [`lease`] (the
+//! session's cache of leased read answers and its rules).
 
+pub mod lease;
 pub mod session;
 pub mod transport;
 pub mod wire;

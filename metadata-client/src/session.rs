@@ -18,8 +18,14 @@
 //!   retry may land after a concurrent writer's value. Callers needing
 //!   exactly-once read-modify-write use the policy path or versions.
 //!
+//! * **Read leases.** With [`SessionConfig::lease_ms`] set, reads ask for a
+//!   lease; an answer the proxy leased is reused for reads of the same key
+//!   until the lease ends (rules in [`crate::lease`]). Reads stay
+//!   linearizable: while the lease lasts no other writer's write of the key
+//!   can complete, and this session's own writes forget the key.
+//!
 //! What this does not do: quorums, suspicion, recovery (the proxy's job), or
-//! caching (the filesystem's).
+//! caching of file data (the filesystem's).
 //!
 //! ```no_run
 //! # async fn demo(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<(), metadata_client::session::ClientError> {
@@ -48,12 +54,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::lease::{LeaseCache, Leased};
 use crate::transport::{
     DEFAULT_MAX_FRAME_BYTES, FrameCodec, TlsSetupError, server_name, tls_client_config,
 };
 use crate::wire::{
-    ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ResponseFrame, ShareId, SharePolicy,
-    Version, decode_response, encode_request,
+    ErrorKind, Key, LeaseAsk, PolicyOp, Request, RequestFrame, Response, ResponseFrame, ShareId,
+    SharePolicy, Version, decode_response, encode_request,
 };
 
 /// Default deadline of one operation, retries and failover included. Longer
@@ -95,6 +102,9 @@ pub struct SessionConfig {
     /// Index in `proxies` of the first proxy to try; spreading clients over
     /// replicas spreads the proxy work.
     pub first_proxy: usize,
+    /// Lease to ask for on every read, in milliseconds (0: no leases). The
+    /// cluster caps it at its own `lease_ms`.
+    pub lease_ms: u32,
 }
 
 impl SessionConfig {
@@ -115,6 +125,7 @@ impl SessionConfig {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             first_proxy: 0,
+            lease_ms: 0,
         }
     }
 }
@@ -243,6 +254,9 @@ struct Inner {
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     current: AtomicUsize,
     next_request: AtomicU64,
+    /// This session's lease holder id (random, never 0).
+    holder: u64,
+    leases: Mutex<LeaseCache>,
 }
 
 /// A tenant session. Cheap to clone; clones share the connection, and many
@@ -302,6 +316,8 @@ impl Session {
                 conn: tokio::sync::Mutex::new(None),
                 current: AtomicUsize::new(start),
                 next_request: AtomicU64::new(1),
+                holder: u64::from_le_bytes(random_token()[..8].try_into().unwrap_or([1; 8])) | 1,
+                leases: Mutex::new(LeaseCache::default()),
                 cfg,
             }),
         })
@@ -337,11 +353,90 @@ impl Session {
     }
 
     /// `read(id)`: the value and its version, or `NotFound` (also after a delete).
+    ///
+    /// With leases on, an answer leased earlier is returned while its lease
+    /// lasts (see [`crate::lease`]).
     pub async fn read(&self, share: ShareId, key: Key) -> Result<(Vec<u8>, Version), ClientError> {
-        match self.call(Request::Read { share, key }).await? {
+        let ms = self.inner.cfg.lease_ms;
+        if ms == 0 {
+            return match into_result(
+                self.call(Request::Read { share, key }, LeaseAsk::NONE)
+                    .await?
+                    .0,
+            )? {
+                Response::Value { value, version } => Ok((value, version)),
+                other => Err(unexpected(&other)),
+            };
+        }
+        let now = std::time::Instant::now();
+        let ticket = {
+            let mut cache = self.leases();
+            match cache.get(now, share, &key) {
+                Some(Leased::Value(value, version)) => return Ok((value, version)),
+                Some(Leased::NotFound) => return Err(ClientError::NotFound),
+                None => (cache.read_started(&key, now), cache.may_lease(&key)),
+            }
+        };
+        let (ticket, may_lease) = ticket;
+        let ask = if may_lease {
+            LeaseAsk {
+                holder: self.inner.holder,
+                ms,
+            }
+        } else {
+            LeaseAsk::NONE
+        };
+        let (response, lease_ms) = self.call(Request::Read { share, key }, ask).await?;
+        let answer = match &response {
+            Response::Value { value, version } => Some(Leased::Value(value.clone(), *version)),
+            Response::Error(ErrorKind::NotFound) => Some(Leased::NotFound),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            self.leases()
+                .read_done(ticket, share, key, answer, lease_ms);
+        }
+        match into_result(response)? {
             Response::Value { value, version } => Ok((value, version)),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Reads answered from leases so far (for metrics and tests).
+    pub fn lease_hits(&self) -> u64 {
+        self.leases().hits()
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, LeaseCache> {
+        // The cache holds no invariant a panicking holder could break
+        // half-way (each method is one small update), so a poisoned lock is
+        // taken over.
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A write or delete of `key` by this session: the lease cache forgets
+    /// the key when it starts and when it ends (LEASE-C2).
+    async fn call_write(&self, key: Key, request: Request) -> Result<Response, ClientError> {
+        /// Ends the write in the lease cache however the call ends, even if
+        /// its future is dropped half-way.
+        struct Writing<'a>(&'a Session, Key);
+        impl Drop for Writing<'_> {
+            fn drop(&mut self) {
+                self.0.leases().write_ended(self.1);
+            }
+        }
+        self.leases().write_started(key);
+        let writing = Writing(self, key);
+        let holder = LeaseAsk {
+            holder: self.inner.holder,
+            ms: 0,
+        };
+        let result = self.call(request, holder).await;
+        drop(writing);
+        into_result(result?.0)
     }
 
     /// `write(id, value)`: the new version.
@@ -351,7 +446,10 @@ impl Session {
         key: Key,
         value: Vec<u8>,
     ) -> Result<Version, ClientError> {
-        match self.call(Request::Write { share, key, value }).await? {
+        match self
+            .call_write(key, Request::Write { share, key, value })
+            .await?
+        {
             Response::Written { version } => Ok(version),
             other => Err(unexpected(&other)),
         }
@@ -359,7 +457,7 @@ impl Session {
 
     /// `delete(id)`: writes a tombstone; returns its version.
     pub async fn delete(&self, share: ShareId, key: Key) -> Result<Version, ClientError> {
-        match self.call(Request::Delete { share, key }).await? {
+        match self.call_write(key, Request::Delete { share, key }).await? {
             Response::Deleted { version } => Ok(version),
             other => Err(unexpected(&other)),
         }
@@ -367,7 +465,11 @@ impl Session {
 
     /// `change_policy(share, op)`, ordered through RR-Paxos; the new epoch.
     pub async fn change_policy(&self, share: ShareId, op: PolicyOp) -> Result<u64, ClientError> {
-        match self.call(Request::ChangePolicy { share, op }).await? {
+        match into_result(
+            self.call(Request::ChangePolicy { share, op }, LeaseAsk::NONE)
+                .await?
+                .0,
+        )? {
             Response::PolicyChanged { epoch } => Ok(epoch),
             other => Err(unexpected(&other)),
         }
@@ -375,15 +477,24 @@ impl Session {
 
     /// The share's policy as the state machine holds it.
     pub async fn read_policy(&self, share: ShareId) -> Result<SharePolicy, ClientError> {
-        match self.call(Request::ReadPolicy { share }).await? {
+        match into_result(
+            self.call(Request::ReadPolicy { share }, LeaseAsk::NONE)
+                .await?
+                .0,
+        )? {
             Response::Policy { policy } => Ok(policy),
             other => Err(unexpected(&other)),
         }
     }
 
     /// One logical operation: same idempotency token on every attempt,
-    /// failover on connection loss, all within one deadline.
-    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+    /// failover on connection loss, all within one deadline. The proxy's
+    /// answer comes back as it is (errors included) with the lease it granted.
+    async fn call(
+        &self,
+        request: Request,
+        lease: LeaseAsk,
+    ) -> Result<(Response, u32), ClientError> {
         let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.deadline_ms);
         let idempotency = random_token();
         let mut last_connect_error: Option<String> = None;
@@ -412,6 +523,7 @@ impl Session {
                 request_id,
                 idempotency,
                 request: request.clone(),
+                lease,
             };
             match conn.request(&frame, deadline).await {
                 Attempt::Answer(answer) if answer.request_id != request_id => {
@@ -433,7 +545,7 @@ impl Session {
                     self.abandon(&conn).await;
                     tokio::time::sleep_until((Instant::now() + RETRY_PAUSE).min(deadline)).await;
                 }
-                Attempt::Answer(answer) => return into_result(answer.response),
+                Attempt::Answer(answer) => return Ok((answer.response, answer.lease_ms)),
                 Attempt::Lost(reason) => {
                     last_connect_error = Some(format!("{}: {reason}", self.proxy_name(conn.proxy)));
                     self.abandon(&conn).await;

@@ -159,12 +159,34 @@ pub struct RequestFrame {
     pub request_id: u64,
     pub idempotency: [u8; 16],
     pub request: Request,
+    /// Read leases (PROTOCOLS.md LEASE-*): who is asking. A client session
+    /// draws one random holder id and sends it with every request, so the
+    /// replicas can tell its own writes (which end its leases on the key)
+    /// from other writers' (which wait for the leases to end).
+    pub lease: LeaseAsk,
+}
+
+/// The lease half of a request: `holder` 0 means "no holder" (no lease is
+/// asked for and none is ended); `ms` 0 asks for no lease.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAsk {
+    pub holder: u64,
+    pub ms: u32,
+}
+
+impl LeaseAsk {
+    pub const NONE: LeaseAsk = LeaseAsk { holder: 0, ms: 0 };
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseFrame {
     pub request_id: u64,
     pub response: Response,
+    /// For a read that asked for a lease: the lease the proxy obtained, in
+    /// milliseconds counted from when the client sent the request (0: none).
+    /// Until it ends, no other writer's write of the key can complete, so
+    /// the client may answer reads of the key from this response.
+    pub lease_ms: u32,
 }
 
 /// Decoding error for untrusted wire bytes.
@@ -267,6 +289,10 @@ mod tests {
                 share: ShareId([1; 16]),
                 key: Key::from_name("a"),
                 value: b"v".to_vec(),
+            },
+            lease: LeaseAsk {
+                holder: 77,
+                ms: 1_000,
             },
         };
         let bytes = encode_request(&frame);

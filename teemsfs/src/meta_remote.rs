@@ -88,6 +88,8 @@ pub fn session_config_from(
         .op_deadline_ms
         .saturating_mul(2)
         .max(file.timing.op_deadline_ms + 1_000);
+    // Ask for the longest read lease the cluster grants (0 there: none).
+    cfg.lease_ms = u32::try_from(file.timing.lease_ms).unwrap_or(u32::MAX);
     Ok(cfg)
 }
 

@@ -52,6 +52,7 @@ pub fn fast_timing() -> enclave_replica::core::Timing {
         recovery_retry_ms: 200,
         ack_window_ms: 500,
         op_deadline_ms: 2_000,
+        lease_ms: 500,
     }
 }
 

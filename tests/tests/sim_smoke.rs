@@ -47,6 +47,8 @@ fn assert_exercised(outcomes: &[Outcome]) {
         writes > 0 && reads > 0 && policy > 0,
         "work: {writes} writes {reads} reads {policy} policy changes"
     );
+    let lease_hits = sum(|o| o.stats.lease_hits);
+    assert!(lease_hits > 0, "no read was answered from a lease");
 }
 
 fn rr_smoke(m_r: u32, f: u32) {
@@ -137,6 +139,22 @@ fn planted_skip_recovery_bug_is_caught() {
     let outcome = found.unwrap_or_else(|| panic!("planted bug not caught within {ran} seeds"));
     eprintln!(
         "skip-recovery bug caught after {ran} seeds (seed {}): {:?}",
+        outcome.seed, outcome.violation
+    );
+}
+
+/// The checker catches replicas that grant read leases but do not hold
+/// writes back (LEASE-R2 off): a client then answers a read from its lease
+/// after another client's write of the key completed.
+#[test]
+fn planted_lease_no_hold_bug_is_caught() {
+    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
+    cfg.bugs.lease_no_hold = true;
+    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
+    let outcome =
+        found.unwrap_or_else(|| panic!("planted lease bug not caught within {ran} seeds"));
+    eprintln!(
+        "lease-no-hold bug caught after {ran} seeds (seed {}): {:?}",
         outcome.seed, outcome.violation
     );
 }

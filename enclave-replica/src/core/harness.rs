@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use metadata_client::wire::{Request, RequestFrame, Response, ResponseFrame, TenantId};
+use metadata_client::wire::{LeaseAsk, Request, RequestFrame, Response, ResponseFrame, TenantId};
 
 use super::{
     ClientId, ClusterConfig, Command, DurableState, Millis, Node, PeerMessage, ReplicaId, Timer,
@@ -173,6 +173,7 @@ impl Cluster {
             request_id: id,
             idempotency: token,
             request,
+            lease: LeaseAsk::NONE,
         };
         let now = self.now;
         let commands = match self.nodes.get_mut(&proxy) {
@@ -269,9 +270,34 @@ impl Cluster {
                 request_id: id,
                 idempotency: token,
                 request,
+                lease: LeaseAsk::NONE,
             },
             max_ms,
         )
+    }
+
+    /// Like [`Cluster::request`], asking for a read lease for `holder`;
+    /// returns the answer and the lease granted (ms, 0 for none).
+    pub fn request_leased(
+        &mut self,
+        proxy: ReplicaId,
+        tenant: &str,
+        request: Request,
+        lease: LeaseAsk,
+        max_ms: Millis,
+    ) -> Option<(Response, u32)> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let mut token = [0u8; 16];
+        token[..8].copy_from_slice(&id.to_le_bytes());
+        let frame = RequestFrame {
+            request_id: id,
+            idempotency: token,
+            request,
+            lease,
+        };
+        self.request_full(proxy, tenant, frame, max_ms)
+            .map(|f| (f.response, f.lease_ms))
     }
 
     /// Like [`Cluster::request`] with a caller-built frame (to test retries).
@@ -282,6 +308,18 @@ impl Cluster {
         frame: RequestFrame,
         max_ms: Millis,
     ) -> Option<Response> {
+        self.request_full(proxy, tenant, frame, max_ms)
+            .map(|f| f.response)
+    }
+
+    /// Submit a frame and run until its whole response frame arrives.
+    pub fn request_full(
+        &mut self,
+        proxy: ReplicaId,
+        tenant: &str,
+        frame: RequestFrame,
+        max_ms: Millis,
+    ) -> Option<ResponseFrame> {
         let client: ClientId = frame.request_id;
         let request_id = frame.request_id;
         let now = self.now;
@@ -298,7 +336,7 @@ impl Cluster {
                 .position(|(p, c, f)| *p == proxy && *c == client && f.request_id == request_id)
             {
                 let (_, _, frame) = self.replies.remove(pos);
-                return Some(frame.response);
+                return Some(frame);
             }
             if !self.step(deadline) {
                 break;

@@ -24,6 +24,27 @@ pub struct Epochs {
     pub file_epoch: u64,
 }
 
+/// Whose request a register message is for, as far as leases care
+/// (LEASE-R2): the client session's holder id (0: none) and the request id
+/// of the attempt, which grows with every attempt of that session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub id: u64,
+    pub seq: u64,
+}
+
+impl Holder {
+    pub const NONE: Holder = Holder { id: 0, seq: 0 };
+}
+
+/// A lease asked for with a register read (LEASE-R1): `holder` is the
+/// session and the read's attempt, `ms` the length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReq {
+    pub holder: Holder,
+    pub ms: u32,
+}
+
 /// A replica's answer to the optimized policy read (PAXOS-R1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OptReadReply {
@@ -69,6 +90,7 @@ pub enum PeerMessage {
         share: ShareId,
         want_value: bool,
         want_policy: bool,
+        lease: Option<LeaseReq>,
     },
     QueryReply {
         op: OpId,
@@ -77,14 +99,19 @@ pub enum PeerMessage {
         /// The register entry (value stripped unless asked for).
         register: Option<RegisterEntry>,
         policy: Option<OptReadReply>,
+        /// This replica granted the lease asked for (LEASE-R1).
+        leased: bool,
     },
     // ---- register write round and write-back (ABD-W2, ABD-R3)
+    /// `holder`: the session and attempt the write is for; leases that
+    /// session was granted by earlier attempts do not hold it back (LEASE-R2).
     Write {
         op: OpId,
         attempt: u32,
         key: Key,
         entry: RegisterEntry,
         epochs: Option<Epochs>,
+        holder: Holder,
     },
     WriteReply {
         op: OpId,

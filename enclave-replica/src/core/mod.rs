@@ -29,6 +29,7 @@ pub mod quorum;
 pub mod state;
 
 mod collect;
+mod lease;
 mod paxos;
 mod proxy;
 mod recovery;
@@ -42,7 +43,9 @@ use std::collections::VecDeque;
 use metadata_client::wire::{RequestFrame, ResponseFrame, TenantId};
 use serde::{Deserialize, Serialize};
 
-pub use message::{Epochs, OpId, OptReadReply, PeerMessage, ProposeAnswer, WriteAck};
+pub use message::{
+    Epochs, Holder, LeaseReq, OpId, OptReadReply, PeerMessage, ProposeAnswer, WriteAck,
+};
 pub use policy::{
     ChangeOutcome, EntryOutcome, FileState, PolicyEntry, PolicyState, PolicyView, ShareState,
 };
@@ -98,6 +101,14 @@ pub struct Timing {
     /// A client operation not finished after this long is answered
     /// `Unavailable` (PX-9).
     pub op_deadline_ms: Millis,
+    /// Longest read lease a replica grants, and how long it holds back
+    /// writes after it starts (LEASE-R1, R3). 0 turns leases off.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: Millis,
+}
+
+fn default_lease_ms() -> Millis {
+    Timing::default().lease_ms
 }
 
 impl Default for Timing {
@@ -109,6 +120,7 @@ impl Default for Timing {
             recovery_retry_ms: 200,
             ack_window_ms: 1_000,
             op_deadline_ms: 5_000,
+            lease_ms: 1_000,
         }
     }
 }
@@ -124,6 +136,15 @@ pub struct Faults {
     pub stabilize_read_timestamp: bool,
     /// Clear the suspicious flag at start without recovering.
     pub skip_recovery: bool,
+    /// Report a lease to the client with one grant fewer than LEASE-P1 needs.
+    #[serde(default)]
+    pub lease_quorum_minus_one: bool,
+    /// Forget LEASE-R3: accept writes at once after a restart.
+    #[serde(default)]
+    pub lease_skip_restart_wait: bool,
+    /// Forget LEASE-R2: grant leases but never hold a write back.
+    #[serde(default)]
+    pub lease_no_hold: bool,
 }
 
 /// Static configuration of the cluster, identical at every replica.
@@ -189,6 +210,12 @@ impl ClusterConfig {
                 "op_deadline_ms must be at least rpc_retry_ms".into(),
             ));
         }
+        if t.lease_ms > u64::from(u32::MAX) || t.lease_ms.saturating_mul(2) > t.op_deadline_ms {
+            return Err(ConfigError::Timing(format!(
+                "lease_ms ({}) must be at most half of op_deadline_ms ({}): a write may wait a whole lease",
+                t.lease_ms, t.op_deadline_ms
+            )));
+        }
         Ok(q.with_read_minus_one(self.faults.read_quorum_minus_one))
     }
 
@@ -209,6 +236,8 @@ pub enum Timer {
     Recovery,
     /// Retransmit / deadline check of one client operation (Q-2, PX-9).
     Op(OpId),
+    /// A lease on this key may have ended: release held writes (LEASE-R2).
+    Lease(metadata_client::wire::Key),
 }
 
 /// What the runtime must do. See the module docs for the ordering contract.
@@ -244,6 +273,8 @@ pub struct NodeStatus {
     pub keys: usize,
     /// Client operations in progress at this proxy.
     pub ops_in_flight: usize,
+    /// Register writes held back by leases (LEASE-R2, R3).
+    pub writes_held: usize,
 }
 
 /// Deterministic pseudo-random numbers from the start seed (splitmix64).
@@ -305,6 +336,7 @@ pub struct Node {
     paxos: paxos::PaxosVolatile,
     recovery: recovery::RecoveryVolatile,
     proxy: proxy::ProxyVolatile,
+    leases: lease::LeaseVolatile,
 }
 
 impl Node {
@@ -341,6 +373,7 @@ impl Node {
             paxos: paxos::PaxosVolatile::default(),
             recovery: recovery::RecoveryVolatile::default(),
             proxy: proxy::ProxyVolatile::default(),
+            leases: lease::LeaseVolatile::default(),
             cfg: config,
         };
         node.paxos_on_start(now);
@@ -364,6 +397,7 @@ impl Node {
             Timer::Heartbeat => self.paxos_on_heartbeat_timeout(now),
             Timer::Recovery => self.recovery_on_timeout(now),
             Timer::Op(op) => self.proxy_on_op_timeout(now, op),
+            Timer::Lease(key) => self.lease_on_timeout(now, key),
         }
         self.finish(now)
     }
@@ -397,6 +431,7 @@ impl Node {
             executed: self.durable.executed,
             keys: self.durable.registers.len(),
             ops_in_flight: self.proxy.ops_len(),
+            writes_held: self.leases_held(),
         }
     }
 
@@ -425,14 +460,26 @@ impl Node {
                 share,
                 want_value,
                 want_policy,
-            } => self.register_on_query(from, op, attempt, key, share, want_value, want_policy),
+                lease,
+            } => self.register_on_query(
+                now,
+                from,
+                op,
+                attempt,
+                key,
+                share,
+                want_value,
+                want_policy,
+                lease,
+            ),
             M::Write {
                 op,
                 attempt,
                 key,
                 entry,
                 epochs,
-            } => self.register_on_write(now, from, op, attempt, key, entry, epochs),
+                holder,
+            } => self.register_on_write(now, from, op, attempt, key, entry, epochs, holder),
             M::Stabilize { key, version } => self.register_on_stabilize(key, version),
             M::QueryReply {
                 op,
@@ -440,7 +487,9 @@ impl Node {
                 suspicious,
                 register,
                 policy,
-            } => self.proxy_on_query_reply(now, from, op, attempt, suspicious, register, policy),
+                leased,
+            } => self
+                .proxy_on_query_reply(now, from, op, attempt, suspicious, register, policy, leased),
             M::WriteReply {
                 op,
                 attempt,

@@ -12,11 +12,14 @@
 use std::collections::BTreeMap;
 
 use metadata_client::wire::{
-    ErrorKind, Key, Request, RequestFrame, Response, ResponseFrame, ShareId, TenantId, Version,
+    ErrorKind, Key, LeaseAsk, PolicyOp, Request, RequestFrame, Response, ResponseFrame, ShareId,
+    TenantId, Version,
 };
 
 use super::collect::Collector;
-use super::message::{Epochs, OpId, OptReadReply, PeerMessage, ProposeAnswer, WriteAck};
+use super::message::{
+    Epochs, Holder, LeaseReq, OpId, OptReadReply, PeerMessage, ProposeAnswer, WriteAck,
+};
 use super::policy::{ChangeOutcome, EntryOutcome, PolicyEntry, PolicyView};
 use super::state::{RegisterEntry, StoredValue};
 use super::{ClientId, Millis, Node, ReplicaId, Timer};
@@ -24,7 +27,8 @@ use super::{ClientId, Millis, Node, ReplicaId, Timer};
 /// Write rounds refused for epochs before the proxy gives up (PX-7).
 pub const EPOCH_RETRIES: u32 = 3;
 
-type QueryPayload = (Option<RegisterEntry>, Option<OptReadReply>);
+/// A first-round reply: register entry, policy read, lease granted.
+type QueryPayload = (Option<RegisterEntry>, Option<OptReadReply>, bool);
 
 #[derive(Clone, Debug)]
 enum PolicyStep {
@@ -82,6 +86,24 @@ struct ClientOp {
     /// exactly this entry again: some replicas may already hold it, and a
     /// reader may have written it back, so the value must keep its timestamp.
     retry_entry: Option<RegisterEntry>,
+    /// The client's lease request (holder, length).
+    lease: LeaseAsk,
+    /// The policy came from the first round's optimized read (LEASE-P1
+    /// needs the grants and the policy from the same replies).
+    policy_fast: bool,
+    /// LEASE-P2: an answer held back until leases granted before a policy
+    /// change have ended.
+    delayed: Option<(Millis, Response)>,
+}
+
+impl ClientOp {
+    /// The session and attempt this op's register messages are for.
+    fn holder(&self) -> Holder {
+        Holder {
+            id: self.lease.holder,
+            seq: self.request_id,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -176,6 +198,7 @@ impl Node {
             request_id,
             idempotency,
             request,
+            lease,
         } = frame;
         let op_id = self.next_op_id();
         let share = request_share(&request);
@@ -215,6 +238,9 @@ impl Node {
             write_sent: false,
             epoch_retries: 0,
             retry_entry: None,
+            lease,
+            policy_fast: false,
+            delayed: None,
         };
         let needs_query = matches!(op.policy, PolicyStep::Fast);
         self.proxy.ops.insert(op_id, op);
@@ -238,6 +264,10 @@ impl Node {
         };
         let attempt = op.query.next_attempt(now, window);
         let want_value = matches!(op.request, Request::Read { .. });
+        let lease = (want_value && op.lease.ms > 0 && op.lease.holder != 0).then_some(LeaseReq {
+            holder: op.holder(),
+            ms: op.lease.ms,
+        });
         let msg = PeerMessage::Query {
             op: op_id,
             attempt,
@@ -245,6 +275,7 @@ impl Node {
             share: request_share(&op.request),
             want_value,
             want_policy: true,
+            lease,
         };
         self.broadcast(&msg);
     }
@@ -273,6 +304,16 @@ impl Node {
         let Some(op) = self.proxy.ops.get_mut(&op_id) else {
             return;
         };
+        if let Some((until, response)) = &op.delayed {
+            if now >= *until {
+                let response = response.clone();
+                self.proxy_finish(op_id, response);
+            } else {
+                let wait = *until - now;
+                self.set_timer(Timer::Op(op_id), wait);
+            }
+            return;
+        }
         if now >= op.deadline_ms {
             self.proxy_finish(op_id, Response::Error(ErrorKind::Unavailable));
             return;
@@ -280,6 +321,7 @@ impl Node {
         let query_open =
             matches!(op.policy, PolicyStep::Fast) || matches!(op.register, RegStep::Query);
         let mut write_msg = None;
+        let holder = op.holder();
         if let RegStep::Writing {
             entry,
             epochs,
@@ -295,6 +337,7 @@ impl Node {
                 key,
                 entry: entry.clone(),
                 epochs: *epochs,
+                holder,
             });
         }
         let ordered_due = match &op.ordered {
@@ -332,15 +375,20 @@ impl Node {
         suspicious: bool,
         register: Option<RegisterEntry>,
         policy: Option<OptReadReply>,
+        leased: bool,
     ) {
         let window = self.cfg.timing.ack_window_ms;
         let Some(op) = self.proxy.ops.get_mut(&op_id) else {
             return;
         };
-        if op
-            .query
-            .record(now, window, from, attempt, suspicious, (register, policy))
-        {
+        if op.query.record(
+            now,
+            window,
+            from,
+            attempt,
+            suspicious,
+            (register, policy, leased),
+        ) {
             self.proxy_progress(now, op_id);
         }
     }
@@ -390,9 +438,18 @@ impl Node {
                 match (outcome, &op.request) {
                     (
                         EntryOutcome::Change(ChangeOutcome::Changed { epoch }),
-                        Request::ChangePolicy { .. },
+                        Request::ChangePolicy { op: change, .. },
                     ) => {
-                        self.proxy_finish(op_id, Response::PolicyChanged { epoch });
+                        let lease = self.cfg.timing.lease_ms;
+                        if lease > 0 && takes_read_access(change) {
+                            // LEASE-P2: a lease granted before the change was
+                            // chosen may still let its holder read; answer
+                            // once every such lease has ended.
+                            op.delayed = Some((now + lease, Response::PolicyChanged { epoch }));
+                            self.set_timer(Timer::Op(op_id), lease);
+                        } else {
+                            self.proxy_finish(op_id, Response::PolicyChanged { epoch });
+                        }
                     }
                     (
                         EntryOutcome::Change(ChangeOutcome::Refused(e)),
@@ -413,12 +470,47 @@ impl Node {
     }
 
     fn proxy_finish(&mut self, op_id: OpId, response: Response) {
+        self.proxy_finish_leased(op_id, response, 0);
+    }
+
+    fn proxy_finish_leased(&mut self, op_id: OpId, response: Response, lease_ms: u32) {
         if let Some(op) = self.proxy.ops.remove(&op_id) {
             let frame = ResponseFrame {
                 request_id: op.request_id,
                 response,
+                lease_ms,
             };
             self.reply(op.client, frame);
+        }
+    }
+
+    /// LEASE-P1: the lease to report for a finished read — the length asked
+    /// for (capped by the cluster's), if the policy came from the same first
+    /// round and enough replicas in it granted the lease that every write
+    /// quorum holds one of them: `N − W_Q + 1`. A grant counts only from a
+    /// replica whose reply held nothing newer than the value returned: a
+    /// newer write it had already stored could otherwise complete during
+    /// the lease.
+    fn lease_granted(&self, now: Millis, op: &ClientOp, read: Option<Version>) -> u32 {
+        let max = u32::try_from(self.cfg.timing.lease_ms).unwrap_or(u32::MAX);
+        if max == 0 || op.lease.ms == 0 || !op.policy_fast {
+            return 0;
+        }
+        let window = self.cfg.timing.ack_window_ms;
+        let grants = op
+            .query
+            .valid(now, window)
+            .filter(|(_, _, p)| p.2 && p.0.as_ref().map(|e| e.version) <= read)
+            .count();
+        let grants = u32::try_from(grants).unwrap_or(0);
+        let mut needed = self.q.n() - self.q.write() + 1;
+        if self.cfg.faults.lease_quorum_minus_one {
+            needed -= 1;
+        }
+        if grants >= needed {
+            op.lease.ms.min(max)
+        } else {
+            0
         }
     }
 
@@ -513,6 +605,7 @@ impl Node {
                 Some(Some(view)) => {
                     if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                         op.policy = PolicyStep::Known(view);
+                        op.policy_fast = true;
                     }
                 }
                 Some(None) => {
@@ -553,12 +646,16 @@ impl Node {
                     let mut acks = Collector::default();
                     let attempt = acks.next_attempt(now, window);
                     let k = key.unwrap_or(Key([0; 16]));
+                    // The reader's own lease (granted in this round) must not
+                    // hold back its write-back.
+                    let holder = op.holder();
                     let msg = PeerMessage::Write {
                         op: op_id,
                         attempt,
                         key: k,
                         entry: entry.clone(),
                         epochs: None,
+                        holder,
                     };
                     if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                         op.register = RegStep::Writing {
@@ -689,15 +786,26 @@ impl Node {
                     return;
                 }
                 if let RegStep::ReadDone { result } = reg {
-                    let response = match is_live(result) {
-                        None => Response::Error(ErrorKind::NotFound),
-                        Some(e) if e.value.share != share => Response::Error(ErrorKind::Denied),
-                        Some(e) => Response::Value {
-                            value: e.value.data.clone().unwrap_or_default(),
-                            version: e.version,
-                        },
+                    let (response, leasable) = match is_live(result) {
+                        None => (Response::Error(ErrorKind::NotFound), true),
+                        Some(e) if e.value.share != share => {
+                            (Response::Error(ErrorKind::Denied), false)
+                        }
+                        Some(e) => (
+                            Response::Value {
+                                value: e.value.data.clone().unwrap_or_default(),
+                                version: e.version,
+                            },
+                            true,
+                        ),
                     };
-                    self.proxy_finish(op_id, response);
+                    let read_version = result.as_ref().map(|e| e.version);
+                    let lease_ms = if leasable {
+                        self.lease_granted(now, op, read_version)
+                    } else {
+                        0
+                    };
+                    self.proxy_finish_leased(op_id, response, lease_ms);
                 }
             }
             (Request::Write { .. } | Request::Delete { .. }, RegStep::Ready { current }) => {
@@ -732,6 +840,7 @@ impl Node {
                     return;
                 }
                 let creator = live.map_or(tenant.clone(), |c| c.value.creator.clone());
+                let holder = op.holder();
                 let epochs = Epochs {
                     share,
                     share_epoch: view.share_epoch(),
@@ -771,6 +880,7 @@ impl Node {
                     key: k,
                     entry: entry.clone(),
                     epochs: Some(epochs),
+                    holder,
                 };
                 if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                     op.register = RegStep::Writing {
@@ -786,4 +896,10 @@ impl Node {
             _ => {}
         }
     }
+}
+
+/// Policy changes after which a tenant may read less than before: their
+/// answers wait out the leases granted before them (LEASE-P2).
+fn takes_read_access(op: &PolicyOp) -> bool {
+    matches!(op, PolicyOp::Revoke { .. } | PolicyOp::TransferOwner { .. })
 }

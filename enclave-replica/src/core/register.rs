@@ -3,7 +3,8 @@
 
 use metadata_client::wire::{Key, ShareId, Version};
 
-use super::message::{Epochs, OpId, OptReadReply, PeerMessage, WriteAck};
+use super::lease::HeldWrite;
+use super::message::{Epochs, Holder, LeaseReq, OpId, OptReadReply, PeerMessage, WriteAck};
 use super::state::{Record, RegisterEntry};
 use super::{Millis, Node, ReplicaId};
 
@@ -22,6 +23,7 @@ impl Node {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn register_on_query(
         &mut self,
+        now: Millis,
         from: ReplicaId,
         op: OpId,
         attempt: u32,
@@ -29,7 +31,13 @@ impl Node {
         share: ShareId,
         want_value: bool,
         want_policy: bool,
+        lease: Option<LeaseReq>,
     ) {
+        // LEASE-R1: grant before answering, so the grant covers the answer.
+        let leased = match (lease, key.as_ref()) {
+            (Some(l), Some(k)) => self.lease_grant(now, k, l.holder, l.ms),
+            _ => false,
+        };
         let register = key.and_then(|k| self.durable.registers.get(&k)).map(|e| {
             let mut e = e.clone();
             if !want_value {
@@ -55,6 +63,7 @@ impl Node {
                 suspicious,
                 register,
                 policy,
+                leased,
             },
         );
     }
@@ -63,6 +72,8 @@ impl Node {
     /// Writes carrying epochs are refused (PX-6) when the epochs differ from
     /// our executed policy state, when we have a pending accept on the share,
     /// or while we are suspicious (our policy state may be rolled back).
+    /// A write that a lease holds back (LEASE-R2, R3) is neither stored nor
+    /// answered until the lease ends.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn register_on_write(
         &mut self,
@@ -73,7 +84,19 @@ impl Node {
         key: Key,
         entry: RegisterEntry,
         epochs: Option<Epochs>,
+        holder: Holder,
     ) {
+        let write = HeldWrite {
+            from,
+            op,
+            attempt,
+            entry,
+            epochs,
+            holder,
+        };
+        let Some(HeldWrite { entry, epochs, .. }) = self.lease_hold(now, key, write) else {
+            return;
+        };
         let suspicious = self.flag();
         if let Some(e) = epochs {
             let view = self.durable.policy.view(&e.share, Some(&key));

@@ -5,7 +5,8 @@
 //!   [`harness::Cluster`](super::harness::Cluster).
 
 use metadata_client::wire::{
-    Access, ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ShareId, TenantId, Version,
+    Access, ErrorKind, Key, LeaseAsk, PolicyOp, Request, RequestFrame, Response, ShareId, TenantId,
+    Version,
 };
 
 use super::harness::Cluster;
@@ -13,8 +14,12 @@ use super::*;
 
 const ME: ReplicaId = 1;
 
+/// Leases off: most steps are tested on a node just started, which leases
+/// would hold back (LEASE-R3); the lease tests turn them on.
 fn cfg(mode: Mode) -> ClusterConfig {
-    ClusterConfig::new(mode, 2, 2).expect("valid config")
+    let mut c = ClusterConfig::new(mode, 2, 2).expect("valid config");
+    c.timing.lease_ms = 0;
+    c
 }
 
 /// A replica that is not suspicious (recovery skipped), drained of its start
@@ -101,6 +106,7 @@ fn abd_q1_query_reply_carries_entry_policy_and_suspicious_flag() {
         share: ShareId([1; 16]),
         want_value: true,
         want_policy: true,
+        lease: None,
     };
     let out = node.on_message(10, 2, q);
     let expected = PeerMessage::QueryReply {
@@ -113,6 +119,7 @@ fn abd_q1_query_reply_carries_entry_policy_and_suspicious_flag() {
             pending: false,
             view: PolicyView::default(),
         }),
+        leased: false,
     };
     assert_eq!(
         out,
@@ -132,6 +139,7 @@ fn abd_w2_store_higher_timestamp_persist_before_ack() {
         key: key(),
         entry: entry(5, b"x"),
         epochs: None,
+        holder: Holder::NONE,
     };
     let out = node.on_message(10, 3, w);
     assert_eq!(
@@ -159,6 +167,7 @@ fn abd_w2_store_higher_timestamp_persist_before_ack() {
         key: key(),
         entry: entry(4, b"old"),
         epochs: None,
+        holder: Holder::NONE,
     };
     let out = node.on_message(11, 3, w);
     assert_eq!(
@@ -191,6 +200,7 @@ fn abd_s1_stabilize_marks_only_the_named_timestamp() {
             key: key(),
             entry: entry(5, b"x"),
             epochs: None,
+            holder: Holder::NONE,
         },
     );
     let out = node.on_message(
@@ -234,6 +244,7 @@ fn px_6_write_with_other_epochs_is_refused_and_not_stored() {
         key: key(),
         entry: entry(5, b"x"),
         epochs: Some(epochs),
+        holder: Holder::NONE,
     };
     let out = node.on_message(10, 3, w);
     let ack = WriteAck::EpochMismatch {
@@ -269,6 +280,7 @@ fn px_6_suspicious_replica_refuses_epoch_checked_writes() {
         key: key(),
         entry: entry(5, b"x"),
         epochs: Some(epochs),
+        holder: Holder::NONE,
     };
     let out = node.on_message(10, 3, w);
     let ack = WriteAck::EpochMismatch {
@@ -427,6 +439,7 @@ fn paxos_a2_accept_persisted_before_accepted_and_r1_reports_pending() {
         share,
         want_value: false,
         want_policy: true,
+        lease: None,
     };
     let out = node.on_message(6, 3, q);
     let Some(Command::Send {
@@ -447,6 +460,7 @@ fn paxos_a2_accept_persisted_before_accepted_and_r1_reports_pending() {
         share: ShareId([2; 16]),
         want_value: false,
         want_policy: true,
+        lease: None,
     };
     let out = node.on_message(6, 3, q);
     let Some(Command::Send {
@@ -515,6 +529,7 @@ fn rec_1_digest_reply_describes_registers_and_paxos_state() {
             key: key(),
             entry: entry(5, b"x"),
             epochs: None,
+            holder: Holder::NONE,
         },
     );
     let out = node.on_message(2, 3, PeerMessage::DigestRequest { round: 4 });
@@ -550,6 +565,7 @@ fn rec_3_fetch_returns_only_newer_entries() {
             key: key(),
             entry: entry(5, b"x"),
             epochs: None,
+            holder: Holder::NONE,
         },
     );
     let same = vec![(7u16, vec![(key(), Version { seq: 5, writer: 2 })])];
@@ -618,7 +634,7 @@ const MS: Millis = 20_000;
 /// A cluster past its start-up recovery, with a leader and a share owned by
 /// "alice" on which "bob" may write.
 fn ready_cluster(mode: Mode) -> Cluster {
-    ready_cluster_with(cfg(mode))
+    ready_cluster_with(ClusterConfig::new(mode, 2, 2).expect("valid config"))
 }
 
 fn ready_cluster_with(config: ClusterConfig) -> Cluster {
@@ -988,6 +1004,7 @@ fn pol_6_retried_change_with_same_token_applies_once() {
                 tenant: TenantId("carol".into()),
             },
         },
+        lease: LeaseAsk::NONE,
     };
     assert_eq!(
         c.request_frame(1, "alice", frame.clone(), MS),
@@ -1233,6 +1250,7 @@ mod decode_props {
                 key: key(),
                 entry: entry(4, b"w"),
                 epochs: None,
+                holder: Holder::NONE,
             }
             .encode(),
             PeerMessage::DigestReply {
@@ -1333,4 +1351,429 @@ mod decode_props {
         assert!(low.accepted.is_empty());
         assert!(!st.apply(&snap));
     }
+}
+
+// ---- Read leases (LEASE-*) ----
+
+const LEASE: Millis = 1_000;
+const READER: u64 = 0x11;
+
+fn leased_read(
+    c: &mut Cluster,
+    proxy: ReplicaId,
+    tenant: &str,
+    holder: u64,
+) -> Option<(Response, u32)> {
+    let ask = LeaseAsk {
+        holder,
+        ms: LEASE as u32,
+    };
+    c.request_leased(
+        proxy,
+        tenant,
+        Request::Read {
+            share: SHARE,
+            key: key(),
+        },
+        ask,
+        MS,
+    )
+}
+
+fn value_of(r: &Response) -> Option<&[u8]> {
+    match r {
+        Response::Value { value, .. } => Some(value),
+        _ => None,
+    }
+}
+
+#[test]
+fn lease_p1_a_read_is_leased_and_another_writer_waits_until_it_ends() {
+    let mut c = ready_cluster(Mode::Rr);
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"v1"),
+        Some(Response::Written { .. })
+    ));
+    let (r, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
+    assert_eq!(value_of(&r), Some(&b"v1"[..]));
+    assert_eq!(lease, LEASE as u32);
+    let granted_at = c.now();
+    // Another writer's write is stored nowhere a lease holds it until the
+    // lease ends (LEASE-R2)...
+    let id = c.submit(
+        3,
+        "alice",
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"v2".to_vec(),
+        },
+    );
+    c.run_for(LEASE - 100);
+    assert_eq!(c.reply_for(3, id), None, "a write completed during a lease");
+    assert!(c.node(1).is_some_and(|n| n.status().writes_held > 0));
+    // ...and completes once it has.
+    c.run_for(300);
+    assert!(matches!(c.reply_for(3, id), Some(Response::Written { .. })));
+    assert!(c.now() >= granted_at + LEASE);
+    assert_eq!(read_value(&mut c, 4, "bob"), Some(b"v2".to_vec()));
+}
+
+#[test]
+fn lease_r2_the_holders_own_write_is_not_held_back() {
+    let mut c = ready_cluster(Mode::Rr);
+    let (_, lease) = leased_read(&mut c, 2, "alice", READER).expect("read answered");
+    assert_eq!(lease, LEASE as u32, "a missing key is leased too");
+    let frame = RequestFrame {
+        request_id: 777,
+        idempotency: [7; 16],
+        request: Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"mine".to_vec(),
+        },
+        lease: LeaseAsk {
+            holder: READER,
+            ms: 0,
+        },
+    };
+    let r = c.request_frame(2, "alice", frame, 100);
+    assert!(
+        matches!(r, Some(Response::Written { .. })),
+        "own write held: {r:?}"
+    );
+}
+
+#[test]
+fn lease_r4_no_grant_while_a_write_of_the_key_is_held() {
+    let mut c = ready_cluster(Mode::Rr);
+    let (_, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
+    assert_eq!(lease, LEASE as u32);
+    let id = c.submit(
+        3,
+        "alice",
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"v2".to_vec(),
+        },
+    );
+    c.run_for(100);
+    // A second reader is answered, but gets no lease: the held write must not
+    // wait behind a stream of new leases.
+    let (_, second) = leased_read(&mut c, 4, "bob", 0x23).expect("read answered");
+    assert_eq!(second, 0);
+    c.run_for(LEASE);
+    assert!(matches!(c.reply_for(3, id), Some(Response::Written { .. })));
+}
+
+#[test]
+fn lease_p1_denied_reads_and_requests_without_a_holder_get_no_lease() {
+    let mut c = ready_cluster(Mode::Rr);
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"v1"),
+        Some(Response::Written { .. })
+    ));
+    let (r, lease) = leased_read(&mut c, 2, "mallory", READER).expect("read answered");
+    assert_eq!((r, lease), (Response::Error(ErrorKind::Denied), 0));
+    let (_, lease) = leased_read(&mut c, 2, "bob", 0).expect("read answered");
+    assert_eq!(lease, 0);
+    let (r, lease) = c
+        .request_leased(
+            2,
+            "bob",
+            Request::Read {
+                share: SHARE,
+                key: key(),
+            },
+            LeaseAsk::NONE,
+            MS,
+        )
+        .expect("read");
+    assert_eq!((value_of(&r), lease), (Some(&b"v1"[..]), 0));
+}
+
+#[test]
+fn lease_r1_the_cluster_caps_the_length_asked_for() {
+    let mut config = cfg(Mode::Rr);
+    config.timing.lease_ms = 300;
+    let mut c = ready_cluster_with(config);
+    let (_, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
+    assert_eq!(lease, 300);
+    let id = c.submit(
+        3,
+        "alice",
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"v2".to_vec(),
+        },
+    );
+    c.run_for(350);
+    assert!(matches!(c.reply_for(3, id), Some(Response::Written { .. })));
+}
+
+#[test]
+fn lease_off_grants_nothing_and_holds_nothing() {
+    let mut config = cfg(Mode::Rr);
+    config.timing.lease_ms = 0;
+    let mut c = ready_cluster_with(config);
+    let (_, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
+    assert_eq!(lease, 0);
+    let r = c.request(
+        3,
+        "alice",
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"v2".to_vec(),
+        },
+        100,
+    );
+    assert!(matches!(r, Some(Response::Written { .. })));
+}
+
+#[test]
+fn lease_p2_a_revoke_is_answered_only_after_earlier_leases_ended() {
+    let mut c = ready_cluster(Mode::Rr);
+    let id = c.submit(
+        1,
+        "alice",
+        Request::ChangePolicy {
+            share: SHARE,
+            op: PolicyOp::Revoke {
+                tenant: TenantId("bob".into()),
+            },
+        },
+    );
+    c.run_for(LEASE - 100);
+    assert_eq!(
+        c.reply_for(1, id),
+        None,
+        "revoke answered while a lease may last"
+    );
+    c.run_for(300);
+    assert_eq!(
+        c.reply_for(1, id),
+        Some(Response::PolicyChanged { epoch: 3 })
+    );
+    // A grant is not a take-away: answered at once.
+    let grant = PolicyOp::Grant {
+        tenant: TenantId("carol".into()),
+        access: Access::Read,
+    };
+    assert_eq!(
+        c.request(
+            1,
+            "alice",
+            Request::ChangePolicy {
+                share: SHARE,
+                op: grant
+            },
+            100
+        ),
+        Some(Response::PolicyChanged { epoch: 4 })
+    );
+}
+
+/// A started node with leases on (recovery skipped), drained of its start
+/// commands.
+fn leasing_node(faults: impl FnOnce(&mut Faults)) -> Node {
+    let mut c = cfg(Mode::Rr);
+    c.timing.lease_ms = LEASE;
+    c.faults.skip_recovery = true;
+    faults(&mut c.faults);
+    Node::start(c, ME, DurableState::default(), 0, 1).0
+}
+
+fn write_msg(id: u64, seq: u64) -> PeerMessage {
+    PeerMessage::Write {
+        op: 9,
+        attempt: 1,
+        key: key(),
+        entry: entry(5, b"w"),
+        epochs: None,
+        holder: Holder { id, seq },
+    }
+}
+
+fn write_replies(commands: &[Command]) -> usize {
+    sends(commands)
+        .iter()
+        .filter(|(_, m)| matches!(m, PeerMessage::WriteReply { .. }))
+        .count()
+}
+
+#[test]
+fn lease_r3_a_started_replica_holds_every_write_for_one_lease() {
+    let mut node = leasing_node(|_| {});
+    let out = node.on_message(10, 2, write_msg(READER, 1));
+    assert_eq!(
+        write_replies(&out),
+        0,
+        "a write answered inside the start-up wait"
+    );
+    assert!(!out.iter().any(|c| matches!(c, Command::Persist(_))));
+    assert!(out.contains(&Command::SetTimer {
+        timer: Timer::Lease(key()),
+        after_ms: LEASE - 10
+    }));
+    assert_eq!(node.status().writes_held, 1);
+    // A retransmission replaces the held copy: one answer per round.
+    let out = node.on_message(20, 2, write_msg(READER, 1));
+    assert_eq!(write_replies(&out), 0);
+    assert_eq!(node.status().writes_held, 1);
+    let out = node.on_timeout(LEASE, Timer::Lease(key()));
+    assert_eq!(write_replies(&out), 1);
+    assert!(out.iter().any(|c| matches!(c, Command::Persist(_))));
+    assert_eq!(node.status().writes_held, 0);
+}
+
+#[test]
+fn lease_r3_fault_skipping_the_start_up_wait_answers_at_once() {
+    let mut node = leasing_node(|f| f.lease_skip_restart_wait = true);
+    let out = node.on_message(10, 2, write_msg(READER, 1));
+    assert_eq!(write_replies(&out), 1);
+}
+
+#[test]
+fn lease_r1_r2_a_grant_holds_other_holders_and_ends_on_our_clock() {
+    let mut node = leasing_node(|_| {});
+    let t0 = LEASE + 5;
+    let q = PeerMessage::Query {
+        op: 4,
+        attempt: 1,
+        key: Some(key()),
+        share: ShareId([1; 16]),
+        want_value: true,
+        want_policy: false,
+        lease: Some(LeaseReq {
+            holder: Holder {
+                id: READER,
+                seq: 50,
+            },
+            ms: 400,
+        }),
+    };
+    let out = node.on_message(t0, 2, q);
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, PeerMessage::QueryReply { leased: true, .. }))
+    );
+    // The holder's own later write (or its read's write-back) passes...
+    assert_eq!(
+        write_replies(&node.on_message(t0 + 1, 2, write_msg(READER, 50))),
+        1
+    );
+    assert_eq!(
+        write_replies(&node.on_message(t0 + 1, 5, write_msg(READER, 51))),
+        1
+    );
+    // ...another holder's waits, and so do an anonymous write and an attempt
+    // the holder sent before the read (it may have given up on it).
+    let out = node.on_message(t0 + 2, 3, write_msg(0x99, 60));
+    assert_eq!(write_replies(&out), 0);
+    assert!(out.contains(&Command::SetTimer {
+        timer: Timer::Lease(key()),
+        after_ms: 398
+    }));
+    assert_eq!(
+        write_replies(&node.on_message(t0 + 3, 4, write_msg(0, 0))),
+        0
+    );
+    let early_write = match write_msg(READER, 49) {
+        PeerMessage::Write {
+            attempt,
+            key,
+            entry,
+            epochs,
+            holder,
+            ..
+        } => PeerMessage::Write {
+            op: 3,
+            attempt,
+            key,
+            entry,
+            epochs,
+            holder,
+        },
+        other => other,
+    };
+    assert_eq!(write_replies(&node.on_message(t0 + 3, 2, early_write)), 0);
+    assert_eq!(node.status().writes_held, 3);
+    assert_eq!(
+        write_replies(&node.on_timeout(t0 + 400, Timer::Lease(key()))),
+        3
+    );
+}
+
+/// Restarts forget grants. Without LEASE-R3 a write completes while a lease
+/// the cluster reported still lasts; with it, the write waits the lease out.
+/// (Four replicas restart at once, so the lease is long enough to outlast
+/// their recovery.)
+const LONG_LEASE: Millis = 2_000;
+
+fn write_during_lease_after_restarts(skip_wait: bool) -> (Millis, Millis) {
+    let mut config = ClusterConfig::new(Mode::Rr, 2, 2).expect("valid config");
+    config.timing.lease_ms = LONG_LEASE;
+    config.faults.lease_skip_restart_wait = skip_wait;
+    let mut c = ready_cluster_with(config);
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"v1"),
+        Some(Response::Written { .. })
+    ));
+    let ask = LeaseAsk {
+        holder: READER,
+        ms: LONG_LEASE as u32,
+    };
+    let (_, lease) = c
+        .request_leased(
+            2,
+            "bob",
+            Request::Read {
+                share: SHARE,
+                key: key(),
+            },
+            ask,
+            MS,
+        )
+        .expect("read answered");
+    assert_eq!(lease, LONG_LEASE as u32);
+    let granted_at = c.now();
+    for id in [1, 3, 4, 5] {
+        let state = c.sealed(id);
+        c.restart(id, state);
+    }
+    let id = c.submit(
+        2,
+        "alice",
+        Request::Write {
+            share: SHARE,
+            key: key(),
+            value: b"v2".to_vec(),
+        },
+    );
+    for _ in 0..100 {
+        c.run_for(20);
+        if c.reply_for(2, id).is_some() {
+            return (granted_at, c.now());
+        }
+    }
+    panic!("write never answered");
+}
+
+#[test]
+fn lease_r3_restarted_replicas_wait_out_leases_they_forgot() {
+    let (granted_at, written_at) = write_during_lease_after_restarts(false);
+    assert!(
+        written_at >= granted_at + LONG_LEASE,
+        "write completed at {written_at}, lease from {granted_at}"
+    );
+    // The planted fault: the same write completes inside the lease.
+    let (granted_at, written_at) = write_during_lease_after_restarts(true);
+    assert!(
+        written_at < granted_at + LONG_LEASE,
+        "fault not effective: {written_at} vs {granted_at}"
+    );
 }

@@ -20,8 +20,8 @@
 use bytes::BytesMut;
 use metadata_client::transport::{DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError};
 use metadata_client::wire::{
-    self, Access, ErrorKind, Key, PolicyOp, Request, RequestFrame, Response, ResponseFrame,
-    ShareId, SharePolicy, TenantId, Version,
+    self, Access, ErrorKind, Key, LeaseAsk, PolicyOp, Request, RequestFrame, Response,
+    ResponseFrame, ShareId, SharePolicy, TenantId, Version,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -97,6 +97,14 @@ pub fn request_fixtures() -> Vec<RequestFrame> {
             request_id: ((i as u64) << 40) | 3,
             idempotency: [i as u8; 16],
             request,
+            lease: if i % 2 == 0 {
+                LeaseAsk::NONE
+            } else {
+                LeaseAsk {
+                    holder: (i as u64) << 20 | 1,
+                    ms: 900,
+                }
+            },
         })
         .collect()
 }
@@ -137,6 +145,7 @@ pub fn response_fixtures() -> Vec<ResponseFrame> {
         .map(|(i, response)| ResponseFrame {
             request_id: i as u64 * 1000,
             response,
+            lease_ms: (i as u32 % 3) * 500,
         })
         .collect()
 }

@@ -28,6 +28,12 @@ enum BugArg {
     StabilizeReadTimestamp,
     /// A restarted replica clears its suspicious flag without recovering.
     SkipRecovery,
+    /// Report a read lease with one grant fewer than LEASE-P1 needs.
+    LeaseQuorumMinusOne,
+    /// A restarted replica accepts writes at once, forgetting LEASE-R3.
+    LeaseSkipRestartWait,
+    /// Replicas grant leases but never hold a write back (LEASE-R2 off).
+    LeaseNoHold,
 }
 
 #[derive(Parser, Debug)]
@@ -59,6 +65,9 @@ struct Args {
     /// Restart only with the latest sealed state.
     #[arg(long = "no-rollbacks")]
     no_rollbacks: bool,
+    /// Clients ask for no read leases (and replicas grant none).
+    #[arg(long = "no-leases")]
+    no_leases: bool,
     /// Enable a deliberate bug in the cores (to see the checker catch it);
     /// may be repeated.
     #[arg(long, value_enum)]
@@ -91,11 +100,15 @@ fn main() -> ExitCode {
         cfg.fault_phase_ms = ms;
     }
     cfg.rollbacks = !args.no_rollbacks;
+    cfg.leases = !args.no_leases;
     for bug in &args.bug {
         match bug {
             BugArg::ReadQuorumMinusOne => cfg.bugs.read_quorum_minus_one = true,
             BugArg::StabilizeReadTimestamp => cfg.bugs.stabilize_read_timestamp = true,
             BugArg::SkipRecovery => cfg.bugs.skip_recovery = true,
+            BugArg::LeaseQuorumMinusOne => cfg.bugs.lease_quorum_minus_one = true,
+            BugArg::LeaseSkipRestartWait => cfg.bugs.lease_skip_restart_wait = true,
+            BugArg::LeaseNoHold => cfg.bugs.lease_no_hold = true,
         }
     }
     cfg.trace = args.trace || args.trace_messages;
@@ -146,7 +159,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} policy_changes={} crashes={} rollbacks={} empty_restarts={} partitions={}",
+        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} lease_hits={} policy_changes={} crashes={} rollbacks={} empty_restarts={} partitions={}",
         mode,
         args.mr,
         args.f,
@@ -158,6 +171,7 @@ fn main() -> ExitCode {
         totals.ops_completed,
         totals.writes_ok,
         totals.reads_with_value,
+        totals.lease_hits,
         totals.policy_changes_ok,
         totals.crashes,
         totals.restarts_rolled_back,
@@ -176,6 +190,7 @@ fn accumulate(t: &mut teemsfs_tests::sim::Stats, s: &teemsfs_tests::sim::Stats) 
     t.ops_completed += s.ops_completed;
     t.writes_ok += s.writes_ok;
     t.reads_with_value += s.reads_with_value;
+    t.lease_hits += s.lease_hits;
     t.policy_changes_ok += s.policy_changes_ok;
     t.crashes += s.crashes;
     t.restarts_rolled_back += s.restarts_rolled_back;

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use metadata_client::lease::{LeaseCache, ReadTicket};
 use metadata_client::wire::{Access, Key, PolicyOp, Request, ShareId, TenantId};
 use rand::Rng;
 
@@ -115,6 +116,8 @@ pub struct Waiting {
     pub idempotency: [u8; 16],
     /// Only the timeout event carrying this token is live.
     pub timeout_token: u64,
+    /// A read asking for a lease: where it started in the lease cache.
+    pub lease_ticket: Option<ReadTicket>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +134,10 @@ pub struct SimClient {
     pub logical_ops: u64,
     /// Set after a `NotWriter` refusal: take over the key next.
     pub acquire_next: Option<Key>,
+    /// Lease holder id (0: this client asks for no leases).
+    pub holder: u64,
+    /// Leased read answers, exactly as a real session keeps them.
+    pub leases: LeaseCache,
 }
 
 impl SimClient {
@@ -144,6 +151,8 @@ impl SimClient {
             next_request_id: 1,
             logical_ops: 0,
             acquire_next: None,
+            holder: 0,
+            leases: LeaseCache::default(),
         }
     }
 

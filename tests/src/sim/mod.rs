@@ -77,6 +77,18 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
     if cfg.bugs.skip_recovery {
         cmd.push_str(" --bug skip-recovery");
     }
+    if cfg.bugs.lease_quorum_minus_one {
+        cmd.push_str(" --bug lease-quorum-minus-one");
+    }
+    if cfg.bugs.lease_skip_restart_wait {
+        cmd.push_str(" --bug lease-skip-restart-wait");
+    }
+    if cfg.bugs.lease_no_hold {
+        cmd.push_str(" --bug lease-no-hold");
+    }
+    if !cfg.leases {
+        cmd.push_str(" --no-leases");
+    }
     cmd.push_str(" --trace");
     cmd
 }

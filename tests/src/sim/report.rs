@@ -60,6 +60,8 @@ pub struct Stats {
     pub reads_with_value: u64,
     pub writes_ok: u64,
     pub policy_changes_ok: u64,
+    /// Reads a client answered from a lease, without a message.
+    pub lease_hits: u64,
     pub end_ms: u64,
 }
 

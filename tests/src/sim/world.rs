@@ -25,8 +25,9 @@ use enclave_replica::core::{
     ClusterConfig, Command, DurableState, Faults, Mode, Node, PeerMessage, PolicyState, Record,
     Timer,
 };
+use metadata_client::lease::Leased;
 use metadata_client::wire::{
-    ErrorKind, PolicyOp, Request, RequestFrame, Response, ResponseFrame, TenantId,
+    ErrorKind, LeaseAsk, PolicyOp, Request, RequestFrame, Response, ResponseFrame, TenantId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -67,6 +68,9 @@ pub struct SimConfig {
     /// Test-only bug switches of the cores (all off by default), to show
     /// the checker catches them.
     pub bugs: Faults,
+    /// Workload clients ask for read leases and answer reads from them, as
+    /// the real session does (the replicas' `lease_ms` is 0 otherwise).
+    pub leases: bool,
     /// Record a human-readable trace (for replaying a failing seed).
     pub trace: bool,
     /// Also trace every message delivered (very long).
@@ -87,6 +91,7 @@ impl SimConfig {
             client_timeout_ms: 800,
             rollbacks: true,
             bugs: Faults::default(),
+            leases: true,
             trace: false,
             trace_messages: false,
         }
@@ -191,6 +196,8 @@ pub struct World {
     partition_generation: u64,
     next_value: u64,
     timeout_tokens: u64,
+    /// Simulated time 0 on the lease caches' clock.
+    epoch: std::time::Instant,
     /// Policy state after each executed slot, as first seen (agreement).
     decided: BTreeMap<u64, (usize, PolicyState)>,
     hasher: DefaultHasher,
@@ -204,6 +211,9 @@ impl World {
         let mut cluster =
             ClusterConfig::new(cfg.mode, cfg.m_r, cfg.f).map_err(|e| e.to_string())?;
         cluster.faults = cfg.bugs.clone();
+        if !cfg.leases {
+            cluster.timing.lease_ms = 0;
+        }
         let n = cluster.n as usize;
         let replicas = (0..n)
             .map(|_| Replica {
@@ -219,11 +229,12 @@ impl World {
             .collect();
         let mut clients = Vec::new();
         for c in 0..cfg.clients {
-            clients.push(SimClient::new(
-                tenant_of_client(c, cfg.clients),
-                c % n,
-                cfg.ops_per_client,
-            ));
+            let mut client =
+                SimClient::new(tenant_of_client(c, cfg.clients), c % n, cfg.ops_per_client);
+            if cfg.leases {
+                client.holder = c as u64 + 1;
+            }
+            clients.push(client);
         }
         let auditor = clients.len();
         clients.push(SimClient::new(tenant(0), 0, 0));
@@ -246,6 +257,7 @@ impl World {
             partition_generation: 0,
             next_value: 1,
             timeout_tokens: 0,
+            epoch: std::time::Instant::now(),
             decided: BTreeMap::new(),
             hasher: DefaultHasher::new(),
             stats: Stats::default(),
@@ -836,8 +848,62 @@ impl World {
             request_id: 0,
             idempotency,
             timeout_token: 0,
+            lease_ticket: None,
         });
+        if self.answer_from_lease(c) {
+            return;
+        }
         self.send_attempt(c, true);
+    }
+
+    /// Simulated time as the lease cache's clock.
+    fn instant(&self) -> std::time::Instant {
+        self.epoch + std::time::Duration::from_millis(self.now_ms)
+    }
+
+    /// A read the client's lease cache can answer completes at once, without
+    /// a message; it enters the history like any other read.
+    fn answer_from_lease(&mut self, c: usize) -> bool {
+        let Some(Plan::Read(key)) = self.clients[c].waiting.as_ref().map(|w| w.plan.clone()) else {
+            return false;
+        };
+        let now = self.instant();
+        let Some(answer) = self.clients[c].leases.get(now, SHARE, &key) else {
+            return false;
+        };
+        let response = match answer {
+            Leased::Value(value, version) => Response::Value { value, version },
+            Leased::NotFound => Response::Error(ErrorKind::NotFound),
+        };
+        let Some(w) = self.clients[c].waiting.take() else {
+            return false;
+        };
+        self.stats.ops_called += 1;
+        self.seq += 1;
+        let record = self.history.call(
+            c,
+            w.plan.request(None),
+            None,
+            w.idempotency,
+            self.seq,
+            self.now_ms,
+        );
+        self.seq += 1;
+        self.history
+            .complete(record, response.clone(), self.seq, self.now_ms);
+        self.stats.ops_completed += 1;
+        self.stats.lease_hits += 1;
+        if matches!(response, Response::Value { .. }) {
+            self.stats.reads_with_value += 1;
+        }
+        if self.cfg.trace {
+            let line = format!("client {c} (lease): {}", self.history.describe(record));
+            self.trace_line(|| line);
+        }
+        self.online_checks(record);
+        let think = self.rng.random_range(0..30);
+        self.schedule(think, Event::ClientNext { client: c });
+        true
     }
 
     /// Send the current op (again). A register op gets a new record (and a
@@ -880,10 +946,39 @@ impl World {
         w.request_id = request_id;
         self.timeout_tokens += 1;
         w.timeout_token = self.timeout_tokens;
+        // Leases as the real session asks for them: a read asks (unless one
+        // of this client's writes of the key is in flight), and the cache
+        // notes where it started on the first attempt; a write names its
+        // holder and makes the cache forget the key.
+        let holder = self.clients[c].holder;
+        let lease = match (&w.plan, holder) {
+            (_, 0) => LeaseAsk::NONE,
+            (Plan::Read(key), _) => {
+                let now = self.instant();
+                let cache = &self.clients[c].leases;
+                if first {
+                    w.lease_ticket = Some(cache.read_started(key, now));
+                }
+                let ms = u32::try_from(self.cluster.timing.lease_ms).unwrap_or(u32::MAX);
+                if cache.may_lease(key) {
+                    LeaseAsk { holder, ms }
+                } else {
+                    LeaseAsk::NONE
+                }
+            }
+            (Plan::Write(key) | Plan::Delete(key), _) => {
+                if first {
+                    self.clients[c].leases.write_started(*key);
+                }
+                LeaseAsk { holder, ms: 0 }
+            }
+            _ => LeaseAsk::NONE,
+        };
         let frame = RequestFrame {
             request_id,
             idempotency: w.idempotency,
             request,
+            lease,
         };
         let proxy = self.clients[c].proxy;
         let tenant = self.clients[c].tenant.clone();
@@ -973,9 +1068,35 @@ impl World {
             }
             _ => {}
         }
-        self.clients[c].waiting = None;
+        if let Some(w) = self.clients[c].waiting.take() {
+            self.lease_op_done(c, &w, &frame);
+        }
         let think = self.rng.random_range(0..30);
         self.schedule(think, Event::ClientNext { client: c });
+    }
+
+    /// The client's logical op finished: keep a leased read's answer, or
+    /// end a write in the lease cache (LEASE-C2).
+    fn lease_op_done(&mut self, c: usize, w: &Waiting, frame: &ResponseFrame) {
+        if self.clients[c].holder == 0 {
+            return;
+        }
+        match &w.plan {
+            Plan::Read(key) => {
+                let answer = match &frame.response {
+                    Response::Value { value, version } => Leased::Value(value.clone(), *version),
+                    Response::Error(ErrorKind::NotFound) => Leased::NotFound,
+                    _ => return,
+                };
+                if let Some(ticket) = w.lease_ticket {
+                    self.clients[c]
+                        .leases
+                        .read_done(ticket, SHARE, *key, answer, frame.lease_ms);
+                }
+            }
+            Plan::Write(key) | Plan::Delete(key) => self.clients[c].leases.write_ended(*key),
+            _ => {}
+        }
     }
 
     // ------------------------------------------------------------------ checks
