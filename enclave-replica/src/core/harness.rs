@@ -165,16 +165,8 @@ impl Cluster {
 
     /// Submit a request without waiting; see [`Cluster::reply_for`].
     pub fn submit(&mut self, proxy: ReplicaId, tenant: &str, request: Request) -> u64 {
-        let id = self.next_request;
-        self.next_request += 1;
-        let mut token = [0u8; 16];
-        token[..8].copy_from_slice(&id.to_le_bytes());
-        let frame = RequestFrame {
-            request_id: id,
-            idempotency: token,
-            request,
-            lease: LeaseAsk::NONE,
-        };
+        let frame = self.next_frame(request, LeaseAsk::NONE);
+        let id = frame.request_id;
         let now = self.now;
         let commands = match self.nodes.get_mut(&proxy) {
             Some(Some(node)) => node.on_client_request(now, id, TenantId(tenant.into()), frame),
@@ -259,21 +251,23 @@ impl Cluster {
         request: Request,
         max_ms: Millis,
     ) -> Option<Response> {
+        let frame = self.next_frame(request, LeaseAsk::NONE);
+        self.request_frame(proxy, tenant, frame, max_ms)
+    }
+
+    /// A frame with the next request id, which is also its idempotency
+    /// token.
+    fn next_frame(&mut self, request: Request, lease: LeaseAsk) -> RequestFrame {
         let id = self.next_request;
         self.next_request += 1;
         let mut token = [0u8; 16];
         token[..8].copy_from_slice(&id.to_le_bytes());
-        self.request_frame(
-            proxy,
-            tenant,
-            RequestFrame {
-                request_id: id,
-                idempotency: token,
-                request,
-                lease: LeaseAsk::NONE,
-            },
-            max_ms,
-        )
+        RequestFrame {
+            request_id: id,
+            idempotency: token,
+            request,
+            lease,
+        }
     }
 
     /// Like [`Cluster::request`], asking for a read lease for `holder`;
@@ -286,16 +280,7 @@ impl Cluster {
         lease: LeaseAsk,
         max_ms: Millis,
     ) -> Option<(Response, u32)> {
-        let id = self.next_request;
-        self.next_request += 1;
-        let mut token = [0u8; 16];
-        token[..8].copy_from_slice(&id.to_le_bytes());
-        let frame = RequestFrame {
-            request_id: id,
-            idempotency: token,
-            request,
-            lease,
-        };
+        let frame = self.next_frame(request, lease);
         self.request_full(proxy, tenant, frame, max_ms)
             .map(|f| (f.response, f.lease_ms))
     }

@@ -1099,15 +1099,7 @@ fn px_7_epoch_retry_reuses_the_first_write_rounds_timestamp() {
         let s = c.sealed(*id);
         c.restart(*id, s);
     }
-    let pending = c.submit(
-        proxy,
-        "alice",
-        Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"v1".to_vec(),
-        },
-    );
+    let pending = c.submit(proxy, "alice", write_req(b"v1"));
     c.deliver_all();
     // First round done: stored at P and L, refused by the suspicious rest.
     let first = held_version(&c, proxy).expect("the proxy's replica stored the first write round");
@@ -1380,6 +1372,24 @@ fn leased_read(
     )
 }
 
+/// A ready cluster where "alice" wrote `v1` to the key.
+fn cluster_with_v1() -> Cluster {
+    let mut c = ready_cluster(Mode::Rr);
+    assert!(matches!(
+        write(&mut c, 1, "alice", b"v1"),
+        Some(Response::Written { .. })
+    ));
+    c
+}
+
+fn write_req(value: &[u8]) -> Request {
+    Request::Write {
+        share: SHARE,
+        key: key(),
+        value: value.to_vec(),
+    }
+}
+
 fn value_of(r: &Response) -> Option<&[u8]> {
     match r {
         Response::Value { value, .. } => Some(value),
@@ -1389,26 +1399,14 @@ fn value_of(r: &Response) -> Option<&[u8]> {
 
 #[test]
 fn lease_p1_a_read_is_leased_and_another_writer_waits_until_it_ends() {
-    let mut c = ready_cluster(Mode::Rr);
-    assert!(matches!(
-        write(&mut c, 1, "alice", b"v1"),
-        Some(Response::Written { .. })
-    ));
+    let mut c = cluster_with_v1();
     let (r, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
     assert_eq!(value_of(&r), Some(&b"v1"[..]));
     assert_eq!(lease, LEASE as u32);
     let granted_at = c.now();
     // Another writer's write is stored nowhere a lease holds it until the
     // lease ends (LEASE-R2)...
-    let id = c.submit(
-        3,
-        "alice",
-        Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"v2".to_vec(),
-        },
-    );
+    let id = c.submit(3, "alice", write_req(b"v2"));
     c.run_for(LEASE - 100);
     assert_eq!(c.reply_for(3, id), None, "a write completed during a lease");
     assert!(c.node(1).is_some_and(|n| n.status().writes_held > 0));
@@ -1427,11 +1425,7 @@ fn lease_r2_the_holders_own_write_is_not_held_back() {
     let frame = RequestFrame {
         request_id: 777,
         idempotency: [7; 16],
-        request: Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"mine".to_vec(),
-        },
+        request: write_req(b"mine"),
         lease: LeaseAsk {
             holder: READER,
             ms: 0,
@@ -1449,15 +1443,7 @@ fn lease_r4_no_grant_while_a_write_of_the_key_is_held() {
     let mut c = ready_cluster(Mode::Rr);
     let (_, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
     assert_eq!(lease, LEASE as u32);
-    let id = c.submit(
-        3,
-        "alice",
-        Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"v2".to_vec(),
-        },
-    );
+    let id = c.submit(3, "alice", write_req(b"v2"));
     c.run_for(100);
     // A second reader is answered, but gets no lease: the held write must not
     // wait behind a stream of new leases.
@@ -1469,11 +1455,7 @@ fn lease_r4_no_grant_while_a_write_of_the_key_is_held() {
 
 #[test]
 fn lease_p1_denied_reads_and_requests_without_a_holder_get_no_lease() {
-    let mut c = ready_cluster(Mode::Rr);
-    assert!(matches!(
-        write(&mut c, 1, "alice", b"v1"),
-        Some(Response::Written { .. })
-    ));
+    let mut c = cluster_with_v1();
     let (r, lease) = leased_read(&mut c, 2, "mallory", READER).expect("read answered");
     assert_eq!((r, lease), (Response::Error(ErrorKind::Denied), 0));
     let (_, lease) = leased_read(&mut c, 2, "bob", 0).expect("read answered");
@@ -1500,15 +1482,7 @@ fn lease_r1_the_cluster_caps_the_length_asked_for() {
     let mut c = ready_cluster_with(config);
     let (_, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
     assert_eq!(lease, 300);
-    let id = c.submit(
-        3,
-        "alice",
-        Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"v2".to_vec(),
-        },
-    );
+    let id = c.submit(3, "alice", write_req(b"v2"));
     c.run_for(350);
     assert!(matches!(c.reply_for(3, id), Some(Response::Written { .. })));
 }
@@ -1520,16 +1494,7 @@ fn lease_off_grants_nothing_and_holds_nothing() {
     let mut c = ready_cluster_with(config);
     let (_, lease) = leased_read(&mut c, 2, "bob", READER).expect("read answered");
     assert_eq!(lease, 0);
-    let r = c.request(
-        3,
-        "alice",
-        Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"v2".to_vec(),
-        },
-        100,
-    );
+    let r = c.request(3, "alice", write_req(b"v2"), 100);
     assert!(matches!(r, Some(Response::Written { .. })));
 }
 
@@ -1745,15 +1710,7 @@ fn write_during_lease_after_restarts(skip_wait: bool) -> (Millis, Millis) {
         let state = c.sealed(id);
         c.restart(id, state);
     }
-    let id = c.submit(
-        2,
-        "alice",
-        Request::Write {
-            share: SHARE,
-            key: key(),
-            value: b"v2".to_vec(),
-        },
-    );
+    let id = c.submit(2, "alice", write_req(b"v2"));
     for _ in 0..100 {
         c.run_for(20);
         if c.reply_for(2, id).is_some() {

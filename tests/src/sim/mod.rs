@@ -68,23 +68,21 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
     if !cfg.rollbacks {
         cmd.push_str(" --no-rollbacks");
     }
-    if cfg.bugs.read_quorum_minus_one {
-        cmd.push_str(" --bug read-quorum-minus-one");
-    }
-    if cfg.bugs.stabilize_read_timestamp {
-        cmd.push_str(" --bug stabilize-read-timestamp");
-    }
-    if cfg.bugs.skip_recovery {
-        cmd.push_str(" --bug skip-recovery");
-    }
-    if cfg.bugs.lease_quorum_minus_one {
-        cmd.push_str(" --bug lease-quorum-minus-one");
-    }
-    if cfg.bugs.lease_skip_restart_wait {
-        cmd.push_str(" --bug lease-skip-restart-wait");
-    }
-    if cfg.bugs.lease_no_hold {
-        cmd.push_str(" --bug lease-no-hold");
+    let bugs = [
+        (cfg.bugs.read_quorum_minus_one, "read-quorum-minus-one"),
+        (
+            cfg.bugs.stabilize_read_timestamp,
+            "stabilize-read-timestamp",
+        ),
+        (cfg.bugs.skip_recovery, "skip-recovery"),
+        (cfg.bugs.lease_quorum_minus_one, "lease-quorum-minus-one"),
+        (cfg.bugs.lease_skip_restart_wait, "lease-skip-restart-wait"),
+        (cfg.bugs.lease_no_hold, "lease-no-hold"),
+    ];
+    for (on, name) in bugs {
+        if on {
+            cmd.push_str(&format!(" --bug {name}"));
+        }
     }
     if !cfg.leases {
         cmd.push_str(" --no-leases");
