@@ -147,11 +147,18 @@ pub fn up(args: UpArgs) -> Result<()> {
         );
         let metrics_file = d.mount_files(&mountpoint).0.with_extension("metrics");
         let until = Instant::now() + Duration::from_secs(2);
-        while !metrics_file.exists() && Instant::now() < until {
+        let read_addr = || {
+            std::fs::read_to_string(&metrics_file)
+                .ok()
+                .map(|a| a.trim().to_string())
+        };
+        let mut addr = read_addr().filter(|a| !a.is_empty());
+        while addr.is_none() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
+            addr = read_addr().filter(|a| !a.is_empty());
         }
-        if let Ok(addr) = std::fs::read_to_string(&metrics_file) {
-            println!("metrics: http://{}/metrics", addr.trim());
+        if let Some(addr) = addr {
+            println!("metrics: http://{addr}/metrics");
         }
     }
     println!("stop with: teemsfs down {}", d.dir.display());
@@ -278,7 +285,11 @@ fn serve_foreground(d: &Deployment, mountpoint: &Path) -> Result<()> {
         handle.metrics_handler(),
         "try /metrics\n",
     ));
-    std::fs::write(&metrics_file, format!("{metrics_addr}\n"))?;
+    // Written whole and renamed into place: `teemsfs up` polls for the file
+    // and must never read it half-written.
+    let partial = metrics_file.with_extension("metrics.partial");
+    std::fs::write(&partial, format!("{metrics_addr}\n"))?;
+    std::fs::rename(&partial, &metrics_file)?;
     eprintln!("teemsfs: metrics at http://{metrics_addr}/metrics");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
     eprintln!(
