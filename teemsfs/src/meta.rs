@@ -61,6 +61,11 @@ pub trait Teems: Send + Sync + 'static {
     async fn change_policy(&self, share: ShareId, op: PolicyOp) -> Result<u64, MetaError>;
     /// The share's policy as the state machine currently holds it.
     async fn read_policy(&self, share: ShareId) -> Result<SharePolicy, MetaError>;
+    /// Reads answered from a read lease without a round trip, so far (0 where there are
+    /// no leases).
+    fn lease_hits(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Default)]

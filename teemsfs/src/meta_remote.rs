@@ -145,6 +145,10 @@ impl Teems for Session {
     async fn read_policy(&self, share: ShareId) -> Result<SharePolicy, MetaError> {
         Session::read_policy(self, share).await.map_err(meta_error)
     }
+
+    fn lease_hits(&self) -> u64 {
+        Session::lease_hits(self)
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,11 @@ impl MountMetrics {
                 "Blob reads that went to the stores.",
                 misses,
             ),
+            (
+                "teemsfs_meta_lease_hits_total",
+                "Metadata reads answered from a read lease, without a round trip.",
+                fs.meta_lease_hits(),
+            ),
         ];
         if let Some(b) = fs.blob_stats() {
             counters.extend([

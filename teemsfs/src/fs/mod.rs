@@ -398,6 +398,11 @@ impl Fs {
         self.blobs.stats()
     }
 
+    /// Metadata reads answered from read leases so far.
+    pub fn meta_lease_hits(&self) -> u64 {
+        self.teems.lease_hits()
+    }
+
     /// (hits, misses) of the blob cache so far.
     pub fn blob_cache_counts(&self) -> (u64, u64) {
         self.blob_cache.counts()
