@@ -198,8 +198,9 @@ impl Node {
             request_id,
             idempotency,
             request,
-            lease,
+            mut lease,
         } = frame;
+        lease.holder = tenant_holder(&tenant, lease.holder);
         let op_id = self.next_op_id();
         let share = request_share(&request);
         let (policy, register, ordered) = match &request {
@@ -902,4 +903,20 @@ impl Node {
 /// answers wait out the leases granted before them (LEASE-P2).
 fn takes_read_access(op: &PolicyOp) -> bool {
     matches!(op, PolicyOp::Revoke { .. } | PolicyOp::TransferOwner { .. })
+}
+
+/// The holder id replicas see: the client's id bound to its authenticated
+/// tenant, so no tenant can pass its writes off as another tenant's session
+/// to slip them under that session's leases (LEASE-R2). 0 stays 0 (no holder).
+fn tenant_holder(tenant: &TenantId, holder: u64) -> u64 {
+    if holder == 0 {
+        return 0;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"teems lease holder");
+    h.update(&holder.to_le_bytes());
+    h.update(tenant.0.as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(out) | 1
 }

@@ -1422,16 +1422,19 @@ fn lease_r2_the_holders_own_write_is_not_held_back() {
     let mut c = ready_cluster(Mode::Rr);
     let (_, lease) = leased_read(&mut c, 2, "alice", READER).expect("read answered");
     assert_eq!(lease, LEASE as u32, "a missing key is leased too");
-    let frame = RequestFrame {
-        request_id: 777,
-        idempotency: [7; 16],
-        request: write_req(b"mine"),
+    let frame = |request_id, value: &[u8]| RequestFrame {
+        request_id,
+        idempotency: [request_id as u8; 16],
+        request: write_req(value),
         lease: LeaseAsk {
             holder: READER,
             ms: 0,
         },
     };
-    let r = c.request_frame(2, "alice", frame, 100);
+    // Another tenant naming the same holder id is not that session: held.
+    let r = c.request_frame(2, "bob", frame(776, b"bob's"), 100);
+    assert_eq!(r, None, "another tenant's write passed under alice's lease");
+    let r = c.request_frame(2, "alice", frame(777, b"mine"), 100);
     assert!(
         matches!(r, Some(Response::Written { .. })),
         "own write held: {r:?}"
