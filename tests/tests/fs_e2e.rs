@@ -241,7 +241,10 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
         .find_map(|l| l.strip_prefix("teemsfs_meta_lease_hits_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no lease counter in:\n{metrics}"));
-    assert!(lease_hits > 0, "no metadata read answered from a lease:\n{metrics}");
+    assert!(
+        lease_hits > 0,
+        "no metadata read answered from a lease:\n{metrics}"
+    );
     let fsck = teemsfs(&[&"fsck", &up.dir]);
     assert!(fsck.contains("0 problems"), "{fsck}");
     let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run"]);

@@ -6,7 +6,8 @@
 //! - the same simulator finds a violation in the CFT baseline under rollback
 //!   (DESIGN §13: "a check that cannot fail is no check");
 //! - it catches deliberately planted bugs (read quorum one below `R_Q(s)`;
-//!   recovery skipped after a restart);
+//!   recovery skipped after a restart; read leases granted without holding
+//!   writes back, or reported with one grant too few);
 //! - one seed always gives the same trace.
 
 use enclave_replica::core::Mode;
@@ -155,6 +156,23 @@ fn planted_lease_no_hold_bug_is_caught() {
         found.unwrap_or_else(|| panic!("planted lease bug not caught within {ran} seeds"));
     eprintln!(
         "lease-no-hold bug caught after {ran} seeds (seed {}): {:?}",
+        outcome.seed, outcome.violation
+    );
+}
+
+/// The checker catches a proxy that reports a lease with one grant fewer
+/// than every write quorum needs (LEASE-P1): a write then completes on
+/// replicas none of which held it back, and a leased read returns the old
+/// value after it.
+#[test]
+fn planted_lease_quorum_bug_is_caught() {
+    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
+    cfg.bugs.lease_quorum_minus_one = true;
+    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
+    let outcome =
+        found.unwrap_or_else(|| panic!("planted lease quorum bug not caught within {ran} seeds"));
+    eprintln!(
+        "lease-quorum-minus-one bug caught after {ran} seeds (seed {}): {:?}",
         outcome.seed, outcome.violation
     );
 }

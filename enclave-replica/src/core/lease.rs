@@ -19,7 +19,10 @@
 //! a rollback its store may be older too. So a replica holds back *every*
 //! write for one lease period after it starts (LEASE-R3): any lease it granted
 //! before has ended by then. A replica does not grant while it holds back a
-//! write of the key (LEASE-R4), so readers cannot starve a writer.
+//! write of the key (LEASE-R4), so readers cannot starve a writer; nor for
+//! one lease period after it let through another session's write of the key
+//! (LEASE-R5), so a key that two sessions read and write is not leased and
+//! its writers are held back at most once per quiet period.
 //!
 //! Leases rest on one assumption the rest of the protocol does not make:
 //! replica and client clocks run at rates within 10% of real time
@@ -59,6 +62,9 @@ const SWEEP_AT: usize = 100_000;
 pub(crate) struct LeaseVolatile {
     /// Grants per key: holder id → grant (our clock).
     grants: BTreeMap<Key, BTreeMap<u64, Grant>>,
+    /// Per key, the last session whose write went through, and when
+    /// (LEASE-R5).
+    recent: BTreeMap<Key, (u64, Millis)>,
     /// Writes held back per key, in arrival order.
     held: BTreeMap<Key, Vec<HeldWrite>>,
 }
@@ -68,12 +74,23 @@ impl Node {
         self.cfg.timing.lease_ms
     }
 
-    /// LEASE-R1 / R4: record a grant for `holder` if leases are on and no
-    /// write of the key is being held back. Returns whether it was granted.
+    /// LEASE-R1 / R4 / R5: record a grant for `holder` if leases are on, no
+    /// write of the key is being held back, and no other session's write of
+    /// it went through in the last lease period. Returns whether it was
+    /// granted.
     pub(crate) fn lease_grant(&mut self, now: Millis, key: &Key, holder: Holder, ms: u32) -> bool {
         let max = self.lease_ms();
         if max == 0 || holder.id == 0 || ms == 0 || self.leases.held.contains_key(key) {
             return false;
+        }
+        if let Some((writer, at)) = self.leases.recent.get(key)
+            && (*writer != holder.id || *writer == 0)
+            && now < at + max
+        {
+            return false;
+        }
+        if self.leases.recent.len() >= SWEEP_AT {
+            self.leases.recent.retain(|_, (_, at)| now < *at + max);
         }
         if self.leases.grants.len() >= SWEEP_AT {
             self.leases.grants.retain(|_, g| {
@@ -136,6 +153,9 @@ impl Node {
         write: HeldWrite,
     ) -> Option<HeldWrite> {
         let Some(until) = self.lease_wait_until(now, &key, write.holder) else {
+            if self.lease_ms() > 0 {
+                self.leases.recent.insert(key, (write.holder.id, now));
+            }
             return Some(write);
         };
         let held = self.leases.held.entry(key).or_default();

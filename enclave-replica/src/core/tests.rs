@@ -1379,6 +1379,8 @@ fn cluster_with_v1() -> Cluster {
         write(&mut c, 1, "alice", b"v1"),
         Some(Response::Written { .. })
     ));
+    // LEASE-R5: no lease on a key another session wrote in the last period.
+    c.run_for(LEASE);
     c
 }
 
@@ -1691,6 +1693,7 @@ fn write_during_lease_after_restarts(skip_wait: bool) -> (Millis, Millis) {
         write(&mut c, 1, "alice", b"v1"),
         Some(Response::Written { .. })
     ));
+    c.run_for(LONG_LEASE);
     let ask = LeaseAsk {
         holder: READER,
         ms: LONG_LEASE as u32,
@@ -1736,4 +1739,32 @@ fn lease_r3_restarted_replicas_wait_out_leases_they_forgot() {
         written_at < granted_at + LONG_LEASE,
         "fault not effective: {written_at} vs {granted_at}"
     );
+}
+
+#[test]
+fn lease_r5_a_key_another_session_just_wrote_is_not_leased() {
+    let mut c = ready_cluster(Mode::Rr);
+    let write_as = |c: &mut Cluster, holder: u64, request_id: u64| {
+        let frame = RequestFrame {
+            request_id,
+            idempotency: [request_id as u8; 16],
+            request: write_req(b"w"),
+            lease: LeaseAsk { holder, ms: 0 },
+        };
+        c.request_frame(1, "alice", frame, MS)
+    };
+    assert!(matches!(
+        write_as(&mut c, 0x77, 900),
+        Some(Response::Written { .. })
+    ));
+    // Right after another session's write: answered, not leased.
+    let (_, lease) = leased_read(&mut c, 2, "alice", READER).expect("read answered");
+    assert_eq!(lease, 0);
+    // The writer itself may lease what it just wrote...
+    let (_, lease) = leased_read(&mut c, 2, "alice", 0x77).expect("read answered");
+    assert_eq!(lease, LEASE as u32);
+    // ...and once a quiet period passed, anyone may.
+    c.run_for(LEASE);
+    let (_, lease) = leased_read(&mut c, 2, "alice", READER).expect("read answered");
+    assert_eq!(lease, LEASE as u32);
 }
