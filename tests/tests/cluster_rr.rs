@@ -766,3 +766,49 @@ fn a_write_costs_each_replica_one_sync_and_unsynced_stable_bits_lose_nothing() -
         expect_keys(&c.session("admin", 2)?, share, "s", WRITES as usize).await
     })
 }
+
+/// Read leases over real processes and mutual TLS (docs/PROTOCOLS.md LEASE): a
+/// session answers a repeated read from its lease; another session's write of the key is
+/// held by the replicas until that lease has ended there; once the write returns, the
+/// first session reads the new value.
+#[test]
+fn a_read_lease_holds_another_sessions_write_until_it_ends() -> Result<()> {
+    let (_one_at_a_time, c) = started_rr()?;
+    wait_all_recovered(&c)?;
+    let lease = Duration::from_millis(c.file.timing.lease_ms);
+    ensure!(!lease.is_zero(), "the test cluster has leases off");
+    let rt = runtime();
+    rt.block_on(async {
+        let reader = c.session("admin", 1)?;
+        let writer = c.session("admin", 3)?;
+        let share = admin_share(&writer).await?;
+        let key = Key::from_name("leased");
+        writer.write(share, key, b"v1".to_vec()).await?;
+        // LEASE-R5: no lease on a key another session has just written (a replica
+        // may have applied it a little after the writer had its answer).
+        tokio::time::sleep(lease * 2).await;
+        let sent = Instant::now();
+        let (first, _) = reader.read(share, key).await?;
+        ensure!(first == b"v1", "read {first:?}");
+        let (again, _) = reader.read(share, key).await?;
+        ensure!(
+            again == b"v1" && reader.lease_hits() == 1,
+            "second read not from the lease ({} hits)",
+            reader.lease_hits()
+        );
+        writer.write(share, key, b"v2".to_vec()).await?;
+        // Each replica's grant started when the first read reached it, after `sent`,
+        // and lasts a whole lease: the write could not complete before.
+        let waited = sent.elapsed();
+        ensure!(
+            waited >= lease * 9 / 10,
+            "the write completed {waited:?} after the leased read was sent; the lease is {lease:?}"
+        );
+        let (after, _) = reader.read(share, key).await?;
+        ensure!(
+            after == b"v2",
+            "read {after:?} after the write of v2 returned"
+        );
+        Ok(())
+    })
+}
