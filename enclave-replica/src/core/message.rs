@@ -3,7 +3,7 @@
 //! `suspicious` flag (DESIGN §4), and echoes the `attempt` it answers so the
 //! collector can drop acknowledgements older than its window (PROTOCOLS.md Q-3).
 
-use metadata_client::wire::{Key, ShareId, Version};
+use metadata_client::wire::{Key, ShareId, TenantId, Version};
 use serde::{Deserialize, Serialize};
 
 use super::policy::{EntryOutcome, PolicyEntry, PolicyState, PolicyView};
@@ -38,11 +38,13 @@ impl Holder {
 }
 
 /// A lease asked for with a register read (LEASE-R1): `holder` is the
-/// session and the read's attempt, `ms` the length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// session and the read's attempt, `ms` the length, `tenant` the reader (a
+/// replica grants only to a tenant its policy lets read the share).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseReq {
     pub holder: Holder,
     pub ms: u32,
+    pub tenant: TenantId,
 }
 
 /// A replica's answer to the optimized policy read (PAXOS-R1).

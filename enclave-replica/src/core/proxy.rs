@@ -265,9 +265,10 @@ impl Node {
         };
         let attempt = op.query.next_attempt(now, window);
         let want_value = matches!(op.request, Request::Read { .. });
-        let lease = (want_value && op.lease.ms > 0 && op.lease.holder != 0).then_some(LeaseReq {
+        let lease = (want_value && op.lease.ms > 0 && op.lease.holder != 0).then(|| LeaseReq {
             holder: op.holder(),
             ms: op.lease.ms,
+            tenant: op.tenant.clone(),
         });
         let msg = PeerMessage::Query {
             op: op_id,

@@ -33,9 +33,19 @@ impl Node {
         want_policy: bool,
         lease: Option<LeaseReq>,
     ) {
-        // LEASE-R1: grant before answering, so the grant covers the answer.
+        // LEASE-R1: grant before answering, so the grant covers the answer;
+        // only to a tenant our policy lets read the share (a lease holds back
+        // other tenants' writes, which a stranger must not be able to do).
         let leased = match (lease, key.as_ref()) {
-            (Some(l), Some(k)) => self.lease_grant(now, k, l.holder, l.ms),
+            (Some(l), Some(k))
+                if self
+                    .durable
+                    .policy
+                    .view(&share, Some(k))
+                    .can_read(&l.tenant) =>
+            {
+                self.lease_grant(now, k, l.holder, l.ms)
+            }
             _ => false,
         };
         let register = key.and_then(|k| self.durable.registers.get(&k)).map(|e| {

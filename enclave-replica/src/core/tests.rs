@@ -1609,12 +1609,22 @@ fn lease_r3_fault_skipping_the_start_up_wait_answers_at_once() {
 #[test]
 fn lease_r1_r2_a_grant_holds_other_holders_and_ends_on_our_clock() {
     let mut node = leasing_node(|_| {});
+    let share = ShareId([1; 16]);
+    node.durable.apply(&Record::Execute {
+        slot: 1,
+        entry: PolicyEntry::Change {
+            share,
+            requester: TenantId("alice".into()),
+            token: [1; 16],
+            op: PolicyOp::CreateShare,
+        },
+    });
     let t0 = LEASE + 5;
-    let q = PeerMessage::Query {
+    let query = |tenant: &str| PeerMessage::Query {
         op: 4,
         attempt: 1,
         key: Some(key()),
-        share: ShareId([1; 16]),
+        share,
         want_value: true,
         want_policy: false,
         lease: Some(LeaseReq {
@@ -1623,14 +1633,27 @@ fn lease_r1_r2_a_grant_holds_other_holders_and_ends_on_our_clock() {
                 seq: 50,
             },
             ms: 400,
+            tenant: TenantId(tenant.into()),
         }),
     };
-    let out = node.on_message(t0, 2, q);
-    assert!(
-        sends(&out)
+    let leased = |out: &[Command]| {
+        sends(out)
             .iter()
             .any(|(_, m)| matches!(m, PeerMessage::QueryReply { leased: true, .. }))
+    };
+    // A tenant that may not read the share is answered but granted nothing.
+    assert!(!leased(&node.on_message(t0, 2, query("mallory"))));
+    assert_eq!(
+        write_replies(&node.on_message(t0, 3, write_msg(0x99, 1))),
+        1
     );
+    let out = node.on_message(t0, 2, query("alice"));
+    assert!(
+        !leased(&out),
+        "granted right after another session's write (LEASE-R5)"
+    );
+    let t0 = t0 + LEASE;
+    assert!(leased(&node.on_message(t0, 2, query("alice"))));
     // The holder's own later write (or its read's write-back) passes...
     assert_eq!(
         write_replies(&node.on_message(t0 + 1, 2, write_msg(READER, 50))),
