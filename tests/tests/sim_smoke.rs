@@ -10,7 +10,7 @@
 //!   writes back, or reported with one grant too few);
 //! - one seed always gives the same trace.
 
-use enclave_replica::core::Mode;
+use enclave_replica::core::{Faults, Mode};
 use teemsfs_tests::sim::{Outcome, SimConfig, find_violation, replay_command, run_seed};
 
 /// Seeds per RR configuration in the default run.
@@ -114,18 +114,25 @@ fn cft_without_rollbacks_survives_the_same_faults() {
     assert!(outcomes.iter().map(|o| o.stats.crashes).sum::<u64>() > 0);
 }
 
+/// RR with one planted bug (a `Faults` switch of the cores) must produce a
+/// violation within `BOUND_FOR_EXPECTED_VIOLATION` seeds.
+fn assert_planted_bug_caught(name: &str, plant: fn(&mut Faults)) {
+    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
+    plant(&mut cfg.bugs);
+    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
+    let outcome =
+        found.unwrap_or_else(|| panic!("planted {name} bug not caught within {ran} seeds"));
+    eprintln!(
+        "{name} bug caught after {ran} seeds (seed {}): {:?}",
+        outcome.seed, outcome.violation
+    );
+}
+
 /// The checker catches a planted bug: RR read quorums one below `R_Q(s)`
 /// (RR §III-D eq. 14) let a read miss the latest write.
 #[test]
 fn planted_read_quorum_bug_is_caught() {
-    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
-    cfg.bugs.read_quorum_minus_one = true;
-    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
-    let outcome = found.unwrap_or_else(|| panic!("planted bug not caught within {ran} seeds"));
-    eprintln!(
-        "planted bug caught after {ran} seeds (seed {}): {:?}",
-        outcome.seed, outcome.violation
-    );
+    assert_planted_bug_caught("read-quorum-minus-one", |b| b.read_quorum_minus_one = true);
 }
 
 /// The checker catches a replica that trusts its sealed state after a
@@ -134,14 +141,7 @@ fn planted_read_quorum_bug_is_caught() {
 /// then counts as fresh in `R_Q(s)` and reads go stale.
 #[test]
 fn planted_skip_recovery_bug_is_caught() {
-    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
-    cfg.bugs.skip_recovery = true;
-    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
-    let outcome = found.unwrap_or_else(|| panic!("planted bug not caught within {ran} seeds"));
-    eprintln!(
-        "skip-recovery bug caught after {ran} seeds (seed {}): {:?}",
-        outcome.seed, outcome.violation
-    );
+    assert_planted_bug_caught("skip-recovery", |b| b.skip_recovery = true);
 }
 
 /// The checker catches replicas that grant read leases but do not hold
@@ -149,15 +149,7 @@ fn planted_skip_recovery_bug_is_caught() {
 /// after another client's write of the key completed.
 #[test]
 fn planted_lease_no_hold_bug_is_caught() {
-    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
-    cfg.bugs.lease_no_hold = true;
-    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
-    let outcome =
-        found.unwrap_or_else(|| panic!("planted lease bug not caught within {ran} seeds"));
-    eprintln!(
-        "lease-no-hold bug caught after {ran} seeds (seed {}): {:?}",
-        outcome.seed, outcome.violation
-    );
+    assert_planted_bug_caught("lease-no-hold", |b| b.lease_no_hold = true);
 }
 
 /// The checker catches a proxy that reports a lease with one grant fewer
@@ -166,15 +158,9 @@ fn planted_lease_no_hold_bug_is_caught() {
 /// value after it.
 #[test]
 fn planted_lease_quorum_bug_is_caught() {
-    let mut cfg = SimConfig::smoke(Mode::Rr, 2, 2);
-    cfg.bugs.lease_quorum_minus_one = true;
-    let (ran, found) = find_violation(&cfg, 0, BOUND_FOR_EXPECTED_VIOLATION);
-    let outcome =
-        found.unwrap_or_else(|| panic!("planted lease quorum bug not caught within {ran} seeds"));
-    eprintln!(
-        "lease-quorum-minus-one bug caught after {ran} seeds (seed {}): {:?}",
-        outcome.seed, outcome.violation
-    );
+    assert_planted_bug_caught("lease-quorum-minus-one", |b| {
+        b.lease_quorum_minus_one = true
+    });
 }
 
 /// Same seed, same trace; different seed, different trace.
