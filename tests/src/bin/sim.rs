@@ -68,6 +68,17 @@ struct Args {
     /// Clients ask for no read leases (and replicas grant none).
     #[arg(long = "no-leases")]
     no_leases: bool,
+    /// The replicas' acknowledgement window (Q-3; also REC-0's quarantine) in ms,
+    /// instead of the default (equal to the lease).
+    #[arg(long = "ack-window-ms")]
+    ack_window_ms: Option<u64>,
+    /// The replicas' read-lease length in ms, instead of the default (1000).
+    #[arg(long = "lease-ms")]
+    lease_ms: Option<u64>,
+    /// Now and then crash a write quorum of replicas at once (also right after some
+    /// lease grants), each back within 150 ms with its latest state.
+    #[arg(long = "restart-bursts")]
+    restart_bursts: bool,
     /// Enable a deliberate bug in the cores (to see the checker catch it);
     /// may be repeated.
     #[arg(long, value_enum)]
@@ -101,6 +112,9 @@ fn main() -> ExitCode {
     }
     cfg.rollbacks = !args.no_rollbacks;
     cfg.leases = !args.no_leases;
+    cfg.ack_window_ms = args.ack_window_ms;
+    cfg.lease_ms = args.lease_ms;
+    cfg.restart_bursts = args.restart_bursts;
     for bug in &args.bug {
         match bug {
             BugArg::ReadQuorumMinusOne => cfg.bugs.read_quorum_minus_one = true,
@@ -159,7 +173,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} lease_hits={} policy_changes={} crashes={} rollbacks={} empty_restarts={} partitions={}",
+        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} lease_hits={} policy_changes={} crashes={} restart_bursts={} rollbacks={} empty_restarts={} partitions={}",
         mode,
         args.mr,
         args.f,
@@ -174,6 +188,7 @@ fn main() -> ExitCode {
         totals.lease_hits,
         totals.policy_changes_ok,
         totals.crashes,
+        totals.restart_bursts,
         totals.restarts_rolled_back,
         totals.restarts_empty,
         totals.partitions,
@@ -193,6 +208,7 @@ fn accumulate(t: &mut teemsfs_tests::sim::Stats, s: &teemsfs_tests::sim::Stats) 
     t.lease_hits += s.lease_hits;
     t.policy_changes_ok += s.policy_changes_ok;
     t.crashes += s.crashes;
+    t.restart_bursts += s.restart_bursts;
     t.restarts_rolled_back += s.restarts_rolled_back;
     t.restarts_empty += s.restarts_empty;
     t.partitions += s.partitions;

@@ -68,6 +68,15 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
     if !cfg.rollbacks {
         cmd.push_str(" --no-rollbacks");
     }
+    if let Some(ms) = cfg.ack_window_ms {
+        cmd.push_str(&format!(" --ack-window-ms {ms}"));
+    }
+    if let Some(ms) = cfg.lease_ms {
+        cmd.push_str(&format!(" --lease-ms {ms}"));
+    }
+    if cfg.restart_bursts {
+        cmd.push_str(" --restart-bursts");
+    }
     let bugs = [
         (cfg.bugs.read_quorum_minus_one, "read-quorum-minus-one"),
         (

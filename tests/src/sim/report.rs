@@ -51,6 +51,8 @@ pub struct Stats {
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub crashes: u64,
+    /// Restart bursts: `W_Q` replicas crashed at once, back within 150 ms.
+    pub restart_bursts: u64,
     pub restarts_latest: u64,
     pub restarts_rolled_back: u64,
     pub restarts_empty: u64,

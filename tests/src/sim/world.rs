@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use enclave_replica::core::{
-    ClusterConfig, Command, DurableState, Faults, Mode, Node, PeerMessage, PolicyState, Record,
-    Timer,
+    ClusterConfig, Command, DurableState, Faults, Mode, Node, PeerMessage, PolicyState, Quorums,
+    Record, Timer,
 };
 use metadata_client::lease::Leased;
 use metadata_client::wire::{
@@ -44,6 +44,9 @@ use super::storage::SealedStore;
 /// Chance that a replica crashes before each command of a batch it emitted
 /// (after the earlier ones were carried out).
 const CRASH_BETWEEN_COMMANDS_PROB: f64 = 0.0005;
+
+/// Chance that a read answered with a lease is followed at once by a restart burst.
+const BURST_AFTER_LEASE_PROB: f64 = 0.3;
 
 /// Everything that defines one run besides the seed.
 #[derive(Clone, Debug)]
@@ -71,6 +74,17 @@ pub struct SimConfig {
     /// Workload clients ask for read leases and answer reads from them, as
     /// the real session does (the replicas' `lease_ms` is 0 otherwise).
     pub leases: bool,
+    /// The replicas' `ack_window_ms` (Q-3, REC-0) when not the default. The default
+    /// equals the lease, and a restarted replica then refuses client writes (suspicious,
+    /// PX-6) for longer than any lease it granted before the crash could run; a shorter
+    /// window is what leaves LEASE-R3 alone to hold those writes back.
+    pub ack_window_ms: Option<u64>,
+    /// The replicas' `lease_ms` when leases are on and it is not the default.
+    pub lease_ms: Option<u64>,
+    /// Also crash `W_Q` replicas at once now and then, and right after some lease
+    /// grants (see `World::restart_burst`). Off by default, which keeps the default
+    /// runs' schedules (and the catch rates measured on them) as they were.
+    pub restart_bursts: bool,
     /// Record a human-readable trace (for replaying a failing seed).
     pub trace: bool,
     /// Also trace every message delivered (very long).
@@ -92,6 +106,9 @@ impl SimConfig {
             rollbacks: true,
             bugs: Faults::default(),
             leases: true,
+            ack_window_ms: None,
+            lease_ms: None,
+            restart_bursts: false,
             trace: false,
             trace_messages: false,
         }
@@ -142,6 +159,8 @@ enum Event {
     FaultTick,
     Restart {
         replica: usize,
+        /// With its latest sealed state (a restart burst), not a chosen one.
+        latest: bool,
     },
     HealPartition {
         generation: u64,
@@ -213,6 +232,12 @@ impl World {
         cluster.faults = cfg.bugs.clone();
         if !cfg.leases {
             cluster.timing.lease_ms = 0;
+        }
+        if let Some(ms) = cfg.ack_window_ms {
+            cluster.timing.ack_window_ms = ms;
+        }
+        if let (true, Some(ms)) = (cfg.leases, cfg.lease_ms) {
+            cluster.timing.lease_ms = ms;
         }
         let n = cluster.n as usize;
         let replicas = (0..n)
@@ -458,9 +483,13 @@ impl World {
             Event::ClientNext { client } => self.client_next(client),
             Event::ClientTimeout { client, token } => self.client_timeout(client, token),
             Event::FaultTick => self.fault_tick(),
-            Event::Restart { replica } => {
+            Event::Restart { replica, latest } => {
                 if self.replicas[replica].node.is_none() {
-                    self.restart_with_choice(replica);
+                    if latest {
+                        self.restart_latest(replica);
+                    } else {
+                        self.restart_with_choice(replica);
+                    }
                 }
             }
             Event::HealPartition { generation } => {
@@ -709,13 +738,40 @@ impl World {
     }
 
     fn crash(&mut self, r: usize, why: &str) {
+        let down_ms = self.rng.random_range(20..600);
+        self.crash_for(r, why, down_ms, false);
+    }
+
+    /// Crashes replica `r` (if up) and restarts it `down_ms` later, with its latest
+    /// sealed state if `latest`, else with one `restart_with_choice` picks.
+    fn crash_for(&mut self, r: usize, why: &str, down_ms: u64, latest: bool) {
         if self.replicas[r].node.take().is_some() {
             self.replicas[r].deferred.clear();
             self.replicas[r].incarnation += 1;
             self.stats.crashes += 1;
-            self.trace_line(|| format!("replica {r} crashed ({why})"));
-            let down_ms = self.rng.random_range(20..600);
-            self.schedule(down_ms, Event::Restart { replica: r });
+            self.trace_line(|| format!("replica {r} crashed ({why}), down {down_ms} ms"));
+            self.schedule(down_ms, Event::Restart { replica: r, latest });
+        }
+    }
+
+    /// A restart burst: `W_Q` of the replicas that are up crash at once and come back
+    /// with their latest sealed state within 150 ms (a power blip). Their in-memory
+    /// state — read-lease grants among it — is gone while the leases they granted still
+    /// run, so once they have recovered a write can reach a write quorum of them inside
+    /// a lease: the case LEASE-R3 (hold every write for one lease after start) exists
+    /// for, which single random crashes almost never build.
+    fn restart_burst(&mut self) {
+        let n = self.replicas.len();
+        let w_q = Quorums::new(self.cluster.mode, self.cluster.m_r, self.cluster.f)
+            .map_or(n / 2 + 1, |q| q.write() as usize);
+        let mut up: Vec<usize> = (0..n)
+            .filter(|r| self.replicas[*r].node.is_some())
+            .collect();
+        self.stats.restart_bursts += 1;
+        for _ in 0..w_q.min(up.len()) {
+            let r = up.swap_remove(self.rng.random_range(0..up.len()));
+            let down_ms = self.rng.random_range(10..150);
+            self.crash_for(r, "restart burst", down_ms, true);
         }
     }
 
@@ -788,6 +844,7 @@ impl World {
                     self.crash(r, "fault injector");
                 }
             }
+            35..38 if self.cfg.restart_bursts => self.restart_burst(),
             35..55 => {
                 let size = self.rng.random_range(1..n);
                 let mut cut = BTreeSet::new();
@@ -1092,6 +1149,15 @@ impl World {
                     self.clients[c]
                         .leases
                         .read_done(ticket, SHARE, *key, answer, frame.lease_ms);
+                }
+                // A lease was just granted: now and then crash a write quorum at once,
+                // the case LEASE-R3 is for (see `restart_burst`).
+                if self.cfg.restart_bursts
+                    && frame.lease_ms > 0
+                    && self.phase == Phase::Faults
+                    && self.rng.random_bool(BURST_AFTER_LEASE_PROB)
+                {
+                    self.restart_burst();
                 }
             }
             Plan::Write(key) | Plan::Delete(key) => self.clients[c].leases.write_ended(*key),
