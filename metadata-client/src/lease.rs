@@ -91,6 +91,26 @@ impl LeaseCache {
         Some(held.answer.clone())
     }
 
+    /// Until when the answer `version` of `key` under `share` is leased, if it
+    /// is the answer held now (not a newer one, not after the key was
+    /// forgotten). Lets a caller hand the answer on to a cache of its own —
+    /// the kernel's attribute cache — for no longer than the lease keeps it.
+    pub fn valid_until(
+        &self,
+        now: Instant,
+        share: ShareId,
+        key: &Key,
+        version: Version,
+    ) -> Option<Instant> {
+        let held = self.slots.get(key)?.held.as_ref()?;
+        match &held.answer {
+            Leased::Value(_, v) if *v == version && held.share == share && now < held.until => {
+                Some(held.until)
+            }
+            _ => None,
+        }
+    }
+
     /// Reads answered from the cache so far.
     pub fn hits(&self) -> u64 {
         self.hits
@@ -190,6 +210,48 @@ mod tests {
         );
         assert_eq!(c.get(t0 + Duration::from_millis(800), SHARE, &key), None);
         assert_eq!(c.hits(), 1);
+    }
+
+    #[test]
+    fn valid_until_names_the_end_of_the_held_version_only() {
+        let mut c = LeaseCache::default();
+        let t0 = Instant::now();
+        let key = Key::from_name("k");
+        let t = c.read_started(&key, t0);
+        c.read_done(t, SHARE, key, v(3), 1000);
+        let end = t0 + Duration::from_millis(800);
+        assert_eq!(
+            c.valid_until(t0, SHARE, &key, Version { seq: 3, writer: 1 }),
+            Some(end)
+        );
+        // Another version, another share, the end itself, an unknown key: none.
+        assert_eq!(
+            c.valid_until(t0, SHARE, &key, Version { seq: 2, writer: 1 }),
+            None
+        );
+        assert_eq!(
+            c.valid_until(t0, ShareId([2; 16]), &key, Version { seq: 3, writer: 1 }),
+            None
+        );
+        assert_eq!(
+            c.valid_until(end, SHARE, &key, Version { seq: 3, writer: 1 }),
+            None
+        );
+        assert_eq!(
+            c.valid_until(
+                t0,
+                SHARE,
+                &Key::from_name("other"),
+                Version { seq: 3, writer: 1 }
+            ),
+            None
+        );
+        // Our own write of the key forgets it.
+        c.write_started(key);
+        assert_eq!(
+            c.valid_until(t0, SHARE, &key, Version { seq: 3, writer: 1 }),
+            None
+        );
     }
 
     #[test]

@@ -402,6 +402,18 @@ impl Session {
         }
     }
 
+    /// Until when this session's lease keeps the answer `version` of `key`
+    /// (see [`LeaseCache::valid_until`]); `None` without such a lease.
+    pub fn leased_until(
+        &self,
+        share: ShareId,
+        key: Key,
+        version: Version,
+    ) -> Option<std::time::Instant> {
+        self.leases()
+            .valid_until(std::time::Instant::now(), share, &key, version)
+    }
+
     /// Reads answered from leases so far (for metrics and tests).
     pub fn lease_hits(&self) -> u64 {
         self.leases().hits()

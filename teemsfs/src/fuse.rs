@@ -53,7 +53,9 @@ pub struct MountOptions {
     /// single-client mount.
     pub writeback_cache: bool,
     /// How long the kernel may reuse attributes and names without asking. Default 0:
-    /// every `stat` and path walk reaches `Fs`, which reads fresh metadata (DESIGN §10).
+    /// every path walk reaches `Fs`, which reads fresh metadata (DESIGN §10), and
+    /// attributes are kept only while a read lease keeps them current (`Fs::attr_ttl`).
+    /// Set, it caches both for that long whatever other clients do.
     pub attr_ttl_ms: u64,
     /// Let users other than the mounting one in (needs `user_allow_other` for non-root).
     pub allow_other: bool,
@@ -400,12 +402,25 @@ impl Ctx {
 
     fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
-            Ok(a) => reply.entry(
+            // The name itself is never cached beyond the configured TTL: each lookup
+            // checks the caller's search permission (SEMANTICS §4).
+            Ok(a) => reply.entry_with_ttls(
+                &self.attr_ttl(&a),
                 &self.ttl,
                 &self.attr_as(&a, self.ino_ref(a.key)),
                 Generation(0),
             ),
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// How long the kernel may keep `a`: the configured TTL if one is set, else what
+    /// is left of the read lease behind it ([`Fs::attr_ttl`]).
+    fn attr_ttl(&self, a: &Attr) -> Duration {
+        if self.ttl.is_zero() {
+            self.fs.attr_ttl(a)
+        } else {
+            self.ttl
         }
     }
 }
@@ -519,7 +534,7 @@ impl Filesystem for FuseAdapter {
                 Err(e) => return reply.error(e),
             };
             match c.fs.getattr(key).await {
-                Ok(a) => reply.attr(&c.ttl, &c.attr(&a)),
+                Ok(a) => reply.attr(&c.attr_ttl(&a), &c.attr(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
         });

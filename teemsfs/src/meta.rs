@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 pub use metadata_client::wire::{
@@ -66,6 +67,12 @@ pub trait Teems: Send + Sync + 'static {
     fn lease_hits(&self) -> u64 {
         0
     }
+    /// Until when a read lease of this client keeps `version` of `key` the current
+    /// value (no other client's write of it can complete before then); `None` when no
+    /// lease does, or leases are off.
+    fn leased_until(&self, _share: ShareId, _key: Key, _version: Version) -> Option<Instant> {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -86,6 +93,9 @@ pub struct MemTeems {
     state: Arc<Mutex<MemState>>,
     writer: u32,
     tenant: TenantId,
+    /// Reported by `leased_until` for the current version of a key (tests of what
+    /// callers do with a lease; nothing here holds other clients' writes back).
+    lease: Option<std::time::Duration>,
 }
 
 impl Default for MemTeems {
@@ -100,7 +110,14 @@ impl MemTeems {
             state: Arc::new(Mutex::new(MemState::default())),
             writer: 0,
             tenant: TenantId("tenant-0".into()),
+            lease: None,
         }
+    }
+
+    /// This handle reports every current version as leased for `lease` from now.
+    pub fn reporting_leases(mut self, lease: std::time::Duration) -> MemTeems {
+        self.lease = Some(lease);
+        self
     }
 
     /// Another client of the same service: shares all state, writes with its own writer id.
@@ -109,6 +126,7 @@ impl MemTeems {
             state: Arc::clone(&self.state),
             writer,
             tenant: TenantId(format!("tenant-{writer}")),
+            lease: None,
         }
     }
 
@@ -219,6 +237,12 @@ impl Teems for MemTeems {
             .get(&share)
             .cloned()
             .ok_or(MetaError::NotFound)
+    }
+
+    fn leased_until(&self, share: ShareId, key: Key, version: Version) -> Option<Instant> {
+        let lease = self.lease?;
+        let current = self.lock().values.get(&(share, key)).map(|(_, v)| *v);
+        (current == Some(version)).then(|| Instant::now() + lease)
     }
 }
 

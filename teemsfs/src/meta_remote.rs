@@ -9,6 +9,7 @@
 //! the tenant's home share is refused because the share does not exist yet.
 
 use std::path::Path;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use enclave_replica::enclave::attestation::replica_name;
@@ -148,6 +149,10 @@ impl Teems for Session {
 
     fn lease_hits(&self) -> u64 {
         Session::lease_hits(self)
+    }
+
+    fn leased_until(&self, share: ShareId, key: Key, version: Version) -> Option<Instant> {
+        Session::leased_until(self, share, key, version)
     }
 }
 

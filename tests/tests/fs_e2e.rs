@@ -221,12 +221,7 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
     for op in [
         "lookup", "getattr", "create", "write", "read", "unlink", "rename",
     ] {
-        let line = format!("teemsfs_fuse_request_seconds_count{{op=\"{op}\"}} ");
-        let count: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&line))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"));
+        let count = metric(&metrics, &requests_of(op));
         assert!(count > 0, "no {op} requests counted:\n{metrics}");
     }
     assert!(
@@ -236,11 +231,7 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
     );
     // The mount reads metadata under read leases (docs/PROTOCOLS.md LEASE): path walks
     // of the shell life reuse leased answers.
-    let lease_hits: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("teemsfs_meta_lease_hits_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no lease counter in:\n{metrics}"));
+    let lease_hits = metric(&metrics, "teemsfs_meta_lease_hits_total");
     assert!(
         lease_hits > 0,
         "no metadata read answered from a lease:\n{metrics}"
@@ -250,6 +241,21 @@ fn up_shell_life_fsck_gc_and_down_on_local_stores() {
     let gc = teemsfs(&[&"gc", &up.dir, &"--dry-run"]);
     assert!(gc.contains("gc summary") && gc.contains("dry run"), "{gc}");
     up.down();
+}
+
+/// The counter `name` (with its labels) in a Prometheus text page.
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+/// The name of the counter of kernel requests of kind `op`.
+fn requests_of(op: &str) -> String {
+    format!("teemsfs_fuse_request_seconds_count{{op=\"{op}\"}}")
 }
 
 /// `GET /metrics` from the mount of `dir`, at the address in `run/mount-*.metrics`.
@@ -341,6 +347,48 @@ fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
     );
     teemsfs(&[&"umount", &two]);
     assert!(!mounted(&two));
+    up.down();
+}
+
+/// SEMANTICS §2: the kernel keeps a file's attributes only for what is left of the read
+/// lease behind them. A `stat` then needs no `getattr` after its lookup, and still, once
+/// another mount's change of the file has returned, an `fstat` in the first mount (on a
+/// file opened before the change, whose attributes the kernel took from that open's
+/// lookup) shows the change.
+#[test]
+fn the_kernel_keeps_attributes_only_while_a_lease_keeps_them_current() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let up = Up::start(None);
+    let one = up.mnt();
+    std::fs::write(one.join("f"), "first").expect("write");
+    let getattrs = || metric(&mount_metrics(&up.dir), &requests_of("getattr"));
+    let before = getattrs();
+    for _ in 0..20 {
+        std::fs::metadata(one.join("f")).expect("stat");
+    }
+    let asked = getattrs() - before;
+    assert!(
+        asked < 10,
+        "20 stats sent {asked} getattr requests: the kernel kept no attributes"
+    );
+
+    let two = up.dir.join("mnt2");
+    let out = teemsfs(&[&"mount", &up.dir, &two]);
+    assert!(out.contains("mounted"), "{out}");
+    for (round, mode) in [0o640u32, 0o600, 0o644].into_iter().enumerate() {
+        let held = std::fs::File::open(one.join("f")).expect("open in the first mount");
+        let content = "x".repeat(10 + round * 7);
+        std::fs::set_permissions(two.join("f"), std::fs::Permissions::from_mode(mode))
+            .expect("chmod in the second mount");
+        std::fs::write(two.join("f"), &content).expect("write in the second mount");
+        let seen = held.metadata().expect("fstat in the first mount");
+        assert_eq!(
+            (seen.mode() & 0o7777, seen.len()),
+            (mode, content.len() as u64),
+            "round {round}: the first mount showed attributes older than a completed change"
+        );
+    }
+    teemsfs(&[&"umount", &two]);
     up.down();
 }
 

@@ -50,6 +50,12 @@ use crate::meta::{Key, ShareId, Teems, Version};
 /// Longest name component accepted (as on most Linux filesystems).
 pub const NAME_MAX_BYTES: usize = 255;
 
+/// Taken off what is left of a lease before the kernel is told to keep attributes that
+/// long ([`Fs::attr_ttl`]): the reply reaches the kernel a little after it is computed.
+/// A lease the client uses already ends 2 % of a lease before any replica's grant does
+/// (LEASE-C1); this keeps the kernel's copy inside the client's part.
+const KERNEL_LEASE_SLACK: Duration = Duration::from_millis(10);
+
 /// Tunables of one mount; every field has a documented default.
 #[derive(Clone, Debug)]
 pub struct FsConfig {
@@ -305,6 +311,32 @@ impl Fs {
             Self::overlay_open(&mut attr, &state);
         }
         attr
+    }
+
+    /// How long the kernel may keep `attr` (as `lookup` or `getattr` returned it) without
+    /// asking again: what is left of the read lease that keeps its metadata version
+    /// current, less [`KERNEL_LEASE_SLACK`] for the reply's way to the kernel; zero without
+    /// such a lease, and zero while this client has the file open (its buffered writes and
+    /// commits change attributes in ways the kernel does not see). Within that time no
+    /// other client's change of the inode can complete (docs/PROTOCOLS.md LEASE), and this
+    /// client's own changes all reach the kernel, which drops what it cached (write,
+    /// setattr, link, unlink, rename, xattrs). So a `stat` the kernel answers from it is
+    /// as fresh as one that reached TEEMS.
+    pub fn attr_ttl(&self, attr: &Attr) -> Duration {
+        let open = self
+            .files
+            .lock()
+            .map_or(true, |f| f.by_key.contains_key(&attr.key));
+        if open {
+            return Duration::ZERO;
+        }
+        self.teems
+            .leased_until(self.share, attr.key, attr.version)
+            .map_or(Duration::ZERO, |until| {
+                until
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(KERNEL_LEASE_SLACK)
+            })
     }
 
     /// Attributes as the stored metadata has them.
@@ -765,6 +797,50 @@ pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
 mod tests {
     use super::*;
     use crate::meta::MemTeems;
+
+    #[tokio::test]
+    async fn the_kernel_keeps_attributes_for_the_rest_of_their_lease_unless_open_here() {
+        let lease = Duration::from_millis(400);
+        let fs = Fs::new(
+            Arc::new(MemTeems::new().reporting_leases(lease)),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        );
+        fs.init(Caller::default()).await.expect("init");
+        let (_, o) = fs
+            .create(fs.root(), b"f", 0o644, Caller::default())
+            .await
+            .expect("create");
+        fs.write(o.fh, 0, b"data").await.expect("write");
+        let a = fs.lookup(fs.root(), b"f").await.expect("lookup");
+        assert_eq!(fs.attr_ttl(&a), Duration::ZERO, "open here: nothing kept");
+        fs.release(o.fh).await.expect("release");
+        let a = fs.lookup(fs.root(), b"f").await.expect("lookup");
+        let ttl = fs.attr_ttl(&a);
+        assert!(
+            ttl <= lease - KERNEL_LEASE_SLACK && ttl > lease / 2,
+            "closed, leased: kept for the rest of the lease less the slack, not {ttl:?}"
+        );
+        // Attributes of an older version than the leased one are not kept.
+        let stale = Attr {
+            version: Version { seq: 0, writer: 0 },
+            ..a
+        };
+        assert_eq!(fs.attr_ttl(&stale), Duration::ZERO);
+        // Without leases nothing is kept.
+        let plain = Fs::new(
+            Arc::new(MemTeems::new()),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        );
+        plain.init(Caller::default()).await.expect("init");
+        let root = plain.getattr(plain.root()).await.expect("getattr");
+        assert_eq!(plain.attr_ttl(&root), Duration::ZERO);
+    }
 
     #[tokio::test]
     async fn superseded_blobs_are_deleted_by_the_timer_after_their_grace_only() {
