@@ -146,8 +146,8 @@ pub struct MountSection {
     /// Kernel writeback cache. Default false (it makes the kernel ignore other clients'
     /// size changes; see `fuse::MountOptions::writeback_cache`).
     pub writeback_cache: bool,
-    /// Kernel attribute/name cache lifetime. Default 0: names are looked up on every path
-    /// walk, attributes kept only while a read lease keeps them current.
+    /// Kernel attribute/name cache lifetime. Default 0: attributes and names are kept
+    /// only while read leases keep them current.
     pub attr_ttl_ms: u64,
     /// Let other users into the mount (needs `user_allow_other` unless root). Default false.
     pub allow_other: bool,

@@ -53,8 +53,8 @@ pub struct MountOptions {
     /// single-client mount.
     pub writeback_cache: bool,
     /// How long the kernel may reuse attributes and names without asking. Default 0:
-    /// every path walk reaches `Fs`, which reads fresh metadata (DESIGN §10), and
-    /// attributes are kept only while a read lease keeps them current (`Fs::attr_ttl`).
+    /// they are kept only while read leases keep them current (`Fs::attr_ttl`,
+    /// `Fs::lookup_entry_by`), so every answer is as fresh as a TEEMS read (DESIGN §10).
     /// Set, it caches both for that long whatever other clients do.
     pub attr_ttl_ms: u64,
     /// Let users other than the mounting one in (needs `user_allow_other` for non-root).
@@ -400,13 +400,19 @@ impl Ctx {
         }
     }
 
+    /// Answers with a name the kernel keeps only for the configured TTL (names made by
+    /// this client's own writes, which no lease covers).
     fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
+        self.entry_kept(reply, result.map(|a| (a, Duration::ZERO)));
+    }
+
+    /// Answers with a name the kernel may keep for `keep` ([`Fs::lookup_entry_by`]), or
+    /// for the configured TTL if one is set.
+    fn entry_kept(&self, reply: ReplyEntry, result: Result<(Attr, Duration), FsError>) {
         match result {
-            // The name itself is never cached beyond the configured TTL: each lookup
-            // checks the caller's search permission (SEMANTICS §4).
-            Ok(a) => reply.entry_with_ttls(
+            Ok((a, keep)) => reply.entry_with_ttls(
                 &self.attr_ttl(&a),
-                &self.ttl,
+                if self.ttl.is_zero() { &keep } else { &self.ttl },
                 &self.attr_as(&a, self.ino_ref(a.key)),
                 Generation(0),
             ),
@@ -517,8 +523,8 @@ impl Filesystem for FuseAdapter {
                 Ok(k) => k,
                 Err(e) => return reply.error(e),
             };
-            let r = c.fs.lookup_by(parent, &name, who).await;
-            c.entry(reply, r);
+            let r = c.fs.lookup_entry_by(parent, &name, who).await;
+            c.entry_kept(reply, r);
         });
     }
 

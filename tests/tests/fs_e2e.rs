@@ -350,11 +350,12 @@ fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
     up.down();
 }
 
-/// SEMANTICS §2: the kernel keeps a file's attributes only for what is left of the read
-/// lease behind them. A `stat` then needs no `getattr` after its lookup, and still, once
-/// another mount's change of the file has returned, an `fstat` in the first mount (on a
-/// file opened before the change, whose attributes the kernel took from that open's
-/// lookup) shows the change.
+/// SEMANTICS §2: the kernel keeps a file's attributes, and names in directories anyone
+/// may search, only for what is left of the read leases behind them. A `stat` then needs
+/// no `getattr` after its lookup, and still, once another mount's change has returned,
+/// the first mount shows it: an `fstat` (on a file opened before the change, whose
+/// attributes the kernel took from that open's lookup) the new mode and size, a path
+/// walk the new name and not the old.
 #[test]
 fn the_kernel_keeps_attributes_only_while_a_lease_keeps_them_current() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -386,6 +387,20 @@ fn the_kernel_keeps_attributes_only_while_a_lease_keeps_them_current() {
             (seen.mode() & 0o7777, seen.len()),
             (mode, content.len() as u64),
             "round {round}: the first mount showed attributes older than a completed change"
+        );
+    }
+    // Names: the first mount walks `d/g` (the kernel may keep both names for the rest of
+    // their leases); once the second mount's rename has returned, the old name is gone
+    // and the new one there for the first.
+    std::fs::create_dir(one.join("d")).expect("mkdir");
+    std::fs::write(one.join("d/g0"), "g").expect("write");
+    for round in 0..3 {
+        let (old, new) = (format!("d/g{round}"), format!("d/g{}", round + 1));
+        std::fs::metadata(one.join(&old)).expect("stat in the first mount");
+        std::fs::rename(two.join(&old), two.join(&new)).expect("rename in the second mount");
+        assert!(
+            !one.join(&old).exists() && one.join(&new).exists(),
+            "round {round}: the first mount still walked a name another mount renamed"
         );
     }
     teemsfs(&[&"umount", &two]);

@@ -299,6 +299,25 @@ fn other_users_are_held_to_the_mode_bits_through_a_real_mount() {
         !as_nobody(&[], &p("norun")),
         "exec of a 0744 binary by others"
     );
+    // Taking search permission away works at once, although the kernel may keep names
+    // under a directory everyone can search (SEMANTICS §2): nobody walks `gate/f`, which
+    // leaves both names in the kernel, then root closes `gate`; the next walk is refused.
+    sh(&format!(
+        "mkdir {g} && chmod 0755 {g} && echo x > {g}/f && chmod 0644 {g}/f",
+        g = p("gate")
+    ));
+    for round in 0..3 {
+        assert!(
+            as_nobody(&[], &format!("cat {}/f && stat {}/f", p("gate"), p("gate"))),
+            "round {round}: walk into a 0755 dir"
+        );
+        sh(&format!("chmod 0700 {}", p("gate")));
+        assert!(
+            !as_nobody(&[], &format!("stat {}/f", p("gate"))),
+            "round {round}: walked into a dir just made 0700, through names the kernel kept"
+        );
+        sh(&format!("chmod 0755 {}", p("gate")));
+    }
     // And the files are as root left them.
     assert_eq!(
         std::fs::read_to_string(mnt.join("secret")).expect("read"),

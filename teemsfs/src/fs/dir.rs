@@ -13,6 +13,8 @@
 //! buckets writes a [`RenameIntent`] first and deletes it last; [`Fs::recover`] completes
 //! any intent it finds, and every step of completing one is idempotent.
 
+use std::time::Duration;
+
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::format::{
@@ -36,6 +38,8 @@ pub(super) struct BucketSlot {
     index: u64,
     /// For multi-bucket directories: the bucket's TEEMS value as read.
     meta: Option<BucketMeta>,
+    /// And its version (`None` for an absent, empty bucket, or a single-bucket directory).
+    version: Option<Version>,
 }
 
 impl Fs {
@@ -98,27 +102,44 @@ impl Fs {
         let index = bucket_of(name, *bucket_bits);
         if *bucket_bits == 0 {
             let bucket = self.bucket_from(single).await?;
-            return Ok((bucket, BucketSlot { index, meta: None }));
+            return Ok((
+                bucket,
+                BucketSlot {
+                    index,
+                    meta: None,
+                    version: None,
+                },
+            ));
         }
-        let meta = self.read_bucket_meta(dir_key, index).await?;
+        let (meta, version) = self.read_bucket_meta_versioned(dir_key, index).await?;
         let bucket = self.bucket_from(&meta.data).await?;
         Ok((
             bucket,
             BucketSlot {
                 index,
                 meta: Some(meta),
+                version,
             },
         ))
     }
 
     async fn read_bucket_meta(&self, dir_key: Key, index: u64) -> FsResult<BucketMeta> {
+        Ok(self.read_bucket_meta_versioned(dir_key, index).await?.0)
+    }
+
+    /// A bucket's metadata and its TEEMS version (`None`: absent, an empty bucket).
+    async fn read_bucket_meta_versioned(
+        &self,
+        dir_key: Key,
+        index: u64,
+    ) -> FsResult<(BucketMeta, Option<Version>)> {
         match self
             .teems
             .read(self.share, bucket_key(&dir_key, index))
             .await
         {
-            Ok((bytes, _)) => format::decode("bucket metadata", &bytes),
-            Err(crate::meta::MetaError::NotFound) => Ok(BucketMeta::default()),
+            Ok((bytes, version)) => Ok((format::decode("bucket metadata", &bytes)?, Some(version))),
+            Err(crate::meta::MetaError::NotFound) => Ok((BucketMeta::default(), None)),
             Err(e) => Err(e.into()),
         }
     }
@@ -188,6 +209,7 @@ impl Fs {
                     BucketSlot {
                         index: slot.index,
                         meta,
+                        version: None,
                     },
                     bucket,
                 )
@@ -336,7 +358,7 @@ impl Fs {
                 let index = bucket_of(name, bits);
                 let (dir, meta) = tokio::join!(
                     self.read_dir_inode(dir_key),
-                    self.read_bucket_meta(dir_key, index)
+                    self.read_bucket_meta_versioned(dir_key, index)
                 );
                 (dir?, Some((bits, index, meta)))
             }
@@ -347,12 +369,13 @@ impl Fs {
         };
         let (bucket, slot) = match early_meta {
             Some((bits, index, meta)) if bits == *bucket_bits => {
-                let meta = meta?;
+                let (meta, version) = meta?;
                 (
                     self.bucket_from(&meta.data).await?,
                     BucketSlot {
                         index,
                         meta: Some(meta),
+                        version,
                     },
                 )
             }
@@ -377,13 +400,42 @@ impl Fs {
     /// The attributes of `parent/name`, from fresh metadata; `who` needs search
     /// permission on `parent`.
     pub async fn lookup_by(&self, parent: Key, name: &[u8], who: Caller) -> FsResult<Attr> {
+        Ok(self.lookup_entry_by(parent, name, who).await?.0)
+    }
+
+    /// [`Fs::lookup_by`], and how long the kernel may keep the name without looking it up
+    /// again. Zero unless `parent` lets every class search it — then no caller's lookup
+    /// could be refused, so nothing is lost by the kernel not asking — and then what is
+    /// left of the read leases on `parent` and on the name's bucket, in which no other
+    /// client can change the name or `parent`'s mode. This client's own `chmod` of
+    /// `parent` that takes search permission away waits until the names the kernel was
+    /// told to keep have ended ([`Fs::setattr_by`]).
+    pub async fn lookup_entry_by(
+        &self,
+        parent: Key,
+        name: &[u8],
+        who: Caller,
+    ) -> FsResult<(Attr, Duration)> {
         if name.len() > super::NAME_MAX_BYTES {
             return Err(FsError::NameTooLong);
         }
         let find = async {
-            let (dir, _, bucket, _) = self.load_dir_bucket(parent, name).await?;
+            let (dir, dir_version, bucket, slot) = self.load_dir_bucket(parent, name).await?;
             perm::check_search(&dir, who)?;
-            Ok::<_, FsError>(bucket.get(name).copied())
+            let keep = if dir.perm & 0o111 == 0o111 {
+                let on_dir = self.lease_left(parent, dir_version);
+                match (&slot.meta, slot.version) {
+                    // One bucket: the names are part of the directory's own value.
+                    (None, _) => on_dir,
+                    (Some(_), Some(v)) => {
+                        on_dir.min(self.lease_left(bucket_key(&parent, slot.index), v))
+                    }
+                    (Some(_), None) => Duration::ZERO,
+                }
+            } else {
+                Duration::ZERO
+            };
+            Ok::<_, FsError>((bucket.get(name).copied(), keep))
         };
         // The name cache proposes the child's key, so its metadata read can run alongside
         // the directory's; the result is used only if the fresh directory confirms it.
@@ -395,7 +447,7 @@ impl Fs {
             }
             None => (find.await?, None),
         };
-        let Some(entry) = entry else {
+        let (Some(entry), keep) = entry else {
             self.names.forget_name(parent, name);
             return Err(FsError::NotFound);
         };
@@ -405,7 +457,10 @@ impl Fs {
         };
         self.names.remember_name(parent, name, entry.key, version);
         self.remember_content(entry.key, &inode, version);
-        Ok(self.attr_of(entry.key, &inode, version))
+        if !keep.is_zero() {
+            self.kernel_keeps_name(parent, keep);
+        }
+        Ok((self.attr_of(entry.key, &inode, version), keep))
     }
 
     pub(super) fn remember_content(&self, key: Key, inode: &Inode, version: Version) {

@@ -56,6 +56,9 @@ pub const NAME_MAX_BYTES: usize = 255;
 /// (LEASE-C1); this keeps the kernel's copy inside the client's part.
 const KERNEL_LEASE_SLACK: Duration = Duration::from_millis(10);
 
+/// Directories remembered in `Fs::kernel_names` before the ended ones are swept out.
+const KERNEL_NAMES_SWEEP_AT: usize = 4096;
+
 /// Tunables of one mount; every field has a documented default.
 #[derive(Clone, Debug)]
 pub struct FsConfig {
@@ -222,6 +225,9 @@ pub struct Fs {
     unlinked_wake: Arc<tokio::sync::Notify>,
     /// Content version this client last saw per key, for `Opened::keep_cache`.
     seen_versions: Mutex<HashMap<Key, Version>>,
+    /// Per directory, until when the kernel may still hold names under it that it was
+    /// told to keep ([`Fs::lookup_entry_by`]).
+    kernel_names: Mutex<HashMap<Key, Instant>>,
 }
 
 impl Fs {
@@ -249,6 +255,7 @@ impl Fs {
             unlinked: Mutex::new(Vec::new()),
             unlinked_wake: Arc::new(tokio::sync::Notify::new()),
             seen_versions: Mutex::new(HashMap::new()),
+            kernel_names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -330,13 +337,48 @@ impl Fs {
         if open {
             return Duration::ZERO;
         }
+        self.lease_left(attr.key, attr.version)
+    }
+
+    /// What is left of the read lease that keeps `version` of `key` current, less
+    /// [`KERNEL_LEASE_SLACK`]; zero without one.
+    fn lease_left(&self, key: Key, version: Version) -> Duration {
         self.teems
-            .leased_until(self.share, attr.key, attr.version)
+            .leased_until(self.share, key, version)
             .map_or(Duration::ZERO, |until| {
                 until
                     .saturating_duration_since(Instant::now())
                     .saturating_sub(KERNEL_LEASE_SLACK)
             })
+    }
+
+    /// The kernel was told to keep a name under `dir` for `ttl`.
+    fn kernel_keeps_name(&self, dir: Key, ttl: Duration) {
+        let until = Instant::now() + ttl;
+        if let Ok(mut kept) = self.kernel_names.lock() {
+            if kept.len() >= KERNEL_NAMES_SWEEP_AT {
+                let now = Instant::now();
+                kept.retain(|_, t| *t > now);
+            }
+            let t = kept.entry(dir).or_insert(until);
+            *t = (*t).max(until);
+        }
+    }
+
+    /// A `chmod` took search permission from some class on directory `dir`: the kernel
+    /// may still hold names under it that it was told to keep, and would let anyone walk
+    /// through them without asking teemsfs (which checks search permission per lookup).
+    /// Waits until the last of them has ended, so the `chmod` returns only when every
+    /// walk after it is checked against the new mode.
+    async fn wait_out_kernel_names(&self, dir: Key) {
+        let until = self
+            .kernel_names
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.remove(&dir));
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
     }
 
     /// Attributes as the stored metadata has them.
@@ -706,6 +748,12 @@ impl Fs {
         inode.ctime = Time::now();
         let version = self.write_inode(key, &inode).await?;
         self.note_version(key, version);
+        if inode.kind == Kind::Dir && set.perm.is_some() && inode.perm & 0o111 != 0o111 {
+            drop(_inode_lock);
+            drop(_ns);
+            self.wait_out_kernel_names(key).await;
+            return Ok(self.attr_of(key, &inode, version));
+        }
         let open_here = self.files.lock().is_ok_and(|f| f.by_key.contains_key(&key));
         if open_here {
             // The reply's size must include buffered writes exactly (see `getattr`),
@@ -799,7 +847,7 @@ mod tests {
     use crate::meta::MemTeems;
 
     #[tokio::test]
-    async fn the_kernel_keeps_attributes_for_the_rest_of_their_lease_unless_open_here() {
+    async fn the_kernel_keeps_attributes_and_searchable_names_for_the_rest_of_their_lease() {
         let lease = Duration::from_millis(400);
         let fs = Fs::new(
             Arc::new(MemTeems::new().reporting_leases(lease)),
@@ -829,6 +877,51 @@ mod tests {
             ..a
         };
         assert_eq!(fs.attr_ttl(&stale), Duration::ZERO);
+        // Names: kept under a directory every class may search, for the rest of the lease;
+        // not under one that some class may not search.
+        let open_dir = fs
+            .mkdir(fs.root(), b"open", 0o755, Caller::default())
+            .await
+            .expect("mkdir");
+        let closed = fs
+            .mkdir(fs.root(), b"closed", 0o750, Caller::default())
+            .await
+            .expect("mkdir");
+        for dir in [open_dir.key, closed.key] {
+            fs.mknod(dir, b"x", Kind::File, 0o644, 0, Caller::default())
+                .await
+                .expect("mknod");
+        }
+        let (_, keep) = fs
+            .lookup_entry_by(open_dir.key, b"x", Caller::ROOT)
+            .await
+            .expect("lookup");
+        assert!(keep > lease / 2 && keep <= lease, "{keep:?}");
+        let (_, keep) = fs
+            .lookup_entry_by(closed.key, b"x", Caller::ROOT)
+            .await
+            .expect("lookup");
+        assert_eq!(
+            keep,
+            Duration::ZERO,
+            "0750: others may not search, no name kept"
+        );
+        // Taking search permission away waits until the kept names have ended.
+        let started = Instant::now();
+        let set = SetAttr {
+            perm: Some(0o700),
+            ..SetAttr::default()
+        };
+        fs.setattr(open_dir.key, set.clone()).await.expect("chmod");
+        assert!(
+            started.elapsed() >= lease / 2,
+            "chmod 0700 returned after {:?}, inside the names' lease",
+            started.elapsed()
+        );
+        // Nothing kept any more: the next narrowing does not wait.
+        let started = Instant::now();
+        fs.setattr(open_dir.key, set).await.expect("chmod");
+        assert!(started.elapsed() < lease / 2);
         // Without leases nothing is kept.
         let plain = Fs::new(
             Arc::new(MemTeems::new()),
