@@ -345,6 +345,18 @@ fn a_second_mount_writes_and_the_first_sees_it_on_next_open() {
         one.join("made-in-two").is_dir(),
         "a directory made by the other mount is visible"
     );
+    // Replaced blobs leave the second mount's process deleting for a few seconds after
+    // its unmount; mounting again at once waits for it rather than failing.
+    std::fs::write(two.join("big"), vec![1u8; 64 << 10]).expect("write");
+    std::fs::write(two.join("big"), vec![2u8; 64 << 10]).expect("rewrite");
+    teemsfs(&[&"umount", &two]);
+    assert!(!mounted(&two));
+    let out = teemsfs(&[&"mount", &up.dir, &two]);
+    assert!(out.contains("mounted"), "{out}");
+    assert_eq!(
+        std::fs::read(two.join("big")).expect("read after the remount"),
+        vec![2u8; 64 << 10]
+    );
     teemsfs(&[&"umount", &two]);
     assert!(!mounted(&two));
     up.down();

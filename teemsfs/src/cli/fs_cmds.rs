@@ -172,7 +172,13 @@ fn spawn_mount(d: &Deployment, mountpoint: &Path) -> Result<(u32, PathBuf)> {
         .with_context(|| format!("creating {}", mountpoint.display()))?;
     std::fs::create_dir_all(d.run_dir())?;
     let (pid_file, log_file) = d.mount_files(mountpoint);
-    if let Some(pid) = deploy::read_pid(&pid_file).filter(|p| deploy::is_mount_process(*p)) {
+    // A mount process just unmounted may still be finishing (it waits a few seconds for
+    // deletions whose grace period is ending): give it the time an unmount gets.
+    if let Some(pid) = deploy::read_pid(&pid_file).filter(|p| {
+        deploy::is_mount_process(*p)
+            && !deploy::is_fuse_mounted(mountpoint)
+            && !deploy::wait_exit(*p, MOUNT_EXIT_TIMEOUT)
+    }) {
         bail!(
             "a mount process (pid {pid}) for {} is already running but not mounted; see {}",
             mountpoint.display(),
