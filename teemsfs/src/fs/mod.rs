@@ -848,15 +848,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_kernel_keeps_attributes_and_searchable_names_for_the_rest_of_their_lease() {
+        async fn fs_over(teems: MemTeems) -> Fs {
+            let fs = Fs::new(
+                Arc::new(teems),
+                Arc::new(MemBlobs::new()),
+                ShareId([1; 16]),
+                Key([2; 16]),
+                FsConfig::default(),
+            );
+            fs.init(Caller::default()).await.expect("init");
+            fs
+        }
         let lease = Duration::from_millis(400);
-        let fs = Fs::new(
-            Arc::new(MemTeems::new().reporting_leases(lease)),
-            Arc::new(MemBlobs::new()),
-            ShareId([1; 16]),
-            Key([2; 16]),
-            FsConfig::default(),
-        );
-        fs.init(Caller::default()).await.expect("init");
+        let fs = fs_over(MemTeems::new().reporting_leases(lease)).await;
         let (_, o) = fs
             .create(fs.root(), b"f", 0o644, Caller::default())
             .await
@@ -923,14 +927,7 @@ mod tests {
         fs.setattr(open_dir.key, set).await.expect("chmod");
         assert!(started.elapsed() < lease / 2);
         // Without leases nothing is kept.
-        let plain = Fs::new(
-            Arc::new(MemTeems::new()),
-            Arc::new(MemBlobs::new()),
-            ShareId([1; 16]),
-            Key([2; 16]),
-            FsConfig::default(),
-        );
-        plain.init(Caller::default()).await.expect("init");
+        let plain = fs_over(MemTeems::new()).await;
         let root = plain.getattr(plain.root()).await.expect("getattr");
         assert_eq!(plain.attr_ttl(&root), Duration::ZERO);
     }
