@@ -422,7 +422,10 @@ impl Fs {
         let find = async {
             let (dir, dir_version, bucket, slot) = self.load_dir_bucket(parent, name).await?;
             perm::check_search(&dir, who)?;
-            let keep = if dir.perm & 0o111 == 0o111 {
+            let keep = move || {
+                if dir.perm & 0o111 != 0o111 {
+                    return Duration::ZERO;
+                }
                 let on_dir = self.lease_left(parent, dir_version);
                 match (&slot.meta, slot.version) {
                     // One bucket: the names are part of the directory's own value.
@@ -432,8 +435,6 @@ impl Fs {
                     }
                     (Some(_), None) => Duration::ZERO,
                 }
-            } else {
-                Duration::ZERO
             };
             Ok::<_, FsError>((bucket.get(name).copied(), keep))
         };
@@ -457,9 +458,7 @@ impl Fs {
         };
         self.names.remember_name(parent, name, entry.key, version);
         self.remember_content(entry.key, &inode, version);
-        if !keep.is_zero() {
-            self.kernel_keeps_name(parent, keep);
-        }
+        let keep = self.kernel_keeps_name(parent, keep);
         Ok((self.attr_of(entry.key, &inode, version), keep))
     }
 

@@ -50,14 +50,46 @@ use crate::meta::{Key, ShareId, Teems, Version};
 /// Longest name component accepted (as on most Linux filesystems).
 pub const NAME_MAX_BYTES: usize = 255;
 
-/// Taken off what is left of a lease before the kernel is told to keep attributes that
-/// long ([`Fs::attr_ttl`]): the reply reaches the kernel a little after it is computed.
-/// A lease the client uses already ends 2 % of a lease before any replica's grant does
-/// (LEASE-C1); this keeps the kernel's copy inside the client's part.
-const KERNEL_LEASE_SLACK: Duration = Duration::from_millis(10);
+/// Taken off what is left of a lease before the kernel is told to keep attributes or a
+/// name that long ([`Fs::attr_ttl`]): the kernel counts the time from when it takes in
+/// the reply, a little after it is computed, and in jiffies rounded up — up to two
+/// jiffies later, 20 ms at `HZ=100`. A lease the client uses already ends 2 % of a lease
+/// before any replica's grant does (LEASE-C1); this keeps the kernel's copy inside the
+/// client's part.
+const KERNEL_LEASE_SLACK: Duration = Duration::from_millis(30);
 
 /// Directories remembered in `Fs::kernel_names` before the ended ones are swept out.
 const KERNEL_NAMES_SWEEP_AT: usize = 4096;
+
+/// Added to the end of the names kept under a directory before a `chmod` that takes
+/// search permission away returns, for the same reasons as [`KERNEL_LEASE_SLACK`]: the
+/// kernel may keep a name up to two jiffies (20 ms at `HZ=100`) past the time it was
+/// given, counted from when it took in the reply.
+const KERNEL_NAME_MARGIN: Duration = Duration::from_millis(50);
+
+/// Names under one directory the kernel was told to keep.
+struct KernelNames {
+    /// When the last of them ends (by this client's clock).
+    until: Instant,
+    /// `chmod`s taking search permission away from the directory under way.
+    narrowing: u32,
+}
+
+/// A `chmod` narrowing a directory's search permission is under way ([`Fs::narrowing_search`]).
+struct Narrowing<'a> {
+    fs: &'a Fs,
+    dir: Key,
+}
+
+impl Drop for Narrowing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut kept) = self.fs.kernel_names.lock()
+            && let Some(k) = kept.get_mut(&self.dir)
+        {
+            k.narrowing = k.narrowing.saturating_sub(1);
+        }
+    }
+}
 
 /// Tunables of one mount; every field has a documented default.
 #[derive(Clone, Debug)]
@@ -226,8 +258,9 @@ pub struct Fs {
     /// Content version this client last saw per key, for `Opened::keep_cache`.
     seen_versions: Mutex<HashMap<Key, Version>>,
     /// Per directory, until when the kernel may still hold names under it that it was
-    /// told to keep ([`Fs::lookup_entry_by`]).
-    kernel_names: Mutex<HashMap<Key, Instant>>,
+    /// told to keep ([`Fs::lookup_entry_by`]), and `chmod`s narrowing its search
+    /// permission under way.
+    kernel_names: Mutex<HashMap<Key, KernelNames>>,
 }
 
 impl Fs {
@@ -352,32 +385,62 @@ impl Fs {
             })
     }
 
-    /// The kernel was told to keep a name under `dir` for `ttl`.
-    fn kernel_keeps_name(&self, dir: Key, ttl: Duration) {
-        let until = Instant::now() + ttl;
-        if let Ok(mut kept) = self.kernel_names.lock() {
-            if kept.len() >= KERNEL_NAMES_SWEEP_AT {
-                let now = Instant::now();
-                kept.retain(|_, t| *t > now);
-            }
-            let t = kept.entry(dir).or_insert(until);
-            *t = (*t).max(until);
+    /// How long the kernel may keep a name under `dir` (see [`Fs::lookup_entry_by`]):
+    /// `keep()` — computed from the leases — unless a `chmod` taking search permission
+    /// away from `dir` is under way here, in which case nothing. What is handed out is
+    /// recorded under the same lock that such a `chmod` takes to start, so it waits for
+    /// every name handed out before it started ([`Fs::narrowing_search`]).
+    fn kernel_keeps_name(&self, dir: Key, keep: impl FnOnce() -> Duration) -> Duration {
+        let Ok(mut kept) = self.kernel_names.lock() else {
+            return Duration::ZERO;
+        };
+        if kept.get(&dir).is_some_and(|k| k.narrowing > 0) {
+            return Duration::ZERO;
         }
+        let ttl = keep();
+        if ttl.is_zero() {
+            return ttl;
+        }
+        let now = Instant::now();
+        if kept.len() >= KERNEL_NAMES_SWEEP_AT {
+            kept.retain(|_, k| k.until > now || k.narrowing > 0);
+        }
+        let k = kept.entry(dir).or_insert(KernelNames {
+            until: now,
+            narrowing: 0,
+        });
+        k.until = k.until.max(now + ttl);
+        ttl
     }
 
-    /// A `chmod` took search permission from some class on directory `dir`: the kernel
-    /// may still hold names under it that it was told to keep, and would let anyone walk
-    /// through them without asking teemsfs (which checks search permission per lookup).
-    /// Waits until the last of them has ended, so the `chmod` returns only when every
-    /// walk after it is checked against the new mode.
+    /// A `chmod` that takes search permission from some class on directory `dir` starts:
+    /// until the returned guard is dropped, no name under `dir` is handed to the kernel
+    /// to keep.
+    fn narrowing_search(&self, dir: Key) -> Narrowing<'_> {
+        if let Ok(mut kept) = self.kernel_names.lock() {
+            kept.entry(dir)
+                .or_insert(KernelNames {
+                    until: Instant::now(),
+                    narrowing: 0,
+                })
+                .narrowing += 1;
+        }
+        Narrowing { fs: self, dir }
+    }
+
+    /// Waits until the names the kernel was told to keep under `dir` have ended, with
+    /// [`KERNEL_NAME_MARGIN`] for the kernel's clock granularity and the reply's way to
+    /// it. The kernel would let anyone walk through them without asking teemsfs (which
+    /// checks search permission per lookup); after this, every walk is checked against
+    /// the new mode.
     async fn wait_out_kernel_names(&self, dir: Key) {
         let until = self
             .kernel_names
             .lock()
             .ok()
-            .and_then(|mut kept| kept.remove(&dir));
+            .and_then(|kept| kept.get(&dir).map(|k| k.until));
         if let Some(until) = until {
-            tokio::time::sleep_until(until.into()).await;
+            tokio::time::sleep_until((until + KERNEL_NAME_MARGIN).into()).await;
         }
     }
 
@@ -730,6 +793,10 @@ impl Fs {
         let _ns = self.ns_lock.lock().await;
         let _inode_lock = self.key_locks.lock(key).await;
         let (mut inode, _) = self.read_inode(key).await?;
+        // Taking search permission away from a directory: stop handing names under it
+        // to the kernel first, and before answering wait out those it holds.
+        let narrowing = (inode.kind == Kind::Dir && set.perm.is_some_and(|p| p & 0o111 != 0o111))
+            .then(|| self.narrowing_search(key));
         if let Some(perm) = set.perm {
             inode.perm = perm & 0o7777;
         }
@@ -748,10 +815,11 @@ impl Fs {
         inode.ctime = Time::now();
         let version = self.write_inode(key, &inode).await?;
         self.note_version(key, version);
-        if inode.kind == Kind::Dir && set.perm.is_some() && inode.perm & 0o111 != 0o111 {
+        if let Some(narrowing) = narrowing {
             drop(_inode_lock);
             drop(_ns);
             self.wait_out_kernel_names(key).await;
+            drop(narrowing);
             return Ok(self.attr_of(key, &inode, version));
         }
         let open_here = self.files.lock().is_ok_and(|f| f.by_key.contains_key(&key));
