@@ -42,6 +42,14 @@ pub(super) struct BucketSlot {
     version: Option<Version>,
 }
 
+/// The bucket a single-bucket directory keeps in its own metadata.
+fn single_bucket(dir: &Inode) -> FsResult<&BucketData> {
+    match &dir.data {
+        Data::Dir { single, .. } => Ok(single),
+        _ => Err(FsError::NotDir),
+    }
+}
+
 impl Fs {
     fn intent_key(&self) -> Key {
         Key(derive_id(&self.root, "rename-intent", 0))
@@ -343,15 +351,31 @@ impl Fs {
     }
 
     /// The directory's fresh metadata and the bucket that holds (or would hold) `name`.
-    ///
-    /// For a multi-bucket directory whose bucket count the name cache remembers, the
-    /// name's bucket metadata is read alongside the directory's, and used only if the
-    /// fresh directory metadata has that bucket count; otherwise it is read after.
     pub(super) async fn load_dir_bucket(
         &self,
         dir_key: Key,
         name: &[u8],
     ) -> FsResult<(Inode, Version, Bucket, BucketSlot)> {
+        let (dir, version, slot) = self.load_dir_slot(dir_key, name).await?;
+        let bucket = match &slot.meta {
+            Some(meta) => self.bucket_from(&meta.data).await?,
+            None => self.bucket_from(single_bucket(&dir)?).await?,
+        };
+        Ok((dir, version, bucket, slot))
+    }
+
+    /// The directory's fresh metadata and the slot of the bucket that holds (or would
+    /// hold) `name`, its entries not yet taken out (a lookup needs one of them, a change
+    /// all of them).
+    ///
+    /// For a multi-bucket directory whose bucket count the name cache remembers, the
+    /// name's bucket metadata is read alongside the directory's, and used only if the
+    /// fresh directory metadata has that bucket count; otherwise it is read after.
+    async fn load_dir_slot(
+        &self,
+        dir_key: Key,
+        name: &[u8],
+    ) -> FsResult<(Inode, Version, BucketSlot)> {
         let guessed = self.names.guess_dir_bits(dir_key).filter(|bits| *bits > 0);
         let ((dir, version), early_meta) = match guessed {
             Some(bits) => {
@@ -367,27 +391,57 @@ impl Fs {
         let Data::Dir { bucket_bits, .. } = &dir.data else {
             return Err(FsError::NotDir);
         };
-        let (bucket, slot) = match early_meta {
-            Some((bits, index, meta)) if bits == *bucket_bits => {
+        let bits = *bucket_bits;
+        let index = bucket_of(name, bits);
+        let slot = match early_meta {
+            Some((guess, index, meta)) if guess == bits => {
                 let (meta, version) = meta?;
-                (
-                    self.bucket_from(&meta.data).await?,
-                    BucketSlot {
-                        index,
-                        meta: Some(meta),
-                        version,
-                    },
-                )
+                BucketSlot {
+                    index,
+                    meta: Some(meta),
+                    version,
+                }
             }
-            _ => self.load_bucket(dir_key, &dir, name).await?,
+            _ if bits == 0 => BucketSlot {
+                index,
+                meta: None,
+                version: None,
+            },
+            _ => {
+                let (meta, version) = self.read_bucket_meta_versioned(dir_key, index).await?;
+                BucketSlot {
+                    index,
+                    meta: Some(meta),
+                    version,
+                }
+            }
         };
-        Ok((dir, version, bucket, slot))
+        Ok((dir, version, slot))
+    }
+
+    /// The entry `name` in the bucket of `slot` (of directory `dir`), without copying the
+    /// bucket.
+    async fn slot_entry(
+        &self,
+        dir: &Inode,
+        slot: &BucketSlot,
+        name: &[u8],
+    ) -> FsResult<Option<Entry>> {
+        let data = match &slot.meta {
+            Some(meta) => &meta.data,
+            None => single_bucket(dir)?,
+        };
+        match data {
+            BucketData::Empty => Ok(None),
+            BucketData::Inline(entries) => Ok(entries.get(name).copied()),
+            BucketData::Blob(_) => Ok(self.bucket_from(data).await?.get(name).copied()),
+        }
     }
 
     /// The entry `name` in directory `dir_key`, from fresh metadata.
     pub(super) async fn find_entry(&self, dir_key: Key, name: &[u8]) -> FsResult<Option<Entry>> {
-        let (_, _, bucket, _) = self.load_dir_bucket(dir_key, name).await?;
-        Ok(bucket.get(name).copied())
+        let (dir, _, slot) = self.load_dir_slot(dir_key, name).await?;
+        self.slot_entry(&dir, &slot, name).await
     }
 
     // ---- lookup and listing -----------------------------------------------------------
@@ -420,8 +474,9 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         let find = async {
-            let (dir, dir_version, bucket, slot) = self.load_dir_bucket(parent, name).await?;
+            let (dir, dir_version, slot) = self.load_dir_slot(parent, name).await?;
             perm::check_search(&dir, who)?;
+            let entry = self.slot_entry(&dir, &slot, name).await?;
             let keep = move || {
                 if dir.perm & 0o111 != 0o111 {
                     return Duration::ZERO;
@@ -436,7 +491,7 @@ impl Fs {
                     (Some(_), None) => Duration::ZERO,
                 }
             };
-            Ok::<_, FsError>((bucket.get(name).copied(), keep))
+            Ok::<_, FsError>((entry, keep))
         };
         // The name cache proposes the child's key, so its metadata read can run alongside
         // the directory's; the result is used only if the fresh directory confirms it.
