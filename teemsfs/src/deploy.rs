@@ -357,6 +357,7 @@ impl DeployConfig {
             cache: CacheConfig {
                 blob_cache_bytes: self.cache.blob_cache_bytes,
                 name_cache_entries: self.cache.name_cache_entries,
+                ..CacheConfig::default()
             },
             ..FsConfig::default()
         }

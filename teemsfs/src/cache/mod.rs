@@ -1,4 +1,5 @@
-//! Client-side caches (DESIGN §10): the name cache and the blob cache.
+//! Client-side caches (DESIGN §10): the name cache, the blob cache, and decoded
+//! directory metadata.
 //!
 //! Both only ever *propose*: nothing taken from them is used until a fresh TEEMS read has
 //! confirmed it. The name cache remembers what the last metadata read said (which key a
@@ -30,6 +31,8 @@ pub struct CacheConfig {
     pub blob_cache_bytes: u64,
     /// Entries the name cache may hold (each a few hundred bytes).
     pub name_cache_entries: usize,
+    /// Encoded bytes of directory metadata (inodes and buckets) kept decoded. 0 disables.
+    pub decoded_cache_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -37,6 +40,7 @@ impl Default for CacheConfig {
         CacheConfig {
             blob_cache_bytes: 256 << 20,
             name_cache_entries: 100_000,
+            decoded_cache_bytes: 32 << 20,
         }
     }
 }
@@ -117,6 +121,53 @@ impl BlobCache {
     }
 }
 
+#[derive(Clone)]
+struct DecodedWeighter;
+
+impl<T> Weighter<Key, (Version, u64, T)> for DecodedWeighter {
+    fn weight(&self, _key: &Key, val: &(Version, u64, T)) -> u64 {
+        val.1 + 64
+    }
+}
+
+/// Metadata values kept in decoded form, each valid only for the exact version it was
+/// decoded from. A TEEMS version (timestamp) names one write of one key, so bytes read
+/// under a version always decode to what is kept here; the caller still reads the key
+/// fresh (or under a lease) and asks for that version. Decoding a large directory bucket
+/// (hundreds of entries into a sorted map) is what a lookup would otherwise spend most of
+/// its CPU on.
+pub struct DecodedCache<T> {
+    inner: Option<Cache<Key, (Version, u64, T), DecodedWeighter>>,
+}
+
+impl<T: Clone> DecodedCache<T> {
+    pub fn new(capacity_bytes: u64) -> DecodedCache<T> {
+        let inner = (capacity_bytes > 0).then(|| {
+            // The estimate only sizes the hash table; 4 KiB is a typical large value.
+            let items = usize::try_from(capacity_bytes / 4096)
+                .unwrap_or(usize::MAX)
+                .max(16);
+            Cache::with_weighter(items, capacity_bytes, DecodedWeighter)
+        });
+        DecodedCache { inner }
+    }
+
+    /// The value of `key` decoded from `version`, if kept.
+    pub fn get(&self, key: Key, version: Version) -> Option<T> {
+        match self.inner.as_ref()?.get(&key) {
+            Some((v, _, value)) if v == version => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Keeps `value`, decoded from `encoded_len` bytes read as `version` of `key`.
+    pub fn insert(&self, key: Key, version: Version, encoded_len: usize, value: T) {
+        if let Some(cache) = &self.inner {
+            cache.insert(key, (version, encoded_len as u64, value));
+        }
+    }
+}
+
 /// What the last metadata read said about a name and about an inode's content.
 pub struct NameCache {
     /// (directory, name) → (key, version of the child's metadata when last seen).
@@ -181,6 +232,28 @@ mod tests {
             len: len as u64,
             stored: vec![id; 8],
         }
+    }
+
+    #[test]
+    fn decoded_values_are_kept_for_their_exact_version_only() {
+        let cache = DecodedCache::<String>::new(1 << 20);
+        let key = Key([7; 16]);
+        let v1 = Version { seq: 1, writer: 1 };
+        let v2 = Version { seq: 2, writer: 1 };
+        cache.insert(key, v1, 10, "one".to_string());
+        assert_eq!(cache.get(key, v1).as_deref(), Some("one"));
+        assert_eq!(cache.get(key, v2), None, "another version is a miss");
+        assert_eq!(cache.get(Key([8; 16]), v1), None, "another key is a miss");
+        cache.insert(key, v2, 10, "two".to_string());
+        assert_eq!(
+            cache.get(key, v1),
+            None,
+            "a newer version replaces the older"
+        );
+        assert_eq!(cache.get(key, v2).as_deref(), Some("two"));
+        let off = DecodedCache::<String>::new(0);
+        off.insert(key, v1, 10, "one".to_string());
+        assert_eq!(off.get(key, v1), None);
     }
 
     #[test]

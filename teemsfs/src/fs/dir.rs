@@ -13,6 +13,7 @@
 //! buckets writes a [`RenameIntent`] first and deletes it last; [`Fs::recover`] completes
 //! any intent it finds, and every step of completing one is idempotent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -67,7 +68,7 @@ impl Fs {
     async fn bucket_from(&self, data: &BucketData) -> FsResult<Bucket> {
         match data {
             BucketData::Empty => Ok(Bucket::new()),
-            BucketData::Inline(entries) => Ok(entries.clone()),
+            BucketData::Inline(entries) => Ok(Bucket::clone(entries)),
             BucketData::Blob(b) => format::decode("directory bucket", &self.get_blob(b).await?),
         }
     }
@@ -85,7 +86,7 @@ impl Fs {
         }
         let encoded = format::encode(bucket);
         if encoded.len() <= self.config.inline_bucket_max_bytes {
-            return Ok(BucketData::Inline(bucket.clone()));
+            return Ok(BucketData::Inline(Arc::new(bucket.clone())));
         }
         Ok(BucketData::Blob(
             self.put_blob(derive_id(&dir_key, "bucket", index), seq, encoded)
@@ -141,15 +142,35 @@ impl Fs {
         dir_key: Key,
         index: u64,
     ) -> FsResult<(BucketMeta, Option<Version>)> {
-        match self
-            .teems
-            .read(self.share, bucket_key(&dir_key, index))
-            .await
-        {
-            Ok((bytes, version)) => Ok((format::decode("bucket metadata", &bytes)?, Some(version))),
+        let key = bucket_key(&dir_key, index);
+        match self.teems.read(self.share, key).await {
+            Ok((bytes, version)) => {
+                if let Some(meta) = self.decoded_buckets.get(key, version) {
+                    return Ok((meta, Some(version)));
+                }
+                let meta: BucketMeta = format::decode("bucket metadata", &bytes)?;
+                self.decoded_buckets
+                    .insert(key, version, bytes.len(), meta.clone());
+                Ok((meta, Some(version)))
+            }
             Err(crate::meta::MetaError::NotFound) => Ok((BucketMeta::default(), None)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Writes bucket `index` of `dir_key`, keeping it decoded for the version written.
+    async fn write_bucket_meta(
+        &self,
+        dir_key: Key,
+        index: u64,
+        meta: BucketMeta,
+    ) -> FsResult<Version> {
+        let key = bucket_key(&dir_key, index);
+        let encoded = format::encode(&meta);
+        let len = encoded.len();
+        let version = self.teems.write(self.share, key, encoded).await?;
+        self.decoded_buckets.insert(key, version, len, meta);
+        Ok(version)
     }
 
     /// All entries of a directory (every bucket, fetched in parallel).
@@ -199,10 +220,8 @@ impl Fs {
                 meta.data = self
                     .seal_bucket(dir_key, slot.index, meta.blob_seq, bucket)
                     .await?;
-                let encoded = format::encode(&meta);
                 let (wrote_bucket, wrote_dir) = tokio::join!(
-                    self.teems
-                        .write(self.share, bucket_key(&dir_key, slot.index), encoded),
+                    self.write_bucket_meta(dir_key, slot.index, meta),
                     self.write_inode(dir_key, dir)
                 );
                 wrote_bucket?;
@@ -267,13 +286,7 @@ impl Fs {
                 meta.data = self
                     .seal_bucket(dir_key, slot.index, meta.blob_seq, bucket)
                     .await?;
-                self.teems
-                    .write(
-                        self.share,
-                        bucket_key(&dir_key, slot.index),
-                        format::encode(&meta),
-                    )
-                    .await?;
+                self.write_bucket_meta(dir_key, slot.index, meta).await?;
                 self.retire(old.into_iter().collect());
             }
         }
@@ -338,9 +351,7 @@ impl Fs {
                 data: self.seal_bucket(dir_key, i, seq, bucket).await?,
                 blob_seq: seq,
             };
-            self.teems
-                .write(self.share, bucket_key(&dir_key, i), format::encode(&meta))
-                .await?;
+            self.write_bucket_meta(dir_key, i, meta).await?;
         }
         dir.data = Data::Dir {
             bucket_bits: bits,

@@ -14,6 +14,7 @@
 //! returns [`FsError::Corrupt`], never panics.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -103,7 +104,9 @@ pub enum BucketData {
     #[default]
     Empty,
     /// In the metadata value itself (a bucket of at most `inline_bucket_max_bytes`).
-    Inline(Bucket),
+    /// Shared, so that a decoded directory kept for its version clones cheaply; encoded
+    /// exactly as a plain `Bucket`.
+    Inline(Arc<Bucket>),
     /// A sealed blob holding the encoded [`Bucket`].
     Blob(BlobRef),
 }

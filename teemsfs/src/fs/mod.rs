@@ -44,7 +44,7 @@ pub use error::{FsError, FsResult};
 pub use format::Kind;
 use format::{BucketData, Data, Inode, Time};
 
-use crate::cache::{BlobCache, CacheConfig, NameCache};
+use crate::cache::{BlobCache, CacheConfig, DecodedCache, NameCache};
 use crate::meta::{Key, ShareId, Teems, Version};
 
 /// Longest name component accepted (as on most Linux filesystems).
@@ -237,6 +237,9 @@ pub struct Fs {
     config: FsConfig,
     blob_cache: BlobCache,
     names: NameCache,
+    /// Directory inodes and buckets as decoded, by key, for the version they came from.
+    decoded_dirs: DecodedCache<Inode>,
+    decoded_buckets: DecodedCache<format::BucketMeta>,
     /// Serialises this client's namespace changes (directory read-modify-writes), so two
     /// operations of one client never lose each other's entries. Other clients are not
     /// covered: see docs/SEMANTICS.md on concurrent namespace changes.
@@ -274,6 +277,8 @@ impl Fs {
         Fs {
             blob_cache: BlobCache::new(config.cache.blob_cache_bytes),
             names: NameCache::new(config.cache.name_cache_entries),
+            decoded_dirs: DecodedCache::new(config.cache.decoded_cache_bytes / 2),
+            decoded_buckets: DecodedCache::new(config.cache.decoded_cache_bytes / 2),
             teems,
             blobs,
             share,
@@ -327,15 +332,25 @@ impl Fs {
 
     async fn read_inode(&self, key: Key) -> FsResult<(Inode, Version)> {
         let (bytes, version) = self.teems.read(self.share, key).await?;
+        if let Some(inode) = self.decoded_dirs.get(key, version) {
+            return Ok((inode, version));
+        }
         let inode = format::decode_inode(&bytes)?;
+        if inode.kind == Kind::Dir {
+            self.decoded_dirs
+                .insert(key, version, bytes.len(), inode.clone());
+        }
         Ok((inode, version))
     }
 
     async fn write_inode(&self, key: Key, inode: &Inode) -> FsResult<Version> {
-        Ok(self
-            .teems
-            .write(self.share, key, format::encode(inode))
-            .await?)
+        let encoded = format::encode(inode);
+        let len = encoded.len();
+        let version = self.teems.write(self.share, key, encoded).await?;
+        if inode.kind == Kind::Dir {
+            self.decoded_dirs.insert(key, version, len, inode.clone());
+        }
+        Ok(version)
     }
 
     fn attr_of(&self, key: Key, inode: &Inode, version: Version) -> Attr {
