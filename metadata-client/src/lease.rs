@@ -21,6 +21,12 @@
 //!   all: the replicas would hold that write back for the lease.
 //! * **LEASE-C3** A cached answer is used only for the share it was read
 //!   under: the proxy checks the share, and so must the cache.
+//! * **LEASE-C4** A write the proxy answered with a lease (LEASE-W2) is kept
+//!   as the key's answer, from `sent` as in C1, `sent` being when the write
+//!   left this client — but only if no other write of the key by this client
+//!   started or ended while it ran, and none was in flight when it started
+//!   (it asks for no lease then): with two writes of the key in flight, the
+//!   one answered last need not be the one stored last.
 //!
 //! Time is passed in, so the rules are tested without sleeping.
 
@@ -58,6 +64,25 @@ pub struct ReadTicket {
     epoch: u64,
     generation: u64,
     sent: Instant,
+}
+
+/// Where one of our writes started, to tell at its end whether what it
+/// wrote may be kept under the lease its answer brought (LEASE-C4).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteTicket {
+    epoch: u64,
+    /// The key's generation our start set.
+    generation: u64,
+    sent: Instant,
+    /// No other write of the key was in flight when this one started.
+    alone: bool,
+}
+
+impl WriteTicket {
+    /// Whether the write should ask for a lease (only when it is alone).
+    pub fn may_lease(&self) -> bool {
+        self.alone
+    }
 }
 
 /// LEASE-C1: the part of a lease a client uses, `KEEP_NUM / KEEP_DEN`.
@@ -159,9 +184,49 @@ impl LeaseCache {
         });
     }
 
-    /// One of our writes (or deletes) of `key` starts (LEASE-C2).
-    pub fn write_started(&mut self, key: Key) {
-        self.write_edge(key, 1);
+    /// One of our writes (or deletes) of `key` starts at `sent` (LEASE-C2).
+    pub fn write_started(&mut self, key: Key, sent: Instant) -> WriteTicket {
+        let alone = self.slots.get(&key).is_none_or(|s| s.writing == 0);
+        let generation = self.write_edge(key, 1);
+        WriteTicket {
+            epoch: self.epoch,
+            generation,
+            sent,
+            alone,
+        }
+    }
+
+    /// One of our writes of `key` ended with `answer` stored and a lease of
+    /// `lease_ms` (LEASE-C4): ends it as [`LeaseCache::write_ended`] does, and
+    /// keeps the answer if the write was alone from start to end.
+    pub fn write_done(
+        &mut self,
+        ticket: WriteTicket,
+        share: ShareId,
+        key: Key,
+        answer: Leased,
+        lease_ms: u32,
+    ) {
+        let undisturbed = ticket.alone
+            && ticket.epoch == self.epoch
+            && self
+                .slots
+                .get(&key)
+                .is_some_and(|s| s.generation == ticket.generation);
+        self.write_edge(key, -1);
+        if lease_ms == 0 || !undisturbed || ticket.epoch != self.epoch {
+            return;
+        }
+        let until = ticket.sent + Duration::from_millis(u64::from(lease_ms) * KEEP_NUM / KEEP_DEN);
+        if let Some(slot) = self.slots.get_mut(&key)
+            && slot.writing == 0
+        {
+            slot.held = Some(Held {
+                share,
+                answer,
+                until,
+            });
+        }
     }
 
     /// One of our writes of `key` ended, however it ended (LEASE-C2).
@@ -169,7 +234,7 @@ impl LeaseCache {
         self.write_edge(key, -1);
     }
 
-    fn write_edge(&mut self, key: Key, delta: i32) {
+    fn write_edge(&mut self, key: Key, delta: i32) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
         self.make_room();
@@ -177,6 +242,7 @@ impl LeaseCache {
         slot.generation = generation;
         slot.held = None;
         slot.writing = slot.writing.saturating_add_signed(delta);
+        generation
     }
 
     fn make_room(&mut self) {
@@ -247,7 +313,7 @@ mod tests {
             None
         );
         // Our own write of the key forgets it.
-        c.write_started(key);
+        c.write_started(key, t0);
         assert_eq!(
             c.valid_until(t0, SHARE, &key, Version { seq: 3, writer: 1 }),
             None
@@ -273,13 +339,13 @@ mod tests {
         let t0 = Instant::now();
         // Read of `a` starts, our write of `a` starts and ends, read answers old.
         let ticket = c.read_started(&a, t0);
-        c.write_started(a);
+        c.write_started(a, t0);
         c.write_ended(a);
         c.read_done(ticket, SHARE, a, v(1), 1_000);
         assert_eq!(c.get(t0, SHARE, &a), None);
         // A read of `a` that starts while the write is in flight asks for no
         // lease, and is not kept either.
-        c.write_started(a);
+        c.write_started(a, t0);
         assert!(!c.may_lease(&a));
         assert!(c.may_lease(&b));
         let ticket = c.read_started(&a, t0);
@@ -289,9 +355,54 @@ mod tests {
         assert_eq!(c.get(t0, SHARE, &a), None);
         // A write of another key does not disturb `b`; a write of `b` forgets it.
         c.read_done(c.read_started(&b, t0), SHARE, b, v(3), 1_000);
-        c.write_started(a);
+        c.write_started(a, t0);
         assert_eq!(c.get(t0, SHARE, &b), Some(v(3)));
-        c.write_started(b);
+        c.write_started(b, t0);
         assert_eq!(c.get(t0, SHARE, &b), None);
+    }
+
+    #[test]
+    fn a_leased_write_is_kept_only_if_it_ran_alone() {
+        let mut c = LeaseCache::default();
+        let (a, b) = (Key::from_name("a"), Key::from_name("b"));
+        let t0 = Instant::now();
+        // Alone, answered with a lease: kept from when it was sent.
+        let w = c.write_started(a, t0);
+        assert!(w.may_lease());
+        c.write_done(w, SHARE, a, v(2), 1_000);
+        assert_eq!(c.get(t0, SHARE, &a), Some(v(2)));
+        assert_eq!(c.get(t0 + Duration::from_millis(800), SHARE, &a), None);
+        assert_eq!(c.get(t0, ShareId([2; 16]), &a), None);
+        // Without a lease: nothing kept, and the old answer is gone.
+        let w = c.write_started(a, t0);
+        c.write_done(w, SHARE, a, v(3), 0);
+        assert_eq!(c.get(t0, SHARE, &a), None);
+        // Two writes of `b` overlapping: the second asks for no lease, and
+        // neither is kept, whichever ends first (the one answered last need
+        // not be the one stored last).
+        let w1 = c.write_started(b, t0);
+        let w2 = c.write_started(b, t0);
+        assert!(w1.may_lease() && !w2.may_lease());
+        c.write_done(w2, SHARE, b, v(5), 1_000);
+        c.write_done(w1, SHARE, b, v(4), 1_000);
+        assert_eq!(c.get(t0, SHARE, &b), None);
+        let w1 = c.write_started(b, t0);
+        let w2 = c.write_started(b, t0);
+        c.write_done(w1, SHARE, b, v(6), 1_000);
+        c.write_done(w2, SHARE, b, v(7), 1_000);
+        assert_eq!(c.get(t0, SHARE, &b), None);
+        // A write that failed (ended without an answer) in the middle of another.
+        let w1 = c.write_started(b, t0);
+        let _failed = c.write_started(b, t0);
+        c.write_ended(b);
+        c.write_done(w1, SHARE, b, v(8), 1_000);
+        assert_eq!(c.get(t0, SHARE, &b), None);
+        // A read that started before the write and ends after it is not kept
+        // over the write's answer.
+        let r = c.read_started(&a, t0);
+        let w = c.write_started(a, t0);
+        c.write_done(w, SHARE, a, v(9), 1_000);
+        c.read_done(r, SHARE, a, v(1), 1_000);
+        assert_eq!(c.get(t0, SHARE, &a), Some(v(9)));
     }
 }

@@ -18,11 +18,13 @@
 //!   retry may land after a concurrent writer's value. Callers needing
 //!   exactly-once read-modify-write use the policy path or versions.
 //!
-//! * **Read leases.** With [`SessionConfig::lease_ms`] set, reads ask for a
-//!   lease; an answer the proxy leased is reused for reads of the same key
-//!   until the lease ends (rules in [`crate::lease`]). Reads stay
-//!   linearizable: while the lease lasts no other writer's write of the key
-//!   can complete, and this session's own writes forget the key.
+//! * **Leases.** With [`SessionConfig::lease_ms`] set, reads ask for a
+//!   lease, and so do writes of a value (on what they write); an answer the
+//!   proxy leased is reused for reads of the same key until the lease ends
+//!   (rules in [`crate::lease`]). Reads stay linearizable: while the lease
+//!   lasts no other writer's write of the key can complete, and this
+//!   session's own writes forget the key (and keep what they wrote only
+//!   under the lease their answer brings).
 //!
 //! What this does not do: quorums, suspicion, recovery (the proxy's job), or
 //! caching of file data (the filesystem's).
@@ -430,25 +432,44 @@ impl Session {
     }
 
     /// A write or delete of `key` by this session: the lease cache forgets
-    /// the key when it starts and when it ends (LEASE-C2).
-    async fn call_write(&self, key: Key, request: Request) -> Result<Response, ClientError> {
+    /// the key when it starts and when it ends (LEASE-C2). A write of a value
+    /// asks for a lease on what it writes (LEASE-W1), and keeps it if the
+    /// proxy reports one (LEASE-C4). `written` is the value, for a write.
+    async fn call_write(
+        &self,
+        share: ShareId,
+        key: Key,
+        request: Request,
+        written: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
         /// Ends the write in the lease cache however the call ends, even if
         /// its future is dropped half-way.
-        struct Writing<'a>(&'a Session, Key);
+        struct Writing<'a>(&'a Session, Key, bool);
         impl Drop for Writing<'_> {
             fn drop(&mut self) {
-                self.0.leases().write_ended(self.1);
+                if self.2 {
+                    self.0.leases().write_ended(self.1);
+                }
             }
         }
-        self.leases().write_started(key);
-        let writing = Writing(self, key);
-        let holder = LeaseAsk {
-            holder: self.inner.holder,
-            ms: 0,
+        let ticket = self.leases().write_started(key, std::time::Instant::now());
+        let mut writing = Writing(self, key, true);
+        let ms = match &written {
+            Some(_) if ticket.may_lease() => self.inner.cfg.lease_ms,
+            _ => 0,
         };
-        let result = self.call(request, holder).await;
+        let ask = LeaseAsk {
+            holder: self.inner.holder,
+            ms,
+        };
+        let (response, lease_ms) = self.call(request, ask).await?;
+        if let (Response::Written { version }, Some(value)) = (&response, written) {
+            writing.2 = false;
+            self.leases()
+                .write_done(ticket, share, key, Leased::Value(value, *version), lease_ms);
+        }
         drop(writing);
-        into_result(result?.0)
+        into_result(response)
     }
 
     /// `write(id, value)`: the new version.
@@ -458,8 +479,9 @@ impl Session {
         key: Key,
         value: Vec<u8>,
     ) -> Result<Version, ClientError> {
+        let keep = (self.inner.cfg.lease_ms > 0).then(|| value.clone());
         match self
-            .call_write(key, Request::Write { share, key, value })
+            .call_write(share, key, Request::Write { share, key, value }, keep)
             .await?
         {
             Response::Written { version } => Ok(version),
@@ -469,7 +491,10 @@ impl Session {
 
     /// `delete(id)`: writes a tombstone; returns its version.
     pub async fn delete(&self, share: ShareId, key: Key) -> Result<Version, ClientError> {
-        match self.call_write(key, Request::Delete { share, key }).await? {
+        match self
+            .call_write(share, key, Request::Delete { share, key }, None)
+            .await?
+        {
             Response::Deleted { version } => Ok(version),
             other => Err(unexpected(&other)),
         }

@@ -812,3 +812,42 @@ fn a_read_lease_holds_another_sessions_write_until_it_ends() -> Result<()> {
         Ok(())
     })
 }
+
+/// Write leases over real processes (docs/PROTOCOLS.md LEASE-W): a session reads back
+/// what it just wrote from its lease, without a round trip; another session's write of
+/// the key waits until that lease has ended; then the first session reads the new value.
+#[test]
+fn a_write_lease_lets_the_writer_read_its_write_back_and_holds_another_sessions_write() -> Result<()>
+{
+    let (_one_at_a_time, c) = started_rr()?;
+    wait_all_recovered(&c)?;
+    let lease = Duration::from_millis(c.file.timing.lease_ms);
+    ensure!(!lease.is_zero(), "the test cluster has leases off");
+    let rt = runtime();
+    rt.block_on(async {
+        let first = c.session("admin", 1)?;
+        let second = c.session("admin", 3)?;
+        let share = admin_share(&first).await?;
+        let key = Key::from_name("write-leased");
+        let sent = Instant::now();
+        let version = first.write(share, key, b"v1".to_vec()).await?;
+        let (back, read_version) = first.read(share, key).await?;
+        ensure!(
+            back == b"v1" && read_version == version && first.lease_hits() == 1,
+            "read back {back:?} at {read_version:?} (wrote {version:?}), {} lease hits",
+            first.lease_hits()
+        );
+        second.write(share, key, b"v2".to_vec()).await?;
+        let waited = sent.elapsed();
+        ensure!(
+            waited >= lease * 9 / 10,
+            "the second write completed {waited:?} after the first was sent; the lease is {lease:?}"
+        );
+        let (after, _) = first.read(share, key).await?;
+        ensure!(
+            after == b"v2",
+            "read {after:?} after the write of v2 returned"
+        );
+        Ok(())
+    })
+}

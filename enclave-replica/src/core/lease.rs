@@ -24,6 +24,11 @@
 //! (LEASE-R5), so a key that two sessions read and write is not leased and
 //! its writers are held back at most once per quiet period.
 //!
+//! A client write may ask for a lease on what it writes (LEASE-W1): a
+//! replica that then holds exactly the written entry grants it as it would
+//! for a read, under the same rules, and the proxy reports it as for a read
+//! (LEASE-W2), so the writer reads its own write back without a round trip.
+//!
 //! Leases rest on one assumption the rest of the protocol does not make:
 //! replica and client clocks run at rates within 10% of real time
 //! (FAULT_MODEL.md, "time"). `lease_ms = 0` turns leases off.
@@ -83,10 +88,7 @@ impl Node {
         if max == 0 || holder.id == 0 || ms == 0 || self.leases.held.contains_key(key) {
             return false;
         }
-        if let Some((writer, at)) = self.leases.recent.get(key)
-            && (*writer != holder.id || *writer == 0)
-            && now < at + max
-        {
+        if self.lease_contended(now, key, holder) {
             return false;
         }
         if self.leases.recent.len() >= SWEEP_AT {
@@ -114,6 +116,14 @@ impl Node {
         slot.end = slot.end.max(end);
         slot.floor = slot.floor.max(holder.seq);
         true
+    }
+
+    /// LEASE-R5: whether another session's (or an anonymous) write of `key`
+    /// went through in the last lease period, so `holder` gets no lease on it.
+    pub(crate) fn lease_contended(&self, now: Millis, key: &Key, holder: Holder) -> bool {
+        self.leases.recent.get(key).is_some_and(|(writer, at)| {
+            (*writer != holder.id || *writer == 0) && now < at + self.lease_ms()
+        })
     }
 
     /// LEASE-R2 / R3: until when a WRITE of `key` by `holder` must wait, if
@@ -173,9 +183,9 @@ impl Node {
             return;
         };
         for w in writes {
-            self.register_on_write(
-                now, w.from, w.op, w.attempt, key, w.entry, w.epochs, w.holder,
-            );
+            // A write let through after waiting asks for no lease: granting one
+            // now would hold back the writes released with it (LEASE-W1).
+            self.register_on_write(now, key, w, None);
         }
     }
 

@@ -37,9 +37,9 @@ impl Holder {
     pub const NONE: Holder = Holder { id: 0, seq: 0 };
 }
 
-/// A lease asked for with a register read (LEASE-R1): `holder` is the
-/// session and the read's attempt, `ms` the length, `tenant` the reader (a
-/// replica grants only to a tenant its policy lets read the share).
+/// A lease asked for with a register read (LEASE-R1) or write (LEASE-W1):
+/// `holder` is the session and the attempt, `ms` the length, `tenant` the
+/// reader (a replica grants only to a tenant its policy lets read the share).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseReq {
     pub holder: Holder,
@@ -107,6 +107,8 @@ pub enum PeerMessage {
     // ---- register write round and write-back (ABD-W2, ABD-R3)
     /// `holder`: the session and attempt the write is for; leases that
     /// session was granted by earlier attempts do not hold it back (LEASE-R2).
+    /// `lease`: a client write asking to keep what it wrote under a lease
+    /// (LEASE-W1); `None` for write-backs and writes that ask for none.
     Write {
         op: OpId,
         attempt: u32,
@@ -114,12 +116,17 @@ pub enum PeerMessage {
         entry: RegisterEntry,
         epochs: Option<Epochs>,
         holder: Holder,
+        /// Boxed: most writes carry none, and the message enum stays small.
+        lease: Option<Box<LeaseReq>>,
     },
     WriteReply {
         op: OpId,
         attempt: u32,
         suspicious: bool,
         ack: WriteAck,
+        /// This replica holds exactly the written entry and granted the
+        /// lease asked for (LEASE-W1).
+        leased: bool,
     },
     /// Background, no reply (ABD-S1).
     Stabilize {

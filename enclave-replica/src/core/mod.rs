@@ -145,6 +145,14 @@ pub struct Faults {
     /// Forget LEASE-R2: grant leases but never hold a write back.
     #[serde(default)]
     pub lease_no_hold: bool,
+    /// Forget LEASE-W1's version check: grant a write lease even when the
+    /// replica already holds a newer entry than the one written.
+    #[serde(default)]
+    pub write_lease_any_version: bool,
+    /// Forget LEASE-W2's count: report a write lease however few replicas
+    /// granted it.
+    #[serde(default)]
+    pub write_lease_without_grants: bool,
 }
 
 /// Static configuration of the cluster, identical at every replica.
@@ -479,7 +487,18 @@ impl Node {
                 entry,
                 epochs,
                 holder,
-            } => self.register_on_write(now, from, op, attempt, key, entry, epochs, holder),
+                lease,
+            } => {
+                let write = lease::HeldWrite {
+                    from,
+                    op,
+                    attempt,
+                    entry,
+                    epochs,
+                    holder,
+                };
+                self.register_on_write(now, key, write, lease.map(|l| *l))
+            }
             M::Stabilize { key, version } => self.register_on_stabilize(key, version),
             M::QueryReply {
                 op,
@@ -495,7 +514,8 @@ impl Node {
                 attempt,
                 suspicious,
                 ack,
-            } => self.proxy_on_write_reply(now, from, op, attempt, suspicious, ack),
+                leased,
+            } => self.proxy_on_write_reply(now, from, op, attempt, suspicious, (ack, leased)),
             M::ProposeReply { op, answer } => self.proxy_on_propose_reply(now, from, op, answer),
             M::Propose { op, entry } => self.paxos_on_propose(now, from, op, entry),
             M::Prepare {

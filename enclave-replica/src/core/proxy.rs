@@ -54,7 +54,8 @@ enum RegStep {
         current: Option<RegisterEntry>,
         entry: RegisterEntry,
         epochs: Option<Epochs>,
-        acks: Collector<WriteAck>,
+        /// Each replica's ack and whether it granted the write lease asked for.
+        acks: Collector<(WriteAck, bool)>,
     },
     /// Read: the value to return is decided.
     ReadDone { result: Option<RegisterEntry> },
@@ -324,6 +325,7 @@ impl Node {
             matches!(op.policy, PolicyStep::Fast) || matches!(op.register, RegStep::Query);
         let mut write_msg = None;
         let holder = op.holder();
+        let write_lease = write_lease_req(op);
         if let RegStep::Writing {
             entry,
             epochs,
@@ -333,6 +335,8 @@ impl Node {
         {
             let attempt = acks.next_attempt(now, window);
             let key = request_key(&op.request).unwrap_or(Key([0; 16]));
+            // Write-backs (no epochs) never ask for a lease.
+            let lease = epochs.and(write_lease);
             write_msg = Some(PeerMessage::Write {
                 op: op_id,
                 attempt,
@@ -340,6 +344,7 @@ impl Node {
                 entry: entry.clone(),
                 epochs: *epochs,
                 holder,
+                lease,
             });
         }
         let ordered_due = match &op.ordered {
@@ -402,7 +407,7 @@ impl Node {
         op_id: OpId,
         attempt: u32,
         suspicious: bool,
-        ack: WriteAck,
+        ack: (WriteAck, bool),
     ) {
         let window = self.cfg.timing.ack_window_ms;
         let Some(op) = self.proxy.ops.get_mut(&op_id) else {
@@ -508,6 +513,45 @@ impl Node {
         let mut needed = self.q.n() - self.q.write() + 1;
         if self.cfg.faults.lease_quorum_minus_one {
             needed -= 1;
+        }
+        if grants >= needed {
+            op.lease.ms.min(max)
+        } else {
+            0
+        }
+    }
+
+    /// LEASE-W2: the lease to report for a finished write — as LEASE-P1 for
+    /// reads: the length asked for (capped), if the policy came from the first
+    /// round's optimized read and was not re-read for an epoch retry, the
+    /// policy lets the writer read, and at least `N − W_Q + 1` of the acks that
+    /// count granted it (each granter holds exactly the written entry).
+    fn write_lease_granted(&self, now: Millis, op: &ClientOp) -> u32 {
+        let max = u32::try_from(self.cfg.timing.lease_ms).unwrap_or(u32::MAX);
+        let (PolicyStep::Known(view), RegStep::Writing { acks, .. }) = (&op.policy, &op.register)
+        else {
+            return 0;
+        };
+        if max == 0
+            || write_lease_req(op).is_none()
+            || !op.policy_fast
+            || op.epoch_retries > 0
+            || !view.can_read(&op.tenant)
+        {
+            return 0;
+        }
+        let window = self.cfg.timing.ack_window_ms;
+        let grants = acks
+            .valid(now, window)
+            .filter(|(_, _, a)| matches!(a, (WriteAck::Stored, true)))
+            .count();
+        let grants = u32::try_from(grants).unwrap_or(0);
+        let mut needed = self.q.n() - self.q.write() + 1;
+        if self.cfg.faults.lease_quorum_minus_one {
+            needed -= 1;
+        }
+        if self.cfg.faults.write_lease_without_grants {
+            needed = 0;
         }
         if grants >= needed {
             op.lease.ms.min(max)
@@ -658,6 +702,7 @@ impl Node {
                         entry: entry.clone(),
                         epochs: None,
                         holder,
+                        lease: None,
                     };
                     if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                         op.register = RegStep::Writing {
@@ -693,11 +738,11 @@ impl Node {
             } => {
                 let stored = acks
                     .valid(now, window)
-                    .filter(|(_, _, a)| matches!(a, WriteAck::Stored))
+                    .filter(|(_, _, a)| matches!(a.0, WriteAck::Stored))
                     .count();
                 let refused = acks
                     .valid(now, window)
-                    .filter(|(_, _, a)| !matches!(a, WriteAck::Stored))
+                    .filter(|(_, _, a)| !matches!(a.0, WriteAck::Stored))
                     .count();
                 let stored = u32::try_from(stored).unwrap_or(u32::MAX);
                 let refused = u32::try_from(refused).unwrap_or(u32::MAX);
@@ -720,6 +765,7 @@ impl Node {
                         } else {
                             entry.version
                         };
+                        let lease_ms = self.write_lease_granted(now, op);
                         self.stabilize(k, version);
                         let response = if entry.value.data.is_some() {
                             Response::Written {
@@ -730,7 +776,7 @@ impl Node {
                                 version: entry.version,
                             }
                         };
-                        self.proxy_finish(op_id, response);
+                        self.proxy_finish_leased(op_id, response, lease_ms);
                         return;
                     }
                 } else if epochs.is_some() && refused > self.q.n() - self.q.write() {
@@ -843,6 +889,7 @@ impl Node {
                 }
                 let creator = live.map_or(tenant.clone(), |c| c.value.creator.clone());
                 let holder = op.holder();
+                let lease = write_lease_req(op);
                 let epochs = Epochs {
                     share,
                     share_epoch: view.share_epoch(),
@@ -883,6 +930,7 @@ impl Node {
                     entry: entry.clone(),
                     epochs: Some(epochs),
                     holder,
+                    lease,
                 };
                 if let Some(op) = self.proxy.ops.get_mut(&op_id) {
                     op.register = RegStep::Writing {
@@ -898,6 +946,20 @@ impl Node {
             _ => {}
         }
     }
+}
+
+/// The lease a client write asks its WRITE round to grant (LEASE-W1): only
+/// a write of a value (not a delete) by a session that asked for one.
+fn write_lease_req(op: &ClientOp) -> Option<Box<LeaseReq>> {
+    (matches!(op.request, Request::Write { .. }) && op.lease.ms > 0 && op.lease.holder != 0).then(
+        || {
+            Box::new(LeaseReq {
+                holder: op.holder(),
+                ms: op.lease.ms,
+                tenant: op.tenant.clone(),
+            })
+        },
+    )
 }
 
 /// Policy changes after which a tenant may read less than before: their

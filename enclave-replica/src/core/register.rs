@@ -4,7 +4,7 @@
 use metadata_client::wire::{Key, ShareId, Version};
 
 use super::lease::HeldWrite;
-use super::message::{Epochs, Holder, LeaseReq, OpId, OptReadReply, PeerMessage, WriteAck};
+use super::message::{LeaseReq, OpId, OptReadReply, PeerMessage, WriteAck};
 use super::state::{Record, RegisterEntry};
 use super::{Millis, Node, ReplicaId};
 
@@ -83,28 +83,27 @@ impl Node {
     /// our executed policy state, when we have a pending accept on the share,
     /// or while we are suspicious (our policy state may be rolled back).
     /// A write that a lease holds back (LEASE-R2, R3) is neither stored nor
-    /// answered until the lease ends.
-    #[allow(clippy::too_many_arguments)]
+    /// answered until the lease ends. A write asking for a lease gets one if
+    /// this replica now holds exactly the written entry (LEASE-W1).
     pub(crate) fn register_on_write(
         &mut self,
         now: Millis,
-        from: ReplicaId,
-        op: OpId,
-        attempt: u32,
         key: Key,
-        entry: RegisterEntry,
-        epochs: Option<Epochs>,
-        holder: Holder,
+        write: HeldWrite,
+        lease: Option<LeaseReq>,
     ) {
-        let write = HeldWrite {
+        // LEASE-R5 as it stood before this write: letting it through records
+        // its own session as the key's last writer.
+        let contended = lease.is_some() && self.lease_contended(now, &key, write.holder);
+        let Some(HeldWrite {
             from,
             op,
             attempt,
             entry,
             epochs,
             holder,
-        };
-        let Some(HeldWrite { entry, epochs, .. }) = self.lease_hold(now, key, write) else {
+        }) = self.lease_hold(now, key, write)
+        else {
             return;
         };
         let suspicious = self.flag();
@@ -128,17 +127,39 @@ impl Node {
                         attempt,
                         suspicious,
                         ack,
+                        leased: false,
                     },
                 );
                 return;
             }
         }
+        let (version, share) = (entry.version, entry.value.share);
         // A write never carries a stable bit: only STABILIZE sets it (ABD-S1).
         let entry = RegisterEntry {
             stable: false,
             ..entry
         };
         self.persist(Record::RegisterPut { key, entry });
+        // LEASE-W1: grant only while we hold exactly this entry — a newer
+        // one already stored here could complete during the lease — and, as
+        // for reads (LEASE-R1), only to a tenant our policy lets read.
+        let leased = match lease {
+            Some(l) if !contended => {
+                let holds_it = self
+                    .durable
+                    .registers
+                    .get(&key)
+                    .is_some_and(|e| e.version == version);
+                (holds_it || self.cfg.faults.write_lease_any_version)
+                    && self
+                        .durable
+                        .policy
+                        .view(&share, Some(&key))
+                        .can_read(&l.tenant)
+                    && self.lease_grant(now, &key, holder, l.ms)
+            }
+            _ => false,
+        };
         self.send(
             from,
             PeerMessage::WriteReply {
@@ -146,6 +167,7 @@ impl Node {
                 attempt,
                 suspicious,
                 ack: WriteAck::Stored,
+                leased,
             },
         );
     }

@@ -140,6 +140,7 @@ fn abd_w2_store_higher_timestamp_persist_before_ack() {
         entry: entry(5, b"x"),
         epochs: None,
         holder: Holder::NONE,
+        lease: None,
     };
     let out = node.on_message(10, 3, w);
     assert_eq!(
@@ -155,7 +156,8 @@ fn abd_w2_store_higher_timestamp_persist_before_ack() {
                     op: 1,
                     attempt: 1,
                     suspicious: false,
-                    ack: WriteAck::Stored
+                    ack: WriteAck::Stored,
+                    leased: false,
                 }
             },
         ]
@@ -168,6 +170,7 @@ fn abd_w2_store_higher_timestamp_persist_before_ack() {
         entry: entry(4, b"old"),
         epochs: None,
         holder: Holder::NONE,
+        lease: None,
     };
     let out = node.on_message(11, 3, w);
     assert_eq!(
@@ -178,7 +181,8 @@ fn abd_w2_store_higher_timestamp_persist_before_ack() {
                 op: 2,
                 attempt: 1,
                 suspicious: false,
-                ack: WriteAck::Stored
+                ack: WriteAck::Stored,
+                leased: false,
             }
         }]
     );
@@ -201,6 +205,7 @@ fn abd_s1_stabilize_marks_only_the_named_timestamp() {
             entry: entry(5, b"x"),
             epochs: None,
             holder: Holder::NONE,
+            lease: None,
         },
     );
     let out = node.on_message(
@@ -245,6 +250,7 @@ fn px_6_write_with_other_epochs_is_refused_and_not_stored() {
         entry: entry(5, b"x"),
         epochs: Some(epochs),
         holder: Holder::NONE,
+        lease: None,
     };
     let out = node.on_message(10, 3, w);
     let ack = WriteAck::EpochMismatch {
@@ -259,7 +265,8 @@ fn px_6_write_with_other_epochs_is_refused_and_not_stored() {
                 op: 1,
                 attempt: 1,
                 suspicious: false,
-                ack
+                ack,
+                leased: false,
             }
         }]
     );
@@ -281,6 +288,7 @@ fn px_6_suspicious_replica_refuses_epoch_checked_writes() {
         entry: entry(5, b"x"),
         epochs: Some(epochs),
         holder: Holder::NONE,
+        lease: None,
     };
     let out = node.on_message(10, 3, w);
     let ack = WriteAck::EpochMismatch {
@@ -295,7 +303,8 @@ fn px_6_suspicious_replica_refuses_epoch_checked_writes() {
                 op: 1,
                 attempt: 1,
                 suspicious: true,
-                ack
+                ack,
+                leased: false,
             }
         }]
     );
@@ -530,6 +539,7 @@ fn rec_1_digest_reply_describes_registers_and_paxos_state() {
             entry: entry(5, b"x"),
             epochs: None,
             holder: Holder::NONE,
+            lease: None,
         },
     );
     let out = node.on_message(2, 3, PeerMessage::DigestRequest { round: 4 });
@@ -566,6 +576,7 @@ fn rec_3_fetch_returns_only_newer_entries() {
             entry: entry(5, b"x"),
             epochs: None,
             holder: Holder::NONE,
+            lease: None,
         },
     );
     let same = vec![(7u16, vec![(key(), Version { seq: 5, writer: 2 })])];
@@ -1243,6 +1254,7 @@ mod decode_props {
                 entry: entry(4, b"w"),
                 epochs: None,
                 holder: Holder::NONE,
+                lease: None,
             }
             .encode(),
             PeerMessage::DigestReply {
@@ -1564,6 +1576,7 @@ fn write_msg(id: u64, seq: u64) -> PeerMessage {
         entry: entry(5, b"w"),
         epochs: None,
         holder: Holder { id, seq },
+        lease: None,
     }
 }
 
@@ -1690,6 +1703,7 @@ fn lease_r1_r2_a_grant_holds_other_holders_and_ends_on_our_clock() {
             entry,
             epochs,
             holder,
+            lease: None,
         },
         other => other,
     };
@@ -1790,4 +1804,139 @@ fn lease_r5_a_key_another_session_just_wrote_is_not_leased() {
     c.run_for(LEASE);
     let (_, lease) = leased_read(&mut c, 2, "alice", READER).expect("read answered");
     assert_eq!(lease, LEASE as u32);
+}
+
+// ---- Write leases (LEASE-W*) ----
+
+/// A write by `holder` of `value` through `proxy`, asking for a lease.
+fn leased_write(
+    c: &mut Cluster,
+    proxy: ReplicaId,
+    tenant: &str,
+    holder: u64,
+    value: &[u8],
+) -> Option<(Response, u32)> {
+    let ask = LeaseAsk {
+        holder,
+        ms: LEASE as u32,
+    };
+    c.request_leased(proxy, tenant, write_req(value), ask, MS)
+}
+
+#[test]
+fn lease_w2_a_write_is_leased_and_another_writer_waits_until_it_ends() {
+    let mut c = cluster_with_v1();
+    let (r, lease) = leased_write(&mut c, 2, "alice", READER, b"v2").expect("write answered");
+    assert!(matches!(r, Response::Written { .. }), "{r:?}");
+    assert_eq!(lease, LEASE as u32, "a write alone on its key is leased");
+    let granted_at = c.now();
+    // Another session's write waits for the lease (LEASE-R2)...
+    let id = c.submit(3, "alice", write_req(b"v3"));
+    c.run_for(LEASE - 100);
+    assert_eq!(c.reply_for(3, id), None, "a write completed during a lease");
+    // ...and a reader meanwhile sees what the holder wrote, not the held write.
+    assert_eq!(read_value(&mut c, 4, "bob"), Some(b"v2".to_vec()));
+    c.run_for(300);
+    assert!(matches!(c.reply_for(3, id), Some(Response::Written { .. })));
+    assert!(c.now() >= granted_at + LEASE);
+    // The holder's own next write passes its lease at once.
+    let (r, _) = leased_write(&mut c, 2, "alice", READER, b"v4").expect("write answered");
+    assert!(matches!(r, Response::Written { .. }), "{r:?}");
+}
+
+#[test]
+fn lease_w2_deletes_writes_without_a_holder_and_contended_keys_get_no_lease() {
+    let mut c = cluster_with_v1();
+    // No holder, or no length asked: no lease.
+    let ask = LeaseAsk {
+        holder: 0,
+        ms: LEASE as u32,
+    };
+    let (_, lease) = c
+        .request_leased(1, "alice", write_req(b"a"), ask, MS)
+        .expect("write answered");
+    assert_eq!(lease, 0);
+    c.run_for(LEASE);
+    // A delete asks for none even with a holder.
+    let ask = LeaseAsk {
+        holder: READER,
+        ms: LEASE as u32,
+    };
+    let del = Request::Delete {
+        share: SHARE,
+        key: key(),
+    };
+    let (r, lease) = c
+        .request_leased(1, "alice", del, ask, MS)
+        .expect("delete answered");
+    assert!(matches!(r, Response::Deleted { .. }), "{r:?}");
+    assert_eq!(lease, 0);
+    // Right after another session's write (the delete above, by READER) a
+    // write by a third session is not leased (LEASE-R5).
+    let (_, lease) = leased_write(&mut c, 2, "alice", 0x44, b"b").expect("write answered");
+    assert_eq!(lease, 0);
+}
+
+#[test]
+fn lease_w1_a_replica_grants_a_write_lease_only_while_it_holds_that_entry() {
+    let grants = |faults: fn(&mut Faults)| {
+        let mut node = leasing_node(faults);
+        let share = ShareId([1; 16]);
+        node.durable.apply(&Record::Execute {
+            slot: 1,
+            entry: PolicyEntry::Change {
+                share,
+                requester: TenantId("alice".into()),
+                token: [1; 16],
+                op: PolicyOp::CreateShare,
+            },
+        });
+        let write = |seq: u64, tenant: Option<&str>| {
+            let holder = Holder {
+                id: READER,
+                seq: 100 + seq,
+            };
+            PeerMessage::Write {
+                op: 9,
+                attempt: 1,
+                key: key(),
+                entry: entry(seq, b"w"),
+                epochs: None,
+                holder,
+                lease: tenant.map(|t| {
+                    Box::new(LeaseReq {
+                        holder,
+                        ms: 400,
+                        tenant: TenantId(t.into()),
+                    })
+                }),
+            }
+        };
+        let leased = |out: &[Command]| {
+            sends(out)
+                .iter()
+                .any(|(_, m)| matches!(m, PeerMessage::WriteReply { leased: true, .. }))
+        };
+        let t0 = LEASE + 5;
+        let mut replies = vec![];
+        // A tenant that may not read the share: stored, not leased.
+        replies.push(leased(&node.on_message(t0, 2, write(3, Some("mallory")))));
+        // A newer entry stored without asking for a lease...
+        assert_eq!(
+            write_replies(&node.on_message(t0 + 1, 3, write(5, None))),
+            1
+        );
+        // ...then an older one asking for a lease: acknowledged, but this
+        // replica holds a newer entry, so no lease.
+        replies.push(leased(&node.on_message(t0 + 2, 2, write(4, Some("alice")))));
+        // A newer one: stored and leased.
+        replies.push(leased(&node.on_message(t0 + 3, 2, write(6, Some("alice")))));
+        replies
+    };
+    assert_eq!(grants(|_| {}), [false, false, true]);
+    // The planted fault grants the late, older write too.
+    assert_eq!(
+        grants(|f| f.write_lease_any_version = true),
+        [false, true, true]
+    );
 }

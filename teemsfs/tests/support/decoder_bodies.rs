@@ -128,7 +128,7 @@ pub fn inode_fixtures() -> Vec<Inode> {
             nlink: 2,
             data: Data::Dir {
                 bucket_bits: 0,
-                single: BucketData::Inline(small_bucket()),
+                single: BucketData::Inline(std::sync::Arc::new(small_bucket())),
             },
             ..base.clone()
         },
@@ -201,7 +201,7 @@ pub fn bucket_meta_fixtures() -> Vec<BucketMeta> {
             blob_seq: 12,
         },
         BucketMeta {
-            data: BucketData::Inline(small_bucket()),
+            data: BucketData::Inline(std::sync::Arc::new(small_bucket())),
             blob_seq: 13,
         },
     ]

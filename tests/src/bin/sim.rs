@@ -34,6 +34,12 @@ enum BugArg {
     LeaseSkipRestartWait,
     /// Replicas grant leases but never hold a write back (LEASE-R2 off).
     LeaseNoHold,
+    /// Replicas grant a write lease even when they hold a newer entry
+    /// (LEASE-W1's version check off).
+    WriteLeaseAnyVersion,
+    /// The proxy reports a write lease however few replicas granted it
+    /// (LEASE-W2's count off).
+    WriteLeaseWithoutGrants,
 }
 
 #[derive(Parser, Debug)]
@@ -68,6 +74,9 @@ struct Args {
     /// Clients ask for no read leases (and replicas grant none).
     #[arg(long = "no-leases")]
     no_leases: bool,
+    /// Clients ask for leases on reads only, not on what they write
+    #[arg(long = "no-write-leases")]
+    no_write_leases: bool,
     /// The replicas' acknowledgement window (Q-3; also REC-0's quarantine) in ms,
     /// instead of the default (equal to the lease).
     #[arg(long = "ack-window-ms")]
@@ -112,6 +121,7 @@ fn main() -> ExitCode {
     }
     cfg.rollbacks = !args.no_rollbacks;
     cfg.leases = !args.no_leases;
+    cfg.write_leases = !args.no_write_leases;
     cfg.ack_window_ms = args.ack_window_ms;
     cfg.lease_ms = args.lease_ms;
     cfg.restart_bursts = args.restart_bursts;
@@ -123,6 +133,8 @@ fn main() -> ExitCode {
             BugArg::LeaseQuorumMinusOne => cfg.bugs.lease_quorum_minus_one = true,
             BugArg::LeaseSkipRestartWait => cfg.bugs.lease_skip_restart_wait = true,
             BugArg::LeaseNoHold => cfg.bugs.lease_no_hold = true,
+            BugArg::WriteLeaseAnyVersion => cfg.bugs.write_lease_any_version = true,
+            BugArg::WriteLeaseWithoutGrants => cfg.bugs.write_lease_without_grants = true,
         }
     }
     cfg.trace = args.trace || args.trace_messages;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use metadata_client::lease::{LeaseCache, ReadTicket};
+use metadata_client::lease::{LeaseCache, ReadTicket, WriteTicket};
 use metadata_client::wire::{Access, Key, PolicyOp, Request, ShareId, TenantId};
 use rand::Rng;
 
@@ -118,6 +118,8 @@ pub struct Waiting {
     pub timeout_token: u64,
     /// A read asking for a lease: where it started in the lease cache.
     pub lease_ticket: Option<ReadTicket>,
+    /// A write or delete: where it started in the lease cache.
+    pub write_ticket: Option<WriteTicket>,
 }
 
 #[derive(Clone, Debug)]

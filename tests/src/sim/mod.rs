@@ -87,6 +87,11 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
         (cfg.bugs.lease_quorum_minus_one, "lease-quorum-minus-one"),
         (cfg.bugs.lease_skip_restart_wait, "lease-skip-restart-wait"),
         (cfg.bugs.lease_no_hold, "lease-no-hold"),
+        (cfg.bugs.write_lease_any_version, "write-lease-any-version"),
+        (
+            cfg.bugs.write_lease_without_grants,
+            "write-lease-without-grants",
+        ),
     ];
     for (on, name) in bugs {
         if on {
@@ -95,6 +100,9 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
     }
     if !cfg.leases {
         cmd.push_str(" --no-leases");
+    }
+    if cfg.leases && !cfg.write_leases {
+        cmd.push_str(" --no-write-leases");
     }
     cmd.push_str(" --trace");
     cmd

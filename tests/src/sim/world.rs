@@ -74,6 +74,10 @@ pub struct SimConfig {
     /// Workload clients ask for read leases and answer reads from them, as
     /// the real session does (the replicas' `lease_ms` is 0 otherwise).
     pub leases: bool,
+    /// With leases on, writes of a value ask to keep what they wrote under a lease too
+    /// (LEASE-W1, C4), as the real session does. Off, only reads are leased: the
+    /// schedules then are those the read-lease catch rates were measured on.
+    pub write_leases: bool,
     /// The replicas' `ack_window_ms` (Q-3, REC-0) when not the default. The default
     /// equals the lease, and a restarted replica then refuses client writes (suspicious,
     /// PX-6) for longer than any lease it granted before the crash could run; a shorter
@@ -106,6 +110,7 @@ impl SimConfig {
             rollbacks: true,
             bugs: Faults::default(),
             leases: true,
+            write_leases: true,
             ack_window_ms: None,
             lease_ms: None,
             restart_bursts: false,
@@ -906,6 +911,7 @@ impl World {
             idempotency,
             timeout_token: 0,
             lease_ticket: None,
+            write_ticket: None,
         });
         if self.answer_from_lease(c) {
             return;
@@ -1025,9 +1031,19 @@ impl World {
             }
             (Plan::Write(key) | Plan::Delete(key), _) => {
                 if first {
-                    self.clients[c].leases.write_started(*key);
+                    let now = self.instant();
+                    w.write_ticket = Some(self.clients[c].leases.write_started(*key, now));
                 }
-                LeaseAsk { holder, ms: 0 }
+                // A write of a value alone in flight asks to keep what it
+                // writes (LEASE-W1, C4), as the real session does.
+                let alone = w.write_ticket.is_some_and(|t| t.may_lease());
+                let ms = match &w.plan {
+                    Plan::Write(_) if alone && self.cfg.write_leases => {
+                        u32::try_from(self.cluster.timing.lease_ms).unwrap_or(u32::MAX)
+                    }
+                    _ => 0,
+                };
+                LeaseAsk { holder, ms }
             }
             _ => LeaseAsk::NONE,
         };
@@ -1126,15 +1142,17 @@ impl World {
             _ => {}
         }
         if let Some(w) = self.clients[c].waiting.take() {
-            self.lease_op_done(c, &w, &frame);
+            self.lease_op_done(c, &w, &frame, record);
         }
         let think = self.rng.random_range(0..30);
         self.schedule(think, Event::ClientNext { client: c });
     }
 
-    /// The client's logical op finished: keep a leased read's answer, or
-    /// end a write in the lease cache (LEASE-C2).
-    fn lease_op_done(&mut self, c: usize, w: &Waiting, frame: &ResponseFrame) {
+    /// The client's logical op finished with `frame`, the answer to the attempt
+    /// recorded as `record` (not necessarily the latest attempt: a slow one may
+    /// answer first): keep a leased read's answer, or end a write in the lease
+    /// cache, keeping what it wrote if the answer brought a lease (LEASE-C2, C4).
+    fn lease_op_done(&mut self, c: usize, w: &Waiting, frame: &ResponseFrame, record: usize) {
         if self.clients[c].holder == 0 {
             return;
         }
@@ -1160,7 +1178,24 @@ impl World {
                     self.restart_burst();
                 }
             }
-            Plan::Write(key) | Plan::Delete(key) => self.clients[c].leases.write_ended(*key),
+            Plan::Write(key) | Plan::Delete(key) => {
+                let written = match (&frame.response, &self.history.ops[record].request) {
+                    (Response::Written { version }, Request::Write { value, .. }) => {
+                        Some(Leased::Value(value.clone(), *version))
+                    }
+                    _ => None,
+                };
+                match (written, w.write_ticket) {
+                    (Some(answer), Some(ticket)) => self.clients[c].leases.write_done(
+                        ticket,
+                        SHARE,
+                        *key,
+                        answer,
+                        frame.lease_ms,
+                    ),
+                    _ => self.clients[c].leases.write_ended(*key),
+                }
+            }
             _ => {}
         }
     }
