@@ -1240,6 +1240,68 @@ mod tests {
         );
     }
 
+    /// Unlinked inodes are freed in batches: one waits for the housekeeping task's next
+    /// tick, and `FREE_BATCH` of them wake it at once.
+    #[tokio::test]
+    async fn unlinked_inodes_wait_for_a_batch_or_the_next_tick() {
+        let teems = MemTeems::new();
+        let config = FsConfig {
+            housekeeping_interval_ms: 600_000,
+            ..FsConfig::default()
+        };
+        let fs = Arc::new(Fs::new(
+            Arc::new(teems.clone()),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([9; 16]),
+            config,
+        ));
+        fs.init(Caller::default()).await.expect("init");
+        let root = fs.root();
+        let base = teems.live_keys();
+        let task = fs.spawn_housekeeping(&tokio::runtime::Handle::current());
+        // The interval's first tick comes at once; let it pass.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let batch = super::super::FREE_BATCH;
+        for i in 0..batch {
+            let name = format!("f{i}");
+            fs.mknod(
+                root,
+                name.as_bytes(),
+                Kind::File,
+                0o644,
+                0,
+                Caller::default(),
+            )
+            .await
+            .expect("create");
+        }
+        for i in 0..batch - 1 {
+            fs.unlink(root, format!("f{i}").as_bytes())
+                .await
+                .expect("unlink");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            fs.unlinked_len(),
+            batch - 1,
+            "freed before a batch was queued or the tick came"
+        );
+        fs.unlink(root, format!("f{}", batch - 1).as_bytes())
+            .await
+            .expect("unlink");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while teems.live_keys() != base && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        task.abort();
+        assert_eq!(
+            (fs.unlinked_len(), teems.live_keys()),
+            (0, base),
+            "a full batch was not freed at once"
+        );
+    }
+
     /// SEMANTICS §2: a client holding a file open while another client unlinks it. A
     /// commit before the remover has freed the inode lands in the nameless file (and goes
     /// with it); a commit after that fails with `Stale`. The name is gone for both.
