@@ -878,8 +878,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         for (i, op) in ops.iter().enumerate() {
             let want = model_step(&mut model, op);
             let got = system_step(&mut system, op).await;
-            // A mount's housekeeping task frees an unlinked inode right after the unlink
-            // returns; here nothing runs in the background, so do it between steps.
+            // A mount's housekeeping task frees an unlinked inode soon after the unlink
+            // returns (in a batch, or at its next tick); here nothing runs in the
+            // background, so do it between steps.
             for c in &system.clients {
                 c.free_unlinked().await;
             }
