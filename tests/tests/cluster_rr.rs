@@ -767,18 +767,23 @@ fn a_write_costs_each_replica_one_sync_and_unsynced_stable_bits_lose_nothing() -
     })
 }
 
+/// [`started_rr`], every replica recovered, and the cluster's lease length (not zero).
+fn started_rr_with_leases() -> Result<(std::sync::MutexGuard<'static, ()>, TestCluster, Duration)> {
+    let (one_at_a_time, c) = started_rr()?;
+    wait_all_recovered(&c)?;
+    let lease = Duration::from_millis(c.file.timing.lease_ms);
+    ensure!(!lease.is_zero(), "the test cluster has leases off");
+    Ok((one_at_a_time, c, lease))
+}
+
 /// Read leases over real processes and mutual TLS (docs/PROTOCOLS.md LEASE): a
 /// session answers a repeated read from its lease; another session's write of the key is
 /// held by the replicas until that lease has ended there; once the write returns, the
 /// first session reads the new value.
 #[test]
 fn a_read_lease_holds_another_sessions_write_until_it_ends() -> Result<()> {
-    let (_one_at_a_time, c) = started_rr()?;
-    wait_all_recovered(&c)?;
-    let lease = Duration::from_millis(c.file.timing.lease_ms);
-    ensure!(!lease.is_zero(), "the test cluster has leases off");
-    let rt = runtime();
-    rt.block_on(async {
+    let (_one_at_a_time, c, lease) = started_rr_with_leases()?;
+    runtime().block_on(async {
         let reader = c.session("admin", 1)?;
         let writer = c.session("admin", 3)?;
         let share = admin_share(&writer).await?;
@@ -796,21 +801,34 @@ fn a_read_lease_holds_another_sessions_write_until_it_ends() -> Result<()> {
             "second read not from the lease ({} hits)",
             reader.lease_hits()
         );
-        writer.write(share, key, b"v2".to_vec()).await?;
         // Each replica's grant started when the first read reached it, after `sent`,
         // and lasts a whole lease: the write could not complete before.
-        let waited = sent.elapsed();
-        ensure!(
-            waited >= lease * 9 / 10,
-            "the write completed {waited:?} after the leased read was sent; the lease is {lease:?}"
-        );
-        let (after, _) = reader.read(share, key).await?;
-        ensure!(
-            after == b"v2",
-            "read {after:?} after the write of v2 returned"
-        );
-        Ok(())
+        a_write_waits_out_the_lease(&reader, &writer, share, key, sent, lease).await
     })
+}
+
+/// `writer`'s write of `v2` completes only once the lease `holder` was granted on `key`
+/// (by a request sent at `sent`) has ended; then `holder` reads `v2`.
+async fn a_write_waits_out_the_lease(
+    holder: &Session,
+    writer: &Session,
+    share: ShareId,
+    key: Key,
+    sent: Instant,
+    lease: Duration,
+) -> Result<()> {
+    writer.write(share, key, b"v2".to_vec()).await?;
+    let waited = sent.elapsed();
+    ensure!(
+        waited >= lease * 9 / 10,
+        "the write completed {waited:?} after the leased request was sent; the lease is {lease:?}"
+    );
+    let (after, _) = holder.read(share, key).await?;
+    ensure!(
+        after == b"v2",
+        "read {after:?} after the write of v2 returned"
+    );
+    Ok(())
 }
 
 /// Write leases over real processes (docs/PROTOCOLS.md LEASE-W): a session reads back
@@ -819,12 +837,8 @@ fn a_read_lease_holds_another_sessions_write_until_it_ends() -> Result<()> {
 #[test]
 fn a_write_lease_lets_the_writer_read_its_write_back_and_holds_another_sessions_write() -> Result<()>
 {
-    let (_one_at_a_time, c) = started_rr()?;
-    wait_all_recovered(&c)?;
-    let lease = Duration::from_millis(c.file.timing.lease_ms);
-    ensure!(!lease.is_zero(), "the test cluster has leases off");
-    let rt = runtime();
-    rt.block_on(async {
+    let (_one_at_a_time, c, lease) = started_rr_with_leases()?;
+    runtime().block_on(async {
         let first = c.session("admin", 1)?;
         let second = c.session("admin", 3)?;
         let share = admin_share(&first).await?;
@@ -837,17 +851,6 @@ fn a_write_lease_lets_the_writer_read_its_write_back_and_holds_another_sessions_
             "read back {back:?} at {read_version:?} (wrote {version:?}), {} lease hits",
             first.lease_hits()
         );
-        second.write(share, key, b"v2".to_vec()).await?;
-        let waited = sent.elapsed();
-        ensure!(
-            waited >= lease * 9 / 10,
-            "the second write completed {waited:?} after the first was sent; the lease is {lease:?}"
-        );
-        let (after, _) = first.read(share, key).await?;
-        ensure!(
-            after == b"v2",
-            "read {after:?} after the write of v2 returned"
-        );
-        Ok(())
+        a_write_waits_out_the_lease(&first, &second, share, key, sent, lease).await
     })
 }

@@ -95,17 +95,11 @@ impl Node {
         // LEASE-R5 as it stood before this write: letting it through records
         // its own session as the key's last writer.
         let contended = lease.is_some() && self.lease_contended(now, &key, write.holder);
-        let Some(HeldWrite {
-            from,
-            op,
-            attempt,
-            entry,
-            epochs,
-            holder,
-        }) = self.lease_hold(now, key, write)
-        else {
+        let Some(write) = self.lease_hold(now, key, write) else {
             return;
         };
+        let (from, op, attempt, holder) = (write.from, write.op, write.attempt, write.holder);
+        let (entry, epochs) = (write.entry, write.epochs);
         let suspicious = self.flag();
         if let Some(e) = epochs {
             let view = self.durable.policy.view(&e.share, Some(&key));

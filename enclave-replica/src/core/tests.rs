@@ -1568,6 +1568,43 @@ fn leasing_node(faults: impl FnOnce(&mut Faults)) -> Node {
     Node::start(c, ME, DurableState::default(), 0, 1).0
 }
 
+/// A 400 ms lease for `holder`, read by `tenant`.
+fn lease_req(holder: Holder, tenant: &str) -> LeaseReq {
+    LeaseReq {
+        holder,
+        ms: 400,
+        tenant: TenantId(tenant.into()),
+    }
+}
+
+/// Whether `out` sends a read or write reply that grants a lease.
+fn leased(out: &[Command]) -> bool {
+    sends(out).iter().any(|(_, m)| {
+        matches!(
+            m,
+            PeerMessage::QueryReply { leased: true, .. }
+                | PeerMessage::WriteReply { leased: true, .. }
+        )
+    })
+}
+
+/// [`leasing_node`] whose policy holds the share `[1; 16]`, created by "alice" (so
+/// alice may read it and be granted leases on its keys).
+fn leasing_node_with_share(faults: impl FnOnce(&mut Faults)) -> (Node, ShareId) {
+    let mut node = leasing_node(faults);
+    let share = ShareId([1; 16]);
+    node.durable.apply(&Record::Execute {
+        slot: 1,
+        entry: PolicyEntry::Change {
+            share,
+            requester: TenantId("alice".into()),
+            token: [1; 16],
+            op: PolicyOp::CreateShare,
+        },
+    });
+    (node, share)
+}
+
 fn write_msg(id: u64, seq: u64) -> PeerMessage {
     PeerMessage::Write {
         op: 9,
@@ -1621,17 +1658,7 @@ fn lease_r3_fault_skipping_the_start_up_wait_answers_at_once() {
 
 #[test]
 fn lease_r1_r2_a_grant_holds_other_holders_and_ends_on_our_clock() {
-    let mut node = leasing_node(|_| {});
-    let share = ShareId([1; 16]);
-    node.durable.apply(&Record::Execute {
-        slot: 1,
-        entry: PolicyEntry::Change {
-            share,
-            requester: TenantId("alice".into()),
-            token: [1; 16],
-            op: PolicyOp::CreateShare,
-        },
-    });
+    let (mut node, share) = leasing_node_with_share(|_| {});
     let t0 = LEASE + 5;
     let query = |tenant: &str| PeerMessage::Query {
         op: 4,
@@ -1640,19 +1667,13 @@ fn lease_r1_r2_a_grant_holds_other_holders_and_ends_on_our_clock() {
         share,
         want_value: true,
         want_policy: false,
-        lease: Some(LeaseReq {
-            holder: Holder {
+        lease: Some(lease_req(
+            Holder {
                 id: READER,
                 seq: 50,
             },
-            ms: 400,
-            tenant: TenantId(tenant.into()),
-        }),
-    };
-    let leased = |out: &[Command]| {
-        sends(out)
-            .iter()
-            .any(|(_, m)| matches!(m, PeerMessage::QueryReply { leased: true, .. }))
+            tenant,
+        )),
     };
     // A tenant that may not read the share is answered but granted nothing.
     assert!(!leased(&node.on_message(t0, 2, query("mallory"))));
@@ -1880,17 +1901,7 @@ fn lease_w2_deletes_writes_without_a_holder_and_contended_keys_get_no_lease() {
 #[test]
 fn lease_w1_a_replica_grants_a_write_lease_only_while_it_holds_that_entry() {
     let grants = |faults: fn(&mut Faults)| {
-        let mut node = leasing_node(faults);
-        let share = ShareId([1; 16]);
-        node.durable.apply(&Record::Execute {
-            slot: 1,
-            entry: PolicyEntry::Change {
-                share,
-                requester: TenantId("alice".into()),
-                token: [1; 16],
-                op: PolicyOp::CreateShare,
-            },
-        });
+        let (mut node, _) = leasing_node_with_share(faults);
         let write = |seq: u64, tenant: Option<&str>| {
             let holder = Holder {
                 id: READER,
@@ -1903,19 +1914,8 @@ fn lease_w1_a_replica_grants_a_write_lease_only_while_it_holds_that_entry() {
                 entry: entry(seq, b"w"),
                 epochs: None,
                 holder,
-                lease: tenant.map(|t| {
-                    Box::new(LeaseReq {
-                        holder,
-                        ms: 400,
-                        tenant: TenantId(t.into()),
-                    })
-                }),
+                lease: tenant.map(|t| Box::new(lease_req(holder, t))),
             }
-        };
-        let leased = |out: &[Command]| {
-            sends(out)
-                .iter()
-                .any(|(_, m)| matches!(m, PeerMessage::WriteReply { leased: true, .. }))
         };
         let t0 = LEASE + 5;
         let mut replies = vec![];
