@@ -214,6 +214,7 @@ impl LeaseCache {
                 .get(&key)
                 .is_some_and(|s| s.generation == ticket.generation);
         self.write_edge(key, -1);
+        // The edge may have cleared a full map (a new epoch): keep nothing then.
         if lease_ms == 0 || !undisturbed || ticket.epoch != self.epoch {
             return;
         }

@@ -949,17 +949,21 @@ impl Node {
 }
 
 /// The lease a client write asks its WRITE round to grant (LEASE-W1): only
-/// a write of a value (not a delete) by a session that asked for one.
+/// a write of a value (not a delete) by a session that asked for one, and not
+/// after an epoch retry (W2 reports no lease then, so a grant would only hold
+/// other writes back).
 fn write_lease_req(op: &ClientOp) -> Option<Box<LeaseReq>> {
-    (matches!(op.request, Request::Write { .. }) && op.lease.ms > 0 && op.lease.holder != 0).then(
-        || {
+    (matches!(op.request, Request::Write { .. })
+        && op.lease.ms > 0
+        && op.lease.holder != 0
+        && op.epoch_retries == 0)
+        .then(|| {
             Box::new(LeaseReq {
                 holder: op.holder(),
                 ms: op.lease.ms,
                 tenant: op.tenant.clone(),
             })
-        },
-    )
+        })
 }
 
 /// Policy changes after which a tenant may read less than before: their

@@ -1,8 +1,8 @@
 //! Client-side caches (DESIGN §10): the name cache, the blob cache, and decoded
 //! directory metadata.
 //!
-//! Both only ever *propose*: nothing taken from them is used until a fresh TEEMS read has
-//! confirmed it. The name cache remembers what the last metadata read said (which key a
+//! All of them only ever *propose*: nothing taken from them is used until a fresh TEEMS
+//! read has confirmed it (for decoded metadata: returned the very version it came from). The name cache remembers what the last metadata read said (which key a
 //! name had, which blob an inode's content was), so that a read can start fetching
 //! fragments at the same time as the metadata read instead of after it; the fetched bytes
 //! are kept only if the fresh metadata names the same blob. The blob cache maps a blob's
