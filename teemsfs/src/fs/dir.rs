@@ -1173,6 +1173,10 @@ mod tests {
             dir_bucket_max_entries: max_entries,
             ..FsConfig::default()
         };
+        fs_configured(teems, blobs, config)
+    }
+
+    fn fs_configured(teems: &MemTeems, blobs: Arc<MemBlobs>, config: FsConfig) -> Fs {
         Fs::new(
             Arc::new(teems.clone()),
             blobs,
@@ -1249,13 +1253,7 @@ mod tests {
             housekeeping_interval_ms: 600_000,
             ..FsConfig::default()
         };
-        let fs = Arc::new(Fs::new(
-            Arc::new(teems.clone()),
-            Arc::new(MemBlobs::new()),
-            ShareId([1; 16]),
-            Key([9; 16]),
-            config,
-        ));
+        let fs = Arc::new(fs_configured(&teems, Arc::new(MemBlobs::new()), config));
         fs.init(Caller::default()).await.expect("init");
         let root = fs.root();
         let base = teems.live_keys();
