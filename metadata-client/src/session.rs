@@ -416,6 +416,11 @@ impl Session {
             .valid_until(std::time::Instant::now(), share, &key, version)
     }
 
+    /// Whether reads ask for leases and keep answers under them.
+    pub fn leases_reads(&self) -> bool {
+        self.inner.cfg.lease_ms > 0
+    }
+
     /// Reads answered from leases so far (for metrics and tests).
     pub fn lease_hits(&self) -> u64 {
         self.leases().hits()

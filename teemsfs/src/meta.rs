@@ -73,6 +73,11 @@ pub trait Teems: Send + Sync + 'static {
     fn leased_until(&self, _share: ShareId, _key: Key, _version: Version) -> Option<Instant> {
         None
     }
+    /// Whether reads ask for read leases and answers are kept under them, so a read
+    /// made early is answered again without a round trip (the stat-ahead uses this).
+    fn leases_reads(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]
@@ -237,6 +242,10 @@ impl Teems for MemTeems {
             .get(&share)
             .cloned()
             .ok_or(MetaError::NotFound)
+    }
+
+    fn leases_reads(&self) -> bool {
+        self.lease.is_some()
     }
 
     fn leased_until(&self, share: ShareId, key: Key, version: Version) -> Option<Instant> {

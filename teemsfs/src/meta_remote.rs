@@ -154,6 +154,10 @@ impl Teems for Session {
     fn leased_until(&self, share: ShareId, key: Key, version: Version) -> Option<Instant> {
         Session::leased_until(self, share, key, version)
     }
+
+    fn leases_reads(&self) -> bool {
+        Session::leases_reads(self)
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ impl MountMetrics {
             h.render_samples(&mut out, name, &format!("op=\"{op}\""));
         }
         let (hits, misses) = fs.blob_cache_counts();
+        let (ahead_reads, ahead_hits) = fs.statahead_counts();
         let mut counters: Vec<(&str, &str, u64)> = vec![
             (
                 "teemsfs_blob_cache_hits_total",
@@ -101,6 +102,16 @@ impl MountMetrics {
                 "teemsfs_meta_lease_hits_total",
                 "Metadata reads answered from a read lease, without a round trip.",
                 fs.meta_lease_hits(),
+            ),
+            (
+                "teemsfs_statahead_reads_total",
+                "Inodes read ahead of lookups walking a directory in order.",
+                ahead_reads,
+            ),
+            (
+                "teemsfs_statahead_hits_total",
+                "Lookups whose inode had been read ahead.",
+                ahead_hits,
             ),
         ];
         if let Some(b) = fs.blob_stats() {

@@ -260,15 +260,27 @@ fn requests_of(op: &str) -> String {
 
 /// `GET /metrics` from the mount of `dir`, at the address in `run/mount-*.metrics`.
 fn mount_metrics(dir: &Path) -> String {
-    use std::io::{Read, Write};
+    metrics_from(&metrics_addr(dir))
+}
+
+/// The address the (first) mount of `dir` serves its metrics on.
+fn metrics_addr(dir: &Path) -> String {
     let file = std::fs::read_dir(dir.join("run"))
         .expect("run dir")
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "metrics"))
         .expect("a metrics address file");
-    let addr = std::fs::read_to_string(&file).expect("address");
-    let mut s = std::net::TcpStream::connect(addr.trim()).expect("connect to the metrics port");
+    std::fs::read_to_string(&file)
+        .expect("address")
+        .trim()
+        .to_string()
+}
+
+/// `GET /metrics` from `addr`.
+fn metrics_from(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics port");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("request");
     let mut answer = String::new();
@@ -415,6 +427,63 @@ fn the_kernel_keeps_attributes_only_while_a_lease_keeps_them_current() {
             "round {round}: the first mount still walked a name another mount renamed"
         );
     }
+    teemsfs(&[&"umount", &two]);
+    up.down();
+}
+
+/// Stat-ahead (docs/SEMANTICS.md): stats walking a directory in name order find the
+/// inodes already read, under read leases; a second mount's changes to files read ahead
+/// are still seen once they have returned.
+#[test]
+fn a_directory_scan_reads_inodes_ahead_and_sees_another_mounts_changes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let up = Up::start(None);
+    let one = up.mnt().join("scan");
+    std::fs::create_dir(&one).expect("mkdir");
+    let name = |i: usize| format!("f{i:03}");
+    for i in 0..300 {
+        std::fs::write(one.join(name(i)), "old").expect("write");
+    }
+    let addr = metrics_addr(&up.dir);
+    let counts = || {
+        let m = metrics_from(&addr);
+        (
+            metric(&m, "teemsfs_statahead_reads_total"),
+            metric(&m, "teemsfs_statahead_hits_total"),
+        )
+    };
+    let two = up.dir.join("mnt2");
+    let out = teemsfs(&[&"mount", &up.dir, &two]);
+    assert!(out.contains("mounted"), "{out}");
+    // Past the leases the creates brought: the scan starts cold.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = counts();
+    for i in 0..150 {
+        std::fs::metadata(one.join(name(i))).expect("stat");
+    }
+    // Files the scan has read ahead of (or soon will): the second mount changes them,
+    // waiting out the first mount's leases.
+    let changed = two.join("scan");
+    std::fs::set_permissions(
+        changed.join(name(160)),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod in the second mount");
+    std::fs::write(changed.join(name(170)), "new content").expect("write in the second mount");
+    for i in 150..300 {
+        let md = std::fs::metadata(one.join(name(i))).expect("stat");
+        match i {
+            160 => assert_eq!(md.mode() & 0o7777, 0o600, "a stale mode read ahead"),
+            170 => assert_eq!(md.len(), 11, "a stale size read ahead"),
+            _ => assert_eq!(md.len(), 3, "{}", name(i)),
+        }
+    }
+    let (reads, hits) = counts();
+    let (reads, hits) = (reads - before.0, hits - before.1);
+    assert!(
+        reads >= 250 && hits >= 250,
+        "300 stats in order: {reads} inodes read ahead, {hits} lookups found theirs read ahead"
+    );
     teemsfs(&[&"umount", &two]);
     up.down();
 }

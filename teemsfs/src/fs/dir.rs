@@ -14,7 +14,7 @@
 //! any intent it finds, and every step of completing one is idempotent.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -24,7 +24,7 @@ use super::format::{
 };
 use super::{
     Attr, Caller, DirEntry, Fs, FsError, FsResult, RenameFlags, check_name, new_inode, perm,
-    random_key,
+    random_key, statahead,
 };
 use crate::fs::blobs::BlobRef;
 use crate::meta::{Key, Version};
@@ -44,6 +44,12 @@ pub(super) struct BucketSlot {
 }
 
 /// The bucket a single-bucket directory keeps in its own metadata.
+/// Whether the stat-ahead may list `dir` (not too many buckets).
+fn listable(dir: &Inode) -> bool {
+    matches!(dir.data, Data::Dir { bucket_bits, .. }
+        if 1u64 << bucket_bits <= statahead::MAX_LISTED_BUCKETS)
+}
+
 fn single_bucket(dir: &Inode) -> FsResult<&BucketData> {
     match &dir.data {
         Data::Dir { single, .. } => Ok(single),
@@ -509,7 +515,7 @@ impl Fs {
         let guess = self.names.guess_name(parent, name);
         let (entry, guessed) = match guess {
             Some((child, _)) => {
-                let (entry, child_read) = tokio::join!(find, self.read_inode(child));
+                let (entry, child_read) = tokio::join!(find, self.read_looked_up(child));
                 (entry?, Some((child, child_read)))
             }
             None => (find.await?, None),
@@ -520,12 +526,38 @@ impl Fs {
         };
         let (inode, version) = match guessed {
             Some((child, Ok(read))) if child == entry.key => read,
-            _ => self.read_inode(entry.key).await?,
+            _ => self.read_looked_up(entry.key).await?,
         };
         self.names.remember_name(parent, name, entry.key, version);
         self.remember_content(entry.key, &inode, version);
         let keep = self.kernel_keeps_name(parent, keep);
-        Ok((self.attr_of(entry.key, &inode, version), keep))
+        let attr = self.attr_of(entry.key, &inode, version);
+        self.stat_ahead(parent, name).await;
+        Ok((attr, keep))
+    }
+
+    /// The inode a lookup found, after any read ahead of it still in flight: that read's
+    /// lease then answers this one.
+    async fn read_looked_up(&self, key: Key) -> FsResult<(Inode, Version)> {
+        self.statahead.settled(key).await;
+        self.read_inode(key).await
+    }
+
+    /// Tells the stat-ahead of a lookup of `name` in `dir`, and starts what it asks for
+    /// (`statahead` module).
+    async fn stat_ahead(&self, dir: Key, name: &[u8]) {
+        let mut next = self.statahead.looked_up(dir, name, Instant::now());
+        if next == statahead::Next::List {
+            let names = match self.read_dir_inode(dir).await {
+                Ok((inode, _)) if listable(&inode) => self.load_all_entries(dir, &inode).await.ok(),
+                _ => None,
+            };
+            let names = names.map(|b| b.into_iter().map(|(n, e)| (n, e.key)).collect());
+            next = self.statahead.listed(dir, names, Instant::now());
+        }
+        if let statahead::Next::Read(keys) = next {
+            self.statahead.read_ahead(&self.teems, self.share, keys);
+        }
     }
 
     pub(super) fn remember_content(&self, key: Key, inode: &Inode, version: Version) {

@@ -31,6 +31,7 @@ mod file;
 pub mod format;
 mod locks;
 pub mod perm;
+mod statahead;
 pub mod walk;
 mod xattr;
 
@@ -270,6 +271,8 @@ pub struct Fs {
     /// told to keep ([`Fs::lookup_entry_by`]), and `chmod`s narrowing its search
     /// permission under way.
     kernel_names: Mutex<HashMap<Key, KernelNames>>,
+    /// Reads inodes ahead of lookups that walk a directory in order.
+    statahead: Arc<statahead::StatAhead>,
 }
 
 impl Fs {
@@ -280,6 +283,7 @@ impl Fs {
         root: Key,
         config: FsConfig,
     ) -> Fs {
+        let statahead = Arc::new(statahead::StatAhead::new(teems.leases_reads()));
         Fs {
             blob_cache: BlobCache::new(config.cache.blob_cache_bytes),
             names: NameCache::new(config.cache.name_cache_entries),
@@ -300,6 +304,7 @@ impl Fs {
             unlinked_wake: Arc::new(tokio::sync::Notify::new()),
             seen_versions: Mutex::new(HashMap::new()),
             kernel_names: Mutex::new(HashMap::new()),
+            statahead,
         }
     }
 
@@ -559,6 +564,11 @@ impl Fs {
     /// Metadata reads answered from read leases so far.
     pub fn meta_lease_hits(&self) -> u64 {
         self.teems.lease_hits()
+    }
+
+    /// (inodes read ahead of directory scans, lookups that found theirs read ahead).
+    pub fn statahead_counts(&self) -> (u64, u64) {
+        self.statahead.counts()
     }
 
     /// (hits, misses) of the blob cache so far.
