@@ -73,6 +73,10 @@ pub struct FilesBenchOptions {
     /// Written, read back and removed before anything is measured, so no target's first
     /// phase pays for cold servers and caches. Default 64 MiB.
     pub warmup_bytes: u64,
+    /// Rounds of the big-file phases (write, cold read, cached read), each on a new
+    /// file; the median round is reported. Default 3: an S3 server's speed here drifts
+    /// from one minute to the next.
+    pub big_rounds: u32,
     pub seed: u64,
 }
 
@@ -87,6 +91,7 @@ impl Default for FilesBenchOptions {
             small_file_bytes: 4096,
             drop_caches: true,
             warmup_bytes: 64 << 20,
+            big_rounds: 3,
             seed: 1,
         }
     }
@@ -123,8 +128,13 @@ pub struct Measure {
     pub phase: &'static str,
     /// `MB/s` (10^6 bytes) or `ops/s`.
     pub unit: &'static str,
+    /// The median of `rounds` for a phase run in rounds.
     pub value: f64,
+    /// In all rounds together.
     pub seconds: f64,
+    /// Each round's value, for a phase run in rounds (else empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -184,6 +194,17 @@ fn ops_per_s(ops: u64, d: Duration) -> f64 {
 }
 
 /// A progress line on stderr, so stdout stays the table.
+/// The median of `values` (the mean of the middle two for an even count; 0 for none).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn progress(target: &str, m: &Measure) {
     eprintln!(
         "  {target}: {:<22} {:>10.1} {:<5} ({:.1} s)",
@@ -200,6 +221,11 @@ pub fn run_target(
         return Err(FilesBenchError::BadOptions(format!(
             "io size must be a multiple of {RANDOM_IO_BYTES}"
         )));
+    }
+    if opts.big_rounds == 0 {
+        return Err(FilesBenchError::BadOptions(
+            "the big-file phases need at least one round".into(),
+        ));
     }
     if opts.big_file_bytes < opts.io_bytes as u64 {
         return Err(FilesBenchError::BadOptions(
@@ -228,7 +254,6 @@ fn phases(
         progress(&target.name, &m);
         measures.push(m);
     };
-    let big = work.join("big");
     let blocks = opts.big_file_bytes / opts.io_bytes as u64;
     let bytes = blocks * opts.io_bytes as u64;
     let tag = opts.seed;
@@ -249,45 +274,69 @@ fn phases(
         fs::remove_file(&warm).map_err(io("removing", &warm))?;
     }
 
-    // 1. Sequential write.
-    let t = Instant::now();
-    {
-        let mut f = File::create(&big).map_err(io("creating", &big))?;
-        for i in 0..blocks {
-            stamp(&mut buf, i, tag);
-            f.write_all(&buf).map_err(io("writing", &big))?;
-        }
-        f.sync_all().map_err(io("fsync of", &big))?;
-    }
-    let d = t.elapsed();
-    push(Measure {
-        phase: "seq write",
-        unit: "MB/s",
-        value: mb_per_s(bytes, d),
-        seconds: d.as_secs_f64(),
-    });
-
-    // 2, 3. Sequential reads: cold (page cache dropped) and cached.
-    let caches_dropped = opts.drop_caches && drop_page_cache();
-    for phase in ["seq read", "seq read (cached)"] {
+    // 1–3. Sequential write, cold read (page cache dropped) and cached read of a big
+    // file, in rounds, each on a new file; the files stay until all rounds are done, so
+    // no round pays for deleting another's. The last one is used by the random phases.
+    let mut caches_dropped = false;
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let rounds: Vec<PathBuf> = (0..opts.big_rounds)
+        .map(|r| work.join(format!("big-{r}")))
+        .collect();
+    for (round, file) in rounds.iter().enumerate() {
         let t = Instant::now();
-        let mut f = File::open(&big).map_err(io("opening", &big))?;
-        for i in 0..blocks {
-            f.read_exact(&mut buf).map_err(io("reading", &big))?;
-            if !stamped(&buf, i, tag) {
-                return Err(FilesBenchError::WrongData {
-                    path: big.clone(),
-                    block: i,
-                });
+        {
+            let mut f = File::create(file).map_err(io("creating", file))?;
+            for i in 0..blocks {
+                stamp(&mut buf, i, tag);
+                f.write_all(&buf).map_err(io("writing", file))?;
             }
+            f.sync_all().map_err(io("fsync of", file))?;
         }
-        let d = t.elapsed();
+        times[0].push(t.elapsed());
+        caches_dropped = opts.drop_caches && drop_page_cache();
+        for cached in [false, true] {
+            let t = Instant::now();
+            let mut f = File::open(file).map_err(io("opening", file))?;
+            for i in 0..blocks {
+                f.read_exact(&mut buf).map_err(io("reading", file))?;
+                if !stamped(&buf, i, tag) {
+                    return Err(FilesBenchError::WrongData {
+                        path: file.clone(),
+                        block: i,
+                    });
+                }
+            }
+            times[1 + usize::from(cached)].push(t.elapsed());
+        }
+        if opts.big_rounds > 1 {
+            let mbs = |d: &[Duration]| d.last().map_or(0.0, |d| mb_per_s(bytes, *d));
+            eprintln!(
+                "  {}: big-file round {}/{}: write {:.1}, cold read {:.1}, cached read {:.1} MB/s",
+                target.name,
+                round + 1,
+                opts.big_rounds,
+                mbs(&times[0]),
+                mbs(&times[1]),
+                mbs(&times[2])
+            );
+        }
+    }
+    for (phase, secs) in ["seq write", "seq read", "seq read (cached)"]
+        .into_iter()
+        .zip(&times)
+    {
+        let rates: Vec<f64> = secs.iter().map(|d| mb_per_s(bytes, *d)).collect();
         push(Measure {
             phase,
             unit: "MB/s",
-            value: mb_per_s(bytes, d),
-            seconds: d.as_secs_f64(),
+            value: median(&rates),
+            seconds: secs.iter().map(Duration::as_secs_f64).sum(),
+            rounds: if rates.len() > 1 { rates } else { Vec::new() },
         });
+    }
+    let big = rounds.last().cloned().unwrap_or_else(|| work.join("big-0"));
+    for file in &rounds[..rounds.len().saturating_sub(1)] {
+        fs::remove_file(file).map_err(io("removing", file))?;
     }
 
     // 4. Random 4 KiB reads: each read's block lies inside one stamped io block, so only
@@ -319,6 +368,7 @@ fn phases(
         unit: "ops/s",
         value: ops_per_s(ops, d),
         seconds: d.as_secs_f64(),
+        rounds: Vec::new(),
     });
     drop(f);
 
@@ -344,6 +394,7 @@ fn phases(
         unit: "ops/s",
         value: ops_per_s(ops, d),
         seconds: d.as_secs_f64(),
+        rounds: Vec::new(),
     });
     fs::remove_file(&big).map_err(io("removing", &big))?;
 
@@ -368,6 +419,7 @@ fn phases(
         unit: "ops/s",
         value: ops_per_s(n, d),
         seconds: d.as_secs_f64(),
+        rounds: Vec::new(),
     });
 
     let t = Instant::now();
@@ -384,6 +436,7 @@ fn phases(
         unit: "ops/s",
         value: ops_per_s(n, d),
         seconds: d.as_secs_f64(),
+        rounds: Vec::new(),
     });
 
     let t = Instant::now();
@@ -401,6 +454,7 @@ fn phases(
         unit: "ops/s",
         value: ops_per_s(n, d),
         seconds: d.as_secs_f64(),
+        rounds: Vec::new(),
     });
 
     let t = Instant::now();
@@ -414,6 +468,7 @@ fn phases(
         unit: "ops/s",
         value: ops_per_s(n, d),
         seconds: d.as_secs_f64(),
+        rounds: Vec::new(),
     });
 
     Ok(TargetResult {
@@ -486,8 +541,17 @@ mod tests {
             small_file_bytes: 4096,
             drop_caches: false,
             warmup_bytes: 256 << 10,
+            big_rounds: 3,
             seed: 7,
         }
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[7.0]), 7.0);
+        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]
@@ -521,6 +585,11 @@ mod tests {
         let r = run_target(&t, &small_opts()).unwrap();
         let phases: Vec<_> = r.measures.iter().map(|m| m.phase).collect();
         assert_eq!(phases.len(), 9, "{phases:?}");
+        for m in &r.measures[..3] {
+            assert_eq!(m.rounds.len(), 3, "{m:?}");
+            assert_eq!(m.value, median(&m.rounds), "{m:?}");
+        }
+        assert!(r.measures[3..].iter().all(|m| m.rounds.is_empty()));
         assert!(r.measures.iter().all(|m| m.value > 0.0), "{:?}", r.measures);
         assert_eq!(
             fs::read_dir(dir.path()).unwrap().count(),
@@ -553,6 +622,12 @@ mod tests {
         };
         let mut o = small_opts();
         o.io_bytes = 1000;
+        assert!(matches!(
+            run_target(&t, &o),
+            Err(FilesBenchError::BadOptions(_))
+        ));
+        let mut o = small_opts();
+        o.big_rounds = 0;
         assert!(matches!(
             run_target(&t, &o),
             Err(FilesBenchError::BadOptions(_))

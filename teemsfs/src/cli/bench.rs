@@ -29,6 +29,9 @@ pub struct FilesArgs {
     /// Size of the big file in MiB.
     #[arg(long, default_value_t = 1024)]
     pub big_mib: u64,
+    /// Rounds of the big-file phases, each on a new file; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub big_rounds: u32,
     /// Size of one sequential read/write in KiB.
     #[arg(long, default_value_t = 1024)]
     pub io_kib: usize,
@@ -95,6 +98,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let opts = FilesBenchOptions {
                 big_file_bytes: args.big_mib << 20,
+                big_rounds: args.big_rounds,
                 io_bytes: args.io_kib << 10,
                 random_ops: args.random_ops,
                 random_time: std::time::Duration::from_secs(args.random_seconds),
