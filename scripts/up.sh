@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 down=0
 if [ "${1:-}" = "--down" ]; then down=1; shift; fi
 dir=${1:?usage: scripts/up.sh [--down] DIR}
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 if [ "$down" = 1 ]; then
-  exec target/release/teemsfs down "$dir"
+  exec "$bin/teemsfs" down "$dir"
 fi
 
 bash scripts/setup.sh
 cargo build --release --locked -p teemsfs -p enclave-replica --bins
-exec target/release/teemsfs up "$dir"
+exec "$bin/teemsfs" up "$dir"
