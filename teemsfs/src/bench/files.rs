@@ -193,7 +193,6 @@ fn ops_per_s(ops: u64, d: Duration) -> f64 {
     ops as f64 / d.as_secs_f64().max(1e-9)
 }
 
-/// A progress line on stderr, so stdout stays the table.
 /// The median of `values` (the mean of the middle two for an even count; 0 for none).
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -205,6 +204,7 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A progress line on stderr, so stdout stays the table.
 fn progress(target: &str, m: &Measure) {
     eprintln!(
         "  {target}: {:<22} {:>10.1} {:<5} ({:.1} s)",
