@@ -43,13 +43,13 @@ pub(super) struct BucketSlot {
     version: Option<Version>,
 }
 
-/// The bucket a single-bucket directory keeps in its own metadata.
 /// Whether the stat-ahead may list `dir` (not too many buckets).
 fn listable(dir: &Inode) -> bool {
     matches!(dir.data, Data::Dir { bucket_bits, .. }
         if 1u64 << bucket_bits <= statahead::MAX_LISTED_BUCKETS)
 }
 
+/// The bucket a single-bucket directory keeps in its own metadata.
 fn single_bucket(dir: &Inode) -> FsResult<&BucketData> {
     match &dir.data {
         Data::Dir { single, .. } => Ok(single),
