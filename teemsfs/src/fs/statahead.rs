@@ -63,7 +63,6 @@ pub(super) enum Next {
 #[derive(Debug)]
 struct Scan {
     last: Vec<u8>,
-    ascending: u32,
     /// When the current run of ascending lookups started, and its length: the pace.
     run_started: Instant,
     run_len: u32,
@@ -81,7 +80,6 @@ impl Scan {
     fn new(now: Instant) -> Scan {
         Scan {
             last: Vec::new(),
-            ascending: 0,
             run_started: now,
             run_len: 0,
             used: now,
@@ -169,19 +167,17 @@ impl StatAhead {
         let scan = state.dirs.entry(dir).or_insert_with(|| Scan::new(now));
         scan.used = now;
         if !scan.last.is_empty() && name > scan.last.as_slice() {
-            scan.ascending += 1;
             scan.run_len += 1;
         } else {
             // A new run: what was read ahead of the last one may be past its lease
             // (reading a name again while its lease lasts costs no round trip).
-            scan.ascending = 0;
             scan.run_len = 0;
             scan.run_started = now;
             scan.ahead = 0;
         }
         scan.last.clear();
         scan.last.extend_from_slice(name);
-        if scan.ascending < RUN_TO_SCAN {
+        if scan.run_len < RUN_TO_SCAN {
             return Next::Nothing;
         }
         if scan.listing.is_none() {
