@@ -69,8 +69,10 @@ struct Scan {
     used: Instant,
     /// The directory's names, sorted, with their inode keys.
     listing: Option<Listing>,
+    /// When the last listing was asked for. It holds the next one off for
+    /// [`RELIST_EVERY`], whether it is still under way, done, or lost with a lookup
+    /// that was cancelled.
     listed_at: Option<Instant>,
-    listing_now: bool,
     /// Names before this index of `listing` have had their inodes read ahead (or were
     /// passed) in the current run.
     ahead: usize,
@@ -85,7 +87,6 @@ impl Scan {
             used: now,
             listing: None,
             listed_at: None,
-            listing_now: false,
             ahead: 0,
         }
     }
@@ -213,10 +214,9 @@ impl StatAhead {
         let recent = scan
             .listed_at
             .is_some_and(|at| now.duration_since(at) < RELIST_EVERY);
-        if scan.listing_now || recent {
+        if recent {
             return Next::Nothing;
         }
-        scan.listing_now = true;
         scan.listed_at = Some(now);
         Next::List
     }
@@ -234,7 +234,6 @@ impl StatAhead {
         let Some(scan) = state.dirs.get_mut(&dir) else {
             return Next::Nothing;
         };
-        scan.listing_now = false;
         scan.ahead = 0;
         scan.listing = names.map(Listing::from);
         self.ahead_of(scan, now)
