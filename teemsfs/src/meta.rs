@@ -101,6 +101,9 @@ pub struct MemTeems {
     /// Reported by `leased_until` for the current version of a key (tests of what
     /// callers do with a lease; nothing here holds other clients' writes back).
     lease: Option<std::time::Duration>,
+    /// Yield to the scheduler before every read, write and delete, as a call over the
+    /// network would: concurrent callers then interleave at each metadata operation.
+    yields: bool,
 }
 
 impl Default for MemTeems {
@@ -116,6 +119,20 @@ impl MemTeems {
             writer: 0,
             tenant: TenantId("tenant-0".into()),
             lease: None,
+            yields: false,
+        }
+    }
+
+    /// This handle yields before every read, write and delete (tests of concurrent
+    /// callers: without it each call completes without ever letting another task run).
+    pub fn yielding(mut self) -> MemTeems {
+        self.yields = true;
+        self
+    }
+
+    async fn maybe_yield(&self) {
+        if self.yields {
+            tokio::task::yield_now().await;
         }
     }
 
@@ -132,6 +149,7 @@ impl MemTeems {
             writer,
             tenant: TenantId(format!("tenant-{writer}")),
             lease: None,
+            yields: self.yields,
         }
     }
 
@@ -164,6 +182,7 @@ impl MemTeems {
 #[async_trait]
 impl Teems for MemTeems {
     async fn read(&self, share: ShareId, key: Key) -> Result<(Vec<u8>, Version), MetaError> {
+        self.maybe_yield().await;
         let state = self.lock();
         Self::check(&state)?;
         state
@@ -174,6 +193,7 @@ impl Teems for MemTeems {
     }
 
     async fn write(&self, share: ShareId, key: Key, value: Vec<u8>) -> Result<Version, MetaError> {
+        self.maybe_yield().await;
         let mut state = self.lock();
         Self::check(&state)?;
         state.seq += 1;
@@ -186,6 +206,7 @@ impl Teems for MemTeems {
     }
 
     async fn delete(&self, share: ShareId, key: Key) -> Result<(), MetaError> {
+        self.maybe_yield().await;
         let mut state = self.lock();
         Self::check(&state)?;
         state.seq += 1;

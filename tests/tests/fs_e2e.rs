@@ -168,6 +168,28 @@ fn shell_life(mnt: &Path, scratch: &Path, big_mib: u32) {
     sh(mnt, "rm h && rm -r d");
     assert_eq!(sh(mnt, "stat -c %h a").trim(), "1");
     assert_eq!(sh(mnt, "ls -A | sort | tr '\\n' ' '"), "a s ");
+    // Four shells at once, each making files in its own directory, moving them into the
+    // next one (a cycle of cross-directory renames) and removing half of them there. The
+    // kernel serialises namespace changes within one directory and cross-directory
+    // renames, and runs the rest in parallel: the mount's directory locks must neither
+    // lose an entry nor deadlock.
+    sh(
+        mnt,
+        "mkdir par && for i in 0 1 2 3; do mkdir par/d$i; done && pids= && \
+         for i in 0 1 2 3; do ( n=$(( (i + 1) % 4 )) && for j in $(seq 1 30); do \
+             echo $i-$j > par/d$i/f$j && mv par/d$i/f$j par/d$n/m$i-$j; done && \
+           for j in $(seq 1 2 30); do rm par/d$n/m$i-$j; done ) & pids=\"$pids $!\"; done && \
+         for p in $pids; do wait $p; done",
+    );
+    assert_eq!(
+        sh(
+            mnt,
+            "for d in par/*; do ls $d | wc -l; stat -c %h $d; done | tr '\\n' ' '"
+        ),
+        "15 2 15 2 15 2 15 2 "
+    );
+    assert_eq!(sh(mnt, "cat par/d1/m0-30 par/d0/m3-2"), "0-30\n3-2\n");
+    sh(mnt, "rm -r par");
     // Large sequential write, then random writes with dd, compared with the same done
     // on a local file.
     let script = format!(

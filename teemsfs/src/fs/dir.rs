@@ -633,7 +633,7 @@ impl Fs {
         who: Caller,
     ) -> FsResult<(Attr, Inode, Version)> {
         check_name(name)?;
-        let _ns = self.ns_lock.lock().await;
+        let _dir = self.dir_locks.lock(parent).await;
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
         perm::check_search(&dir, who)?;
         if bucket.contains_key(name) {
@@ -739,7 +739,7 @@ impl Fs {
         who: Caller,
     ) -> FsResult<Attr> {
         check_name(new_name)?;
-        let _ns = self.ns_lock.lock().await;
+        let _dir = self.dir_locks.lock(new_parent).await;
         let inode_lock = self.key_locks.lock(key).await;
         let (mut inode, _) = self.read_inode(key).await?;
         if inode.kind == Kind::Dir {
@@ -786,7 +786,7 @@ impl Fs {
     /// kernel's, see [`perm`].)
     pub async fn unlink_by(&self, parent: Key, name: &[u8], who: Caller) -> FsResult<()> {
         check_name(name)?;
-        let _ns = self.ns_lock.lock().await;
+        let _dir = self.dir_locks.lock(parent).await;
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
         perm::check_search(&dir, who)?;
         let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
@@ -797,7 +797,7 @@ impl Fs {
         bucket.remove(name);
         touch_dir(&mut dir, -1, false, 1);
         // The inode's metadata is read while the name is removed; its link count is
-        // lowered only after (lock order: ns_lock, then the inode lock).
+        // lowered only after (lock order: the directory lock, then the inode lock).
         let _inode_lock = self.key_locks.lock(entry.key).await;
         let (stored, child) = tokio::join!(
             self.store_dir(parent, &mut dir, slot, &bucket),
@@ -869,7 +869,8 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         check_name(name)?;
-        let _ns = self.ns_lock.lock().await;
+        let _tree = self.tree_lock.lock().await;
+        let _dir = self.dir_locks.lock(parent).await;
         let (mut dir, _, mut bucket, slot) = self.load_dir_bucket(parent, name).await?;
         perm::check_search(&dir, who)?;
         let entry = *bucket.get(name).ok_or(FsError::NotFound)?;
@@ -877,6 +878,8 @@ impl Fs {
         if entry.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        // No name may be created in it between the emptiness check and its removal.
+        let _child = self.dir_locks.lock(entry.key).await;
         let (child, _) = self.read_dir_inode(entry.key).await?;
         if !self.load_all_entries(entry.key, &child).await?.is_empty() {
             return Err(FsError::NotEmpty);
@@ -933,7 +936,11 @@ impl Fs {
         }
         check_name(src_name)?;
         check_name(dst_name)?;
-        let _ns = self.ns_lock.lock().await;
+        let _tree = self.tree_lock.lock().await;
+        let parents = self
+            .dir_locks
+            .lock_all([src_dir, dst_dir], Vec::new())
+            .await;
         let (src, _, src_bucket, src_slot) = self.load_dir_bucket(src_dir, src_name).await?;
         perm::check_search(&src, who)?;
         let entry = *src_bucket.get(src_name).ok_or(FsError::NotFound)?;
@@ -964,6 +971,16 @@ impl Fs {
             (b, Some(s))
         };
         let existing = dst_bucket.get(dst_name).copied();
+        // Besides the two parents, the directories whose own values this changes: one
+        // moved to another parent (its `..`) and one replaced (checked empty, then freed).
+        let moved_dir = (entry.kind == Kind::Dir && src_dir != dst_dir).then_some(entry.key);
+        let replaced_dir = existing
+            .filter(|old| old.kind == Kind::Dir)
+            .map(|old| old.key);
+        let _held = self
+            .dir_locks
+            .lock_all(moved_dir.into_iter().chain(replaced_dir), parents)
+            .await;
         let mut replaced = None;
         if let Some(old) = existing {
             if flags.noreplace {
@@ -1128,13 +1145,24 @@ impl Fs {
     /// Completes a rename a crashed client left half done (DESIGN §10); returns whether
     /// there was one. Called by [`Fs::init`]; `teemsfs fsck` calls it too.
     pub async fn recover(&self) -> FsResult<bool> {
-        let _ns = self.ns_lock.lock().await;
+        let _tree = self.tree_lock.lock().await;
         let bytes = match self.teems.read(self.share, self.intent_key()).await {
             Ok((bytes, _)) => bytes,
             Err(crate::meta::MetaError::NotFound) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
         let intent: RenameIntent = format::decode("rename intent", &bytes)?;
+        // The directories a rename locks (see `rename_by`).
+        let dirs = [intent.src_dir, intent.dst_dir]
+            .into_iter()
+            .chain((intent.entry.kind == Kind::Dir).then_some(intent.entry.key))
+            .chain(
+                intent
+                    .replaced
+                    .filter(|(old, _)| old.kind == Kind::Dir)
+                    .map(|(old, _)| old.key),
+            );
+        let _held = self.dir_locks.lock_all(dirs, Vec::new()).await;
         tracing::info!(
             src = %intent.src_dir, dst = %intent.dst_dir,
             "completing an interrupted rename"
@@ -1649,5 +1677,137 @@ mod tests {
         assert_eq!(fs2.parent_of(sub).await.expect("parent"), b);
         assert_eq!(fs2.getattr(a).await.expect("a").nlink, 2);
         assert_eq!(fs2.getattr(b).await.expect("b").nlink, 3);
+    }
+
+    /// Namespace changes of one client in parallel, every metadata call a yield point:
+    /// two tasks per directory create files, rename them within their directory and into
+    /// the next one (four directories, each renaming into the next: a cycle a rename
+    /// locking its two directories in turn could deadlock on), link them into a shared
+    /// one, unlink them, chmod their directory (whose value
+    /// holds its entries while it has one bucket), and make, fill, empty and remove a
+    /// subdirectory, in directories small enough to split into buckets. Nothing is lost,
+    /// no count drifts, and nothing deadlocks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_namespace_changes_of_one_client_lose_nothing() {
+        const TASKS: usize = 8;
+        const DIRS: usize = 4;
+        const FILES: usize = 25;
+        let teems = MemTeems::new().yielding();
+        let fs = Arc::new(fs_with(&teems, Arc::new(MemBlobs::new()), 8));
+        let who = Caller::default();
+        fs.init(who).await.expect("init");
+        let root = fs.root();
+        let mut dirs = Vec::new();
+        for d in 0..DIRS {
+            let name = format!("d{d}");
+            dirs.push(
+                fs.mkdir(root, name.as_bytes(), 0o755, who)
+                    .await
+                    .expect("mkdir")
+                    .key,
+            );
+        }
+        let shared = fs.mkdir(root, b"s", 0o755, who).await.expect("mkdir").key;
+        let name = |t: usize, kind: &str, j: usize| format!("t{t}-{kind}{j}");
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let fs = Arc::clone(&fs);
+            let dir = dirs[t % DIRS];
+            let next = dirs[(t + 1) % DIRS];
+            tasks.push(tokio::spawn(async move {
+                let n = |kind: &str, j: usize| name(t, kind, j).into_bytes();
+                let keep = RenameFlags::default();
+                let sub = fs.mkdir(dir, &n("sub", 0), 0o755, who).await?.key;
+                for j in 0..FILES {
+                    let key = fs
+                        .mknod(dir, &n("f", j), Kind::File, 0o644, 0, who)
+                        .await?
+                        .key;
+                    fs.mknod(sub, &n("x", j), Kind::File, 0o644, 0, who).await?;
+                    match j % 5 {
+                        0 => fs.rename(dir, &n("f", j), next, &n("r", j), keep).await?,
+                        1 => fs.rename(dir, &n("f", j), dir, &n("g", j), keep).await?,
+                        2 => fs.unlink(dir, &n("f", j)).await?,
+                        3 => {
+                            fs.link(key, shared, &n("l", j)).await?;
+                        }
+                        _ => {
+                            let perm = Some(if j % 2 == 0 { 0o700 } else { 0o755 });
+                            let set = super::super::SetAttr {
+                                perm,
+                                ..Default::default()
+                            };
+                            fs.setattr(dir, set).await?;
+                        }
+                    }
+                    fs.unlink(sub, &n("x", j)).await?;
+                }
+                fs.rmdir(dir, &n("sub", 0)).await
+            }));
+        }
+        let all = async {
+            for task in tasks {
+                task.await.expect("a task panicked")?;
+            }
+            FsResult::Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("deadlock: the tasks did not finish")
+            .expect("an operation failed");
+
+        let names_in = |entries: Vec<DirEntry>| -> std::collections::BTreeSet<String> {
+            entries
+                .into_iter()
+                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                .collect()
+        };
+        let mut in_shared = std::collections::BTreeSet::new();
+        let mut in_dir = vec![std::collections::BTreeSet::new(); DIRS];
+        for t in 0..TASKS {
+            for j in 0..FILES {
+                let (here, next) = (t % DIRS, (t + 1) % DIRS);
+                match j % 5 {
+                    0 => {
+                        in_dir[next].insert(name(t, "r", j));
+                    }
+                    1 => {
+                        in_dir[here].insert(name(t, "g", j));
+                    }
+                    2 => {}
+                    3 => {
+                        in_dir[here].insert(name(t, "f", j));
+                        in_shared.insert(name(t, "l", j));
+                    }
+                    _ => {
+                        in_dir[here].insert(name(t, "f", j));
+                    }
+                }
+            }
+        }
+        for (d, (&dir, expected)) in dirs.iter().zip(in_dir).enumerate() {
+            let found = names_in(fs.readdir(dir).await.expect("readdir"));
+            assert_eq!(found, expected, "entries of d{d}");
+            let attr = fs.getattr(dir).await.expect("stat");
+            assert_eq!(
+                (attr.size, attr.nlink),
+                (expected.len() as u64, 2),
+                "entry count and link count of d{d}"
+            );
+        }
+        let found = names_in(fs.readdir(shared).await.expect("readdir"));
+        assert_eq!(found, in_shared, "entries of the shared directory");
+        let attr = fs.getattr(shared).await.expect("stat");
+        assert_eq!((attr.size, attr.nlink), (in_shared.len() as u64, 2));
+        for t in 0..TASKS {
+            for j in (3..FILES).step_by(5) {
+                let entry = fs.find_entry(shared, name(t, "l", j).as_bytes()).await;
+                let key = entry.expect("find").expect("linked name").key;
+                let links = fs.getattr(key).await.expect("stat").nlink;
+                assert_eq!(links, 2, "links of {}", name(t, "f", j));
+            }
+        }
+        let root_attr = fs.getattr(root).await.expect("stat");
+        assert_eq!((root_attr.size, root_attr.nlink), (5, 7));
     }
 }

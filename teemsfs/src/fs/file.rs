@@ -1019,7 +1019,9 @@ impl Fs {
             }
         }
         if last && orphaned {
-            let _ns = self.ns_lock.lock().await;
+            // Under the inode lock, as `link` checks the count: no new name can
+            // appear between the read and the free.
+            let _inode_lock = self.key_locks.lock(key).await;
             match self.read_inode(key).await {
                 Ok((inode, _)) if inode.nlink == 0 => self.free_inode(key, &inode).await?,
                 Ok(_) | Err(FsError::NotFound) => {}

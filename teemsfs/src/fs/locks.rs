@@ -1,15 +1,27 @@
-//! Per-inode locks: serialise this client's read-modify-writes of one inode's metadata.
+//! Per-key locks: serialise this client's read-modify-writes of one directory or one
+//! inode's metadata.
 //!
-//! TEEMS has no compare-and-swap, so two operations of one client that each read an
-//! inode's metadata, change a field and write it back would lose one change — worse, a
-//! `chmod` that read the value before a buffered-write commit would write the *old*
-//! content reference back after it, reverting the file and retiring the new blobs. Every
-//! read-modify-write of a file's metadata (commit, setattr, xattr changes, link-count
-//! changes) holds the inode's lock from its read to its write.
+//! TEEMS has no compare-and-swap, so two operations of one client that each read a value,
+//! change a field and write it back would lose one change — two creates in one directory
+//! would lose an entry, and a `chmod` that read a file's value before a buffered-write
+//! commit would write the *old* content reference back after it, reverting the file and
+//! retiring the new blobs. So:
+//! - every namespace change holds the **directory lock** of each directory whose buckets
+//!   or inode it rewrites (create, link, unlink: the parent; rmdir: the parent and the
+//!   removed directory; rename: both parents, a directory moved to another parent, a
+//!   directory replaced). Changes in different directories run in parallel;
+//! - every read-modify-write of an inode's metadata (commit, setattr, xattr changes,
+//!   link-count changes) holds the **inode lock** from its read to its write. Setattr and
+//!   xattr changes also hold the key's directory lock, since a directory's value carries
+//!   its inline bucket.
 //!
-//! Lock order, to stay deadlock-free: `ns_lock` → an open file's state lock → one inode
-//! lock. No operation holds two inode locks at once, and none waits for `ns_lock` or a
-//! state lock while holding an inode lock.
+//! Lock order, to stay deadlock-free: the tree lock → directory locks → an open file's
+//! state lock → one inode lock. Only holders of the **tree lock** (rename, rmdir, rename
+//! recovery) hold more than one directory lock; every other operation holds at most one
+//! and waits for no directory lock while holding it. So a tree-lock holder can take its
+//! directory locks in any order: whoever holds one it waits for will release it without
+//! waiting for a lock the tree-lock holder has. No operation holds two inode locks at
+//! once, and none waits for a directory lock or a state lock while holding an inode lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +56,22 @@ impl KeyLocks {
             key,
             guard: Some(guard),
         }
+    }
+
+    /// Adds the locks of `keys` to `held`, skipping keys already in it (a key's lock is
+    /// not reentrant). Only a holder of the tree lock locks more than one directory, so
+    /// the order does not matter (see the module docs).
+    pub(super) async fn lock_all<'a>(
+        &'a self,
+        keys: impl IntoIterator<Item = Key>,
+        mut held: Vec<KeyGuard<'a>>,
+    ) -> Vec<KeyGuard<'a>> {
+        for key in keys {
+            if !held.iter().any(|g| g.key == key) {
+                held.push(self.lock(key).await);
+            }
+        }
+        held
     }
 
     /// Keys with a live lock (for tests: the table must not grow without bound).

@@ -247,10 +247,14 @@ pub struct Fs {
     /// Directory inodes and buckets as decoded, by key, for the version they came from.
     decoded_dirs: DecodedCache<Inode>,
     decoded_buckets: DecodedCache<format::BucketMeta>,
-    /// Serialises this client's namespace changes (directory read-modify-writes), so two
-    /// operations of one client never lose each other's entries. Other clients are not
-    /// covered: see docs/SEMANTICS.md on concurrent namespace changes.
-    ns_lock: tokio::sync::Mutex<()>,
+    /// Per-directory locks: serialise this client's read-modify-writes of one directory
+    /// (its buckets and its inode), so two operations of one client never lose each
+    /// other's entries, while changes in different directories run in parallel. Other
+    /// clients are not covered: see docs/SEMANTICS.md on concurrent namespace changes.
+    dir_locks: locks::KeyLocks,
+    /// Held by the operations that lock more than one directory (rename, rmdir, rename
+    /// recovery); see `locks` for why that keeps the directory locks deadlock-free.
+    tree_lock: tokio::sync::Mutex<()>,
     /// Background chunk uploads of long writes running at once, over all open files.
     upload_slots: Arc<tokio::sync::Semaphore>,
     files: Mutex<file::OpenTable>,
@@ -294,7 +298,8 @@ impl Fs {
             share,
             root,
             config,
-            ns_lock: tokio::sync::Mutex::new(()),
+            dir_locks: locks::KeyLocks::default(),
+            tree_lock: tokio::sync::Mutex::new(()),
             upload_slots: Arc::new(tokio::sync::Semaphore::new(file::UPLOAD_PARALLEL)),
             files: Mutex::new(file::OpenTable::default()),
             key_locks: locks::KeyLocks::default(),
@@ -823,10 +828,11 @@ impl Fs {
             return self.getattr(key).await;
         }
         // A directory's metadata value also carries its entries (inline bucket), which
-        // namespace operations rewrite under `ns_lock`; a file's carries its content
-        // reference, which commits rewrite under the inode lock. Hold both so this
-        // read-modify-write loses neither (lock order: ns_lock, then inode lock).
-        let _ns = self.ns_lock.lock().await;
+        // namespace operations rewrite under its directory lock; a file's carries its
+        // content reference, which commits rewrite under the inode lock. Hold both so
+        // this read-modify-write loses neither (lock order: directory, then inode lock;
+        // a file's directory lock is never contended).
+        let _dir = self.dir_locks.lock(key).await;
         let _inode_lock = self.key_locks.lock(key).await;
         let (mut inode, _) = self.read_inode(key).await?;
         // Taking search permission away from a directory: stop handing names under it
@@ -853,7 +859,7 @@ impl Fs {
         self.note_version(key, version);
         if let Some(narrowing) = narrowing {
             drop(_inode_lock);
-            drop(_ns);
+            drop(_dir);
             self.wait_out_kernel_names(key).await;
             drop(narrowing);
             return Ok(self.attr_of(key, &inode, version));
@@ -863,7 +869,7 @@ impl Fs {
             // The reply's size must include buffered writes exactly (see `getattr`),
             // which needs the open state; a commit holding it waits for the inode lock.
             drop(_inode_lock);
-            drop(_ns);
+            drop(_dir);
             return self.getattr(key).await;
         }
         Ok(self.attr_of(key, &inode, version))

@@ -119,9 +119,9 @@ impl Fs {
         who: Caller,
         change: impl FnOnce(&mut Xattrs) -> FsResult<()>,
     ) -> FsResult<()> {
-        // ns_lock: a directory's value also holds its inline bucket; inode lock: a file's
-        // holds its content reference, rewritten by commits (see `locks`).
-        let _ns = self.ns_lock.lock().await;
+        // Directory lock: a directory's value also holds its inline bucket; inode lock: a
+        // file's holds its content reference, rewritten by commits (see `locks`).
+        let _dir = self.dir_locks.lock(key).await;
         let _inode_lock = self.key_locks.lock(key).await;
         let (mut inode, _) = self.read_inode(key).await?;
         perm::check_xattr(&inode, who, name, true)?;
