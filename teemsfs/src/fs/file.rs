@@ -16,7 +16,7 @@
 //! is settled, so a failed upload puts it back in the buffer (the next write reports the
 //! error; the commit uploads it again) and nothing written is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -58,6 +58,14 @@ enum Settle {
 #[derive(Default)]
 pub(super) struct OpenTable {
     pub(super) by_key: HashMap<Key, Arc<tokio::sync::Mutex<OpenState>>>,
+    /// Handles open on each inode of `by_key`, counted under the table's mutex when the
+    /// state is taken from `by_key` or put there: an open that found the state and a
+    /// last release are then ordered, and a release never drops a state an open holds.
+    opens: HashMap<Key, usize>,
+    /// Open inodes whose last link was removed: the last release frees them. Kept here,
+    /// under the table's mutex, not in the open state (whose lock a read or write may be
+    /// holding): the unlink marking it and the last release removing it are then ordered.
+    orphans: HashSet<Key>,
     handles: HashMap<u64, Handle>,
     next_fh: u64,
 }
@@ -113,7 +121,6 @@ impl Patches {
 }
 
 pub(super) struct OpenState {
-    refs: usize,
     chunk_size: u64,
     /// Content as of the last open/commit.
     base_data: Data,
@@ -129,8 +136,6 @@ pub(super) struct OpenState {
     pub(super) modified: bool,
     version: Version,
     next_seq: u64,
-    /// The last link was removed while open here: free the inode on the last release.
-    orphaned: bool,
     /// Where the last read ended: a read starting there is sequential and fetches ahead.
     last_read_end: u64,
     /// Base chunks being fetched ahead, by exact blob version (so a fetch of a version the
@@ -153,18 +158,42 @@ impl Fs {
     }
 
     pub(super) fn mark_orphan_if_open(&self, key: Key) -> bool {
-        let Ok(files) = self.files.lock() else {
+        let Ok(mut files) = self.files.lock() else {
             return false;
         };
-        match files.by_key.get(&key) {
-            Some(open) => {
-                if let Ok(mut state) = open.try_lock() {
-                    state.orphaned = true;
-                }
-                true
-            }
-            None => false,
+        if !files.by_key.contains_key(&key) {
+            return false;
         }
+        files.orphans.insert(key);
+        true
+    }
+
+    /// Counts one open of `key` (and its handle `fh`) closed; at the last, forgets the open
+    /// state. Returns whether it was the last, and whether the inode lost its last link
+    /// while open ([`Fs::mark_orphan_if_open`]), so the caller must free it.
+    fn close_open(&self, key: Key, fh: Option<u64>) -> FsResult<(bool, bool)> {
+        let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
+        if let Some(fh) = fh {
+            files.handles.remove(&fh);
+        }
+        match files.opens.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                Ok((false, false))
+            }
+            _ => {
+                files.opens.remove(&key);
+                files.by_key.remove(&key);
+                Ok((true, files.orphans.remove(&key)))
+            }
+        }
+    }
+
+    /// Whether `key` is open here and lost its last link ([`Fs::mark_orphan_if_open`]).
+    fn is_orphan(&self, key: Key) -> bool {
+        self.files
+            .lock()
+            .is_ok_and(|files| files.orphans.contains(&key))
     }
 
     pub(super) async fn load_manifest(&self, manifest: &BlobRef) -> FsResult<Manifest> {
@@ -194,7 +223,6 @@ impl Fs {
     async fn new_state(&self, inode: &Inode, version: Version) -> FsResult<OpenState> {
         let (chunk_size, base_chunks) = self.base_of(inode).await?;
         Ok(OpenState {
-            refs: 0,
             chunk_size,
             base_data: inode.data.clone(),
             base_chunks,
@@ -210,7 +238,6 @@ impl Fs {
             modified: false,
             version,
             next_seq: inode.blob_seq,
-            orphaned: false,
             last_read_end: 0,
             read_ahead: std::sync::Mutex::new(HashMap::new()),
         })
@@ -266,11 +293,11 @@ impl Fs {
             _ => {}
         }
         self.remember_content(key, &inode, version);
-        let existing = self
-            .files
-            .lock()
-            .ok()
-            .and_then(|f| f.by_key.get(&key).cloned());
+        let existing = self.files.lock().ok().and_then(|mut f| {
+            let state = f.by_key.get(&key).cloned()?;
+            *f.opens.entry(key).or_default() += 1;
+            Some(state)
+        });
         let state = match existing {
             Some(state) => state,
             None => {
@@ -278,20 +305,24 @@ impl Fs {
                     self.new_state(&inode, version).await?,
                 ));
                 let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
-                Arc::clone(files.by_key.entry(key).or_insert(fresh))
+                let state = Arc::clone(files.by_key.entry(key).or_insert(fresh));
+                *files.opens.entry(key).or_default() += 1;
+                state
             }
         };
         {
             let mut s = state.lock().await;
             if !s.modified && s.version != version {
                 // Someone committed since: start from their version.
-                let refs = s.refs;
-                let orphaned = s.orphaned;
-                *s = self.new_state(&inode, version).await?;
-                s.refs = refs;
-                s.orphaned = orphaned;
+                match self.new_state(&inode, version).await {
+                    Ok(fresh) => *s = fresh,
+                    Err(e) => {
+                        drop(s);
+                        self.close_open(key, None)?;
+                        return Err(e);
+                    }
+                }
             }
-            s.refs += 1;
         }
         let keep_cache = {
             let mut seen = self.seen_versions.lock().map_err(|_| FsError::BadHandle)?;
@@ -886,7 +917,7 @@ impl Fs {
         let _inode_lock = self.key_locks.lock(key).await;
         let (mut fresh, _) = match self.read_inode(key).await {
             Ok(read) => read,
-            Err(FsError::NotFound) if s.orphaned => {
+            Err(FsError::NotFound) if self.is_orphan(key) => {
                 s.modified = false;
                 return Ok(());
             }
@@ -1007,17 +1038,8 @@ impl Fs {
         let (key, _, state) = self.handle(fh)?;
         let mut s = state.lock().await;
         let result = self.commit(key, &mut s).await;
-        s.refs = s.refs.saturating_sub(1);
-        let last = s.refs == 0;
-        let orphaned = s.orphaned;
         drop(s);
-        {
-            let mut files = self.files.lock().map_err(|_| FsError::BadHandle)?;
-            files.handles.remove(&fh);
-            if last {
-                files.by_key.remove(&key);
-            }
-        }
+        let (last, orphaned) = self.close_open(key, Some(fh))?;
         if last && orphaned {
             // Under the inode lock, as `link` checks the count: no new name can
             // appear between the read and the free.
@@ -1086,6 +1108,80 @@ mod tests {
         async fn delete(&self, blob: &crate::fs::BlobRef) -> crate::fs::FsResult<()> {
             self.inner.delete(blob).await
         }
+    }
+
+    /// The open state of a file while a read or write holds it (its lock), as one waiting
+    /// on a store does: an unlink then still has the last release free the inode, and an
+    /// open that found the state while its last release waited keeps it.
+    #[tokio::test]
+    async fn unlinks_and_opens_racing_the_last_release_keep_the_open_table_right() {
+        let teems = MemTeems::new();
+        let fs = Arc::new(Fs::new(
+            Arc::new(teems.clone()),
+            Arc::new(MemBlobs::new()),
+            ShareId([1; 16]),
+            Key([2; 16]),
+            FsConfig::default(),
+        ));
+        let me = Caller::default();
+        fs.init(me).await.expect("init");
+        let root = fs.root();
+        let state_of = |key| {
+            fs.files
+                .lock()
+                .expect("table")
+                .by_key
+                .get(&key)
+                .cloned()
+                .expect("open state")
+        };
+
+        // The last name goes while the state is busy.
+        let (f, opened) = fs.create(root, b"f", 0o644, me).await.expect("create");
+        fs.write(opened.fh, 0, b"hello").await.expect("write");
+        let state = state_of(f.key);
+        let busy = state.lock().await;
+        fs.unlink(root, b"f").await.expect("unlink");
+        drop(busy);
+        fs.release(opened.fh).await.expect("release");
+        assert!(
+            matches!(
+                fs.read_inode(f.key).await,
+                Err(crate::fs::FsError::NotFound)
+            ),
+            "the inode unlinked while open was not freed by its last release"
+        );
+
+        // A release and an open both wait for the busy state; the release goes first.
+        let (g, opened) = fs.create(root, b"g", 0o644, me).await.expect("create");
+        fs.write(opened.fh, 0, b"data").await.expect("write");
+        let state = state_of(g.key);
+        let busy = state.lock().await;
+        let release = {
+            let fs = Arc::clone(&fs);
+            tokio::spawn(async move { fs.release(opened.fh).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let reopen = {
+            let fs = Arc::clone(&fs);
+            tokio::spawn(async move { fs.open(g.key, false).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(busy);
+        release.await.expect("join").expect("release");
+        let reopened = reopen.await.expect("join").expect("open");
+        // Opened concurrently with the commit: either content is allowed, a lost handle is not.
+        let read = fs
+            .read(reopened.fh, 0, 10)
+            .await
+            .expect("read through the new handle");
+        assert!(read.is_empty() || read == b"data", "{read:?}");
+        fs.release(reopened.fh).await.expect("release");
+        let files = fs.files.lock().expect("table");
+        assert!(
+            files.by_key.is_empty() && files.opens.is_empty() && files.orphans.is_empty(),
+            "open state left behind"
+        );
     }
 
     /// A file of at most `inline_file_max_bytes` keeps its bytes in its metadata: writing
