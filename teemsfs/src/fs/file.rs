@@ -1115,12 +1115,8 @@ mod tests {
     /// open that found the state while its last release waited keeps it.
     #[tokio::test]
     async fn unlinks_and_opens_racing_the_last_release_keep_the_open_table_right() {
-        let teems = MemTeems::new();
-        let fs = Arc::new(Fs::new(
-            Arc::new(teems.clone()),
+        let fs = Arc::new(crate::fs::test_fs(
             Arc::new(MemBlobs::new()),
-            ShareId([1; 16]),
-            Key([2; 16]),
             FsConfig::default(),
         ));
         let me = Caller::default();
