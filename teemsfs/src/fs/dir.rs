@@ -1626,6 +1626,56 @@ mod tests {
         );
     }
 
+    /// A directory made under a larger bucket limit (the default before `128`) splits,
+    /// at the next create under a smaller one, into as many buckets as it takes for every
+    /// bucket to fit, in one go, and loses no name.
+    #[tokio::test]
+    async fn a_directory_of_larger_buckets_splits_to_a_smaller_limit_at_the_next_create() {
+        let teems = MemTeems::new();
+        let blobs = Arc::new(MemBlobs::new());
+        let before = fs_with(&teems, Arc::clone(&blobs), 512);
+        before.init(Caller::default()).await.expect("init");
+        let root = before.root();
+        let d = before
+            .mkdir(root, b"d", 0o755, Caller::default())
+            .await
+            .expect("mkdir")
+            .key;
+        for i in 0..600 {
+            let name = format!("file-{i}");
+            before
+                .mknod(d, name.as_bytes(), Kind::File, 0o644, 0, Caller::default())
+                .await
+                .expect("create");
+        }
+        let bits = |dir: &Inode| match dir.data {
+            Data::Dir { bucket_bits, .. } => bucket_bits,
+            _ => panic!("not a directory"),
+        };
+        let (dir, _) = before.read_dir_inode(d).await.expect("dir");
+        assert_eq!(bits(&dir), 1, "600 names in buckets of at most 512");
+
+        let after = fs_with(&teems, blobs, 128);
+        after
+            .mknod(d, b"one-more", Kind::File, 0o644, 0, Caller::default())
+            .await
+            .expect("create");
+        let (dir, _) = after.read_dir_inode(d).await.expect("dir");
+        assert!(bits(&dir) >= 3, "601 names need at least 8 buckets of 128");
+        for i in 0..(1u64 << bits(&dir)) {
+            let meta = after.read_bucket_meta(d, i).await.expect("bucket");
+            let bucket = after.bucket_from(&meta.data).await.expect("decode");
+            assert!(bucket.len() <= 128, "bucket {i} holds {}", bucket.len());
+        }
+        let names = after.readdir(d).await.expect("readdir");
+        assert_eq!(names.len(), 601);
+        assert_eq!(after.getattr(d).await.expect("stat").size, 601);
+        for i in (0..600).step_by(37) {
+            let name = format!("file-{i}");
+            assert!(after.find_entry(d, name.as_bytes()).await.expect("find").is_some());
+        }
+    }
+
     #[tokio::test]
     async fn an_interrupted_cross_directory_rename_is_completed_on_recover() {
         // DESIGN §10: a crash after the intent leaves a state the next mount completes.

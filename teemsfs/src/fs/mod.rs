@@ -99,7 +99,9 @@ pub struct FsConfig {
     /// a manifest blob. Default 4 MiB.
     pub chunk_size_bytes: u64,
     /// A directory bucket holding more entries than this is split (the directory's bucket
-    /// count doubles). Default 512: with short names, a bucket of ~15 KiB, kept inline.
+    /// count doubles). Default 128: with short names, a bucket of ~4 KiB, kept inline.
+    /// Each create and unlink rewrites one bucket, and smaller buckets make them cheaper
+    /// (BENCHMARKS.md, "Smaller directory buckets"); `readdir` reads more of them.
     pub dir_bucket_max_entries: usize,
     /// Files of at most this many bytes keep their content in their metadata value
     /// instead of a blob (no store round trip on write or read). Default 4 KiB; 0 puts
@@ -126,7 +128,7 @@ impl Default for FsConfig {
     fn default() -> Self {
         FsConfig {
             chunk_size_bytes: 4 << 20,
-            dir_bucket_max_entries: 512,
+            dir_bucket_max_entries: 128,
             inline_file_max_bytes: 4096,
             inline_bucket_max_bytes: 32 << 10,
             delete_grace_ms: 30_000,

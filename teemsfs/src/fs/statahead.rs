@@ -37,9 +37,9 @@ const MAX_WINDOW: usize = 256;
 const WINDOW_TIME: Duration = Duration::from_millis(300);
 /// Directories followed at once; a new one beyond this replaces the least recent.
 const MAX_DIRS: usize = 8;
-/// Directories of more buckets than this (some 100,000 names) are not listed for a
-/// scan: the listing would cost more than the scan saves.
-pub(super) const MAX_LISTED_BUCKETS: u64 = 256;
+/// Directories of more buckets than this (some 100,000 names with the default bucket
+/// size) are not listed for a scan: the listing would cost more than the scan saves.
+pub(super) const MAX_LISTED_BUCKETS: u64 = 1024;
 /// A directory whose listing went stale is listed again at most this often.
 const RELIST_EVERY: Duration = Duration::from_secs(1);
 /// Reads ahead in flight per batch.
