@@ -1672,7 +1672,8 @@ mod tests {
         assert_eq!(after.getattr(d).await.expect("stat").size, 601);
         for i in (0..600).step_by(37) {
             let name = format!("file-{i}");
-            assert!(after.find_entry(d, name.as_bytes()).await.expect("find").is_some());
+            let found = after.find_entry(d, name.as_bytes()).await.expect("find");
+            assert!(found.is_some(), "{name} lost in the split");
         }
     }
 
