@@ -1155,7 +1155,10 @@ impl Fs {
         // The directories a rename locks (see `rename_by`).
         let dirs = [intent.src_dir, intent.dst_dir]
             .into_iter()
-            .chain((intent.entry.kind == Kind::Dir).then_some(intent.entry.key))
+            .chain(
+                (intent.entry.kind == Kind::Dir && intent.src_dir != intent.dst_dir)
+                    .then_some(intent.entry.key),
+            )
             .chain(
                 intent
                     .replaced
