@@ -51,17 +51,28 @@ fn replace_dir(dir: &Path, with: &Path) {
     copy_dir(with, dir);
 }
 
-/// Byte ranges `[start, end)` of each record frame in a segment file.
+/// Byte ranges `[start, end)` of each record frame in a segment file (up to
+/// the preallocated zeros).
 fn frames(path: &Path) -> Vec<(usize, usize)> {
     let bytes = fs::read(path).expect("read");
     let mut out = Vec::new();
     let mut at = SEGMENT_HEADER_BYTES as usize;
     while at + 4 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
         out.push((at, at + 4 + len));
         at += 4 + len;
     }
     out
+}
+
+/// A record longer than a torn write can reach: tampering before it cannot
+/// pass for a torn write.
+fn ballast(log: &mut SealedLog) {
+    log.append(&vec![0x5a; MAX_TORN_REACH as usize])
+        .expect("append ballast");
 }
 
 #[test]
@@ -231,6 +242,7 @@ fn flipped_byte_is_corruption_naming_file_and_offset() {
     for r in [b"a", b"b", b"c"] {
         log.append(r).expect("append");
     }
+    ballast(&mut log);
     drop(log);
     let path = seg(dir, 1);
     let f = frames(&path);
@@ -313,13 +325,17 @@ fn torn_last_record_loads_the_acknowledged_prefix() {
             .expect("open")
             .set_len(cut as u64)
             .expect("truncate");
+        // Reported when what was cut off is more than zeros (a cut inside
+        // the length prefix leaves only its zero high bytes).
+        let reported = aside[f[2].0..cut].iter().any(|b| *b != 0);
         let (_, recovered) = open(dir);
         match &recovered {
             Recovered::State {
                 records, torn_tail, ..
             } => {
                 assert_eq!(records.len(), 2, "cut at {cut}");
-                assert_eq!(torn_tail.as_ref(), Some(&(path.clone(), f[2].0 as u64)));
+                let expected = reported.then(|| (path.clone(), f[2].0 as u64));
+                assert_eq!(torn_tail.as_ref(), expected.as_ref(), "cut at {cut}");
             }
             other => panic!("cut at {cut}: {other:?}"),
         }
@@ -352,21 +368,27 @@ fn torn_last_record_loads_the_acknowledged_prefix() {
 }
 
 #[test]
-fn zero_filled_tail_and_torn_header_are_torn_writes() {
+fn zero_tail_is_cut_quietly_and_a_torn_header_removed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let (mut log, _) = open(dir);
     log.append(b"a").expect("append");
     drop(log);
+    // The segment was preallocated: the record, then zeros.
     let path = seg(dir, 1);
-    let mut bytes = fs::read(&path).expect("read");
-    let valid = bytes.len();
-    bytes.extend_from_slice(&[0u8; 40]);
-    fs::write(&path, &bytes).expect("write");
+    let valid = frames(&path)[0].1 as u64;
+    assert_eq!(fs::metadata(&path).expect("stat").len(), PREALLOC_BYTES);
     let (_, recovered) = open(dir);
-    assert!(
-        matches!(&recovered, Recovered::State { torn_tail: Some((_, off)), .. } if *off == valid as u64)
-    );
+    assert!(matches!(
+        &recovered,
+        Recovered::State {
+            torn_tail: None,
+            ..
+        }
+    ));
+    assert_eq!(payloads(&recovered).1, vec![b"a".to_vec()]);
+    // Cut back to the record, since appends go on in a new segment.
+    assert_eq!(fs::metadata(&path).expect("stat").len(), valid);
 
     // A new segment whose header never fully landed.
     fs::write(seg(dir, 2), &SEGMENT_MAGIC[..5]).expect("write");
@@ -410,6 +432,7 @@ fn reordered_records_are_rejected() {
     for r in [b"a", b"b", b"c"] {
         log.append(r).expect("append");
     }
+    ballast(&mut log);
     drop(log);
     let path = seg(dir, 1);
     let f = frames(&path);
@@ -434,6 +457,7 @@ fn dropped_middle_record_is_rejected() {
     for r in [b"a", b"b", b"c"] {
         log.append(r).expect("append");
     }
+    ballast(&mut log);
     drop(log);
     let path = seg(dir, 1);
     let f = frames(&path);
@@ -451,6 +475,9 @@ fn missing_or_renamed_segments_are_rejected() {
     for r in [b"a", b"b", b"c"] {
         let (mut log, _) = open(dir);
         log.append(r).expect("append");
+        if r == b"c" {
+            ballast(&mut log);
+        }
     }
     let aside = tmp.path().join("aside");
     copy_dir(dir, &aside);
@@ -497,6 +524,9 @@ fn segments_from_another_history_are_rejected() {
     for r in [b"a1", b"a2"] {
         let (mut log, _) = open(&dir);
         log.append(r).expect("append");
+        if r == b"a2" {
+            ballast(&mut log);
+        }
     }
     copy_dir(&dir, &history_a);
 
@@ -538,6 +568,7 @@ fn another_replicas_sealed_files_are_rejected() {
         .discard_undecodable(Path::new("x"), 0, "test reset")
         .expect("reset");
     log.append(b"z").expect("append");
+    ballast(&mut log);
     drop(log);
     replace_dir(&mine, &theirs);
     let c = corruption(SealedLog::open(&mine, sealer(1)).expect("open").1);
@@ -620,4 +651,176 @@ fn oversized_record_is_refused_without_poisoning() {
         Err(SealedStoreError::RecordTooLarge { .. })
     ));
     log.append(b"small").expect("still usable");
+}
+
+/// A crash inside `append` leaves any subset of the batch's sectors on disk,
+/// over the preallocated zeros. Every subset loads as a prefix of the history
+/// holding every record synced before the batch: never as corruption, which
+/// would start the replica empty.
+#[test]
+fn a_torn_batch_loads_the_synced_prefix_whatever_sectors_landed() {
+    const SECTOR: usize = 512;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let written = tmp.path().join("written");
+    let records: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 300]).collect();
+    let (mut log, _) = open(&written);
+    log.append(&records[0]).expect("append");
+    log.append(&records[1]).expect("append");
+    let batch: Vec<&[u8]> = records[2..].iter().map(Vec::as_slice).collect();
+    log.append_batch(&batch).expect("append batch");
+    drop(log);
+    let path = seg(&written, 1);
+    let full = fs::read(&path).expect("read");
+    let f = frames(&path);
+    let (batch_start, batch_end) = (f[2].0, f[4].1);
+    let mut before = full.clone();
+    before[batch_start..].fill(0);
+    let sectors: Vec<usize> = (batch_start / SECTOR..batch_end.div_ceil(SECTOR)).collect();
+    assert!(sectors.len() >= 3, "the batch spans several sectors");
+
+    let dir = tmp.path().join("crashed");
+    for landed in 0u32..(1 << sectors.len()) {
+        let mut bytes = before.clone();
+        for (i, s) in sectors.iter().enumerate() {
+            if landed & (1 << i) != 0 {
+                let range = s * SECTOR..((s + 1) * SECTOR).min(full.len());
+                bytes[range.clone()].copy_from_slice(&full[range]);
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(seg(&dir, 1), &bytes).expect("write");
+        let (_, recovered) = open(&dir);
+        let loaded = match &recovered {
+            Recovered::State { records, .. } => records.len(),
+            other => panic!("sectors landed {landed:b}: {other:?}"),
+        };
+        assert!(
+            loaded >= 2,
+            "sectors landed {landed:b}: lost synced records"
+        );
+        assert_eq!(
+            payloads(&recovered).1,
+            records[..loaded].to_vec(),
+            "sectors landed {landed:b}"
+        );
+        if landed == (1 << sectors.len()) - 1 {
+            assert_eq!(loaded, 5, "the whole batch landed");
+        }
+    }
+}
+
+/// The price of the rule above: bytes within one write's reach of the end of
+/// the log cannot be told from a torn write, so tampering there cuts the log
+/// (a rollback, which cutting the file would do too). Further back it is
+/// corruption (`flipped_byte_is_corruption_naming_file_and_offset`).
+#[test]
+fn tampering_within_a_torn_writes_reach_of_the_end_reads_as_a_torn_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut log, _) = open(dir);
+    for r in [b"a", b"b", b"c"] {
+        log.append(r).expect("append");
+    }
+    drop(log);
+    let path = seg(dir, 1);
+    let f = frames(&path);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[f[1].0 + 10] ^= 0x40;
+    fs::write(&path, &bytes).expect("write");
+    let (_, recovered) = open(dir);
+    assert_eq!(payloads(&recovered).1, vec![b"a".to_vec()]);
+    assert!(matches!(
+        &recovered,
+        Recovered::State { torn_tail: Some((p, at)), .. } if *p == path && *at == f[1].0 as u64
+    ));
+}
+
+/// A record longer than a torn write's reach is written as its length, synced,
+/// then the rest: after a crash between or during, its length says how far the
+/// torn write may reach. Without that order, a body whose length never landed
+/// would be corruption.
+#[test]
+fn a_long_record_is_written_length_first() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let written = tmp.path().join("written");
+    let long = vec![0x33; MAX_TORN_REACH as usize + 5000];
+    let (mut log, _) = open(&written);
+    log.append(b"a").expect("append");
+    log.append(&long).expect("append long");
+    drop(log);
+    let path = seg(&written, 1);
+    let full = fs::read(&path).expect("read");
+    let f = frames(&path);
+    let (start, end) = f[1];
+    assert!(
+        end - start > 4 + MAX_TORN_REACH as usize,
+        "one frame past the reach"
+    );
+
+    let crashed = tmp.path().join("crashed");
+    let load = |bytes: &[u8]| {
+        let _ = fs::remove_dir_all(&crashed);
+        fs::create_dir_all(&crashed).expect("mkdir");
+        fs::write(seg(&crashed, 1), bytes).expect("write");
+        open(&crashed).1
+    };
+    let mut before = full.clone();
+    before[start..].fill(0);
+
+    // Crash after the length was synced, before the rest landed.
+    let mut bytes = before.clone();
+    bytes[start..start + 4].copy_from_slice(&full[start..start + 4]);
+    let recovered = load(&bytes);
+    assert_eq!(payloads(&recovered).1, vec![b"a".to_vec()]);
+    assert!(matches!(
+        &recovered,
+        Recovered::State {
+            torn_tail: Some(_),
+            ..
+        }
+    ));
+
+    // Crash while the rest was landing: only its last sectors are there.
+    bytes[end - 1024..end].copy_from_slice(&full[end - 1024..end]);
+    let recovered = load(&bytes);
+    assert_eq!(payloads(&recovered).1, vec![b"a".to_vec()]);
+
+    // The same bytes without the length: too far for a torn write.
+    bytes[start..start + 4].fill(0);
+    let c = corruption(load(&bytes));
+    assert_eq!(
+        (c.offset_bytes, c.kind),
+        (
+            start as u64,
+            CorruptionKind::BadRecordLength {
+                len_bytes: 0,
+                max_bytes: MAX_RECORD_BYTES
+            }
+        )
+    );
+
+    // And everything round-trips.
+    let (_, recovered) = open(&written);
+    assert_eq!(payloads(&recovered).1, vec![b"a".to_vec(), long]);
+}
+
+/// Batches bigger than a torn write's reach go in pieces, and a segment grows
+/// past its preallocated zeros; all of it loads back.
+#[test]
+fn big_batches_and_segments_past_their_preallocation_round_trip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let records: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 60 * 1024]).collect();
+    let (mut log, _) = open(dir);
+    let batch: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    log.append_batch(&batch).expect("append batch");
+    log.append(b"after").expect("append");
+    drop(log);
+    let len = fs::metadata(seg(dir, 1)).expect("stat").len();
+    assert!(len > PREALLOC_BYTES && len.is_multiple_of(PREALLOC_BYTES), "{len}");
+    let (_, recovered) = open(dir);
+    let mut expected = records.clone();
+    expected.push(b"after".to_vec());
+    assert_eq!(payloads(&recovered).1, expected);
 }
