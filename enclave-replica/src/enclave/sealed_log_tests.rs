@@ -75,6 +75,22 @@ fn ballast(log: &mut SealedLog) {
         .expect("append ballast");
 }
 
+/// A log of the records `a`, `b` and `c` in segment 1 (then [`ballast`] if
+/// asked): the segment's path and its record frames.
+fn records_abc(dir: &Path, with_ballast: bool) -> (PathBuf, Vec<(usize, usize)>) {
+    let (mut log, _) = open(dir);
+    for r in [b"a", b"b", b"c"] {
+        log.append(r).expect("append");
+    }
+    if with_ballast {
+        ballast(&mut log);
+    }
+    drop(log);
+    let path = seg(dir, 1);
+    let f = frames(&path);
+    (path, f)
+}
+
 #[test]
 fn empty_directory_loads_empty_and_round_trips() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -219,12 +235,7 @@ fn stale_copy_loads_as_the_older_state() {
 fn log_cut_at_a_record_boundary_is_an_older_state() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (mut log, _) = open(dir);
-    for r in [b"a", b"b", b"c"] {
-        log.append(r).expect("append");
-    }
-    drop(log);
-    let f = frames(&seg(dir, 1));
+    let (_, f) = records_abc(dir, false);
     let file = OpenOptions::new()
         .write(true)
         .open(seg(dir, 1))
@@ -238,14 +249,7 @@ fn log_cut_at_a_record_boundary_is_an_older_state() {
 fn flipped_byte_is_corruption_naming_file_and_offset() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (mut log, _) = open(dir);
-    for r in [b"a", b"b", b"c"] {
-        log.append(r).expect("append");
-    }
-    ballast(&mut log);
-    drop(log);
-    let path = seg(dir, 1);
-    let f = frames(&path);
+    let (path, f) = records_abc(dir, true);
     let mut bytes = fs::read(&path).expect("read");
     bytes[f[1].0 + 10] ^= 0x40; // inside the second record's sealed bytes
     fs::write(&path, &bytes).expect("write");
@@ -310,13 +314,7 @@ fn flipped_byte_in_snapshot_or_header_is_corruption() {
 fn torn_last_record_loads_the_acknowledged_prefix() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (mut log, _) = open(dir);
-    for r in [b"a", b"b", b"c"] {
-        log.append(r).expect("append");
-    }
-    drop(log);
-    let path = seg(dir, 1);
-    let f = frames(&path);
+    let (path, f) = records_abc(dir, false);
     for cut in [f[2].0 + 2, f[2].0 + 7, f[2].1 - 1] {
         let aside = fs::read(&path).expect("read");
         OpenOptions::new()
@@ -428,14 +426,7 @@ fn truncation_inside_an_earlier_segment_is_corruption() {
 fn reordered_records_are_rejected() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (mut log, _) = open(dir);
-    for r in [b"a", b"b", b"c"] {
-        log.append(r).expect("append");
-    }
-    ballast(&mut log);
-    drop(log);
-    let path = seg(dir, 1);
-    let f = frames(&path);
+    let (path, f) = records_abc(dir, true);
     let bytes = fs::read(&path).expect("read");
     let mut swapped = bytes[..f[0].0].to_vec();
     swapped.extend_from_slice(&bytes[f[1].0..f[1].1]);
@@ -453,14 +444,7 @@ fn reordered_records_are_rejected() {
 fn dropped_middle_record_is_rejected() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (mut log, _) = open(dir);
-    for r in [b"a", b"b", b"c"] {
-        log.append(r).expect("append");
-    }
-    ballast(&mut log);
-    drop(log);
-    let path = seg(dir, 1);
-    let f = frames(&path);
+    let (path, f) = records_abc(dir, true);
     let bytes = fs::read(&path).expect("read");
     let mut spliced = bytes[..f[1].0].to_vec();
     spliced.extend_from_slice(&bytes[f[2].0..]);
@@ -718,13 +702,7 @@ fn a_torn_batch_loads_the_synced_prefix_whatever_sectors_landed() {
 fn tampering_within_a_torn_writes_reach_of_the_end_reads_as_a_torn_write() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let (mut log, _) = open(dir);
-    for r in [b"a", b"b", b"c"] {
-        log.append(r).expect("append");
-    }
-    drop(log);
-    let path = seg(dir, 1);
-    let f = frames(&path);
+    let (path, f) = records_abc(dir, false);
     let mut bytes = fs::read(&path).expect("read");
     bytes[f[1].0 + 10] ^= 0x40;
     fs::write(&path, &bytes).expect("write");
@@ -818,7 +796,10 @@ fn big_batches_and_segments_past_their_preallocation_round_trip() {
     log.append(b"after").expect("append");
     drop(log);
     let len = fs::metadata(seg(dir, 1)).expect("stat").len();
-    assert!(len > PREALLOC_BYTES && len.is_multiple_of(PREALLOC_BYTES), "{len}");
+    assert!(
+        len > PREALLOC_BYTES && len.is_multiple_of(PREALLOC_BYTES),
+        "{len}"
+    );
     let (_, recovered) = open(dir);
     let mut expected = records.clone();
     expected.push(b"after".to_vec());
