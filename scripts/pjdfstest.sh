@@ -55,6 +55,7 @@ trap cleanup EXIT
 # pjdfstest: Linux has no chflags or NFSv4 ACLs; two unprivileged users it can switch to.
 cat > "$work/pjdfstest.toml" <<'EOF'
 [features]
+posix_fallocate = {}
 utime_now = {}
 utimensat = {}
 

@@ -1106,13 +1106,15 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno(&FsError::Unsupported("fallocate")));
+        self.spawn("fallocate", move |c| async move {
+            reply_empty(reply, c.fs.fallocate(fh.0, offset, length, mode).await);
+        });
     }
 }
 

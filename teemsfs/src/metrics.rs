@@ -16,7 +16,7 @@ use enclave_replica::metrics::Histogram;
 use crate::fs::Fs;
 
 /// The kernel requests timed, the `op` label; anything else counts as `other`.
-pub const FUSE_OPS: [&str; 27] = [
+pub const FUSE_OPS: [&str; 28] = [
     "lookup",
     "getattr",
     "setattr",
@@ -34,6 +34,7 @@ pub const FUSE_OPS: [&str; 27] = [
     "flush",
     "release",
     "fsync",
+    "fallocate",
     "opendir",
     "readdir",
     "readdirplus",

@@ -168,6 +168,26 @@ fn shell_life(mnt: &Path, scratch: &Path, big_mib: u32) {
     sh(mnt, "rm h && rm -r d");
     assert_eq!(sh(mnt, "stat -c %h a").trim(), "1");
     assert_eq!(sh(mnt, "ls -A | sort | tr '\\n' ' '"), "a s ");
+    // fallocate(1): lengthening works and reads as zeros, KEEP_SIZE changes nothing,
+    // punching a hole is refused (EOPNOTSUPP, docs/SEMANTICS.md §5) and loses nothing.
+    sh(
+        mnt,
+        "printf abc > fa && fallocate -l 8192 fa && fallocate -n -o 0 -l 65536 fa",
+    );
+    assert_eq!(sh(mnt, "stat -c %s fa").trim(), "8192");
+    assert_eq!(
+        sh(mnt, "head -c 3 fa && tail -c +4 fa | tr -d '\\0' | wc -c").trim(),
+        "abc0"
+    );
+    assert_eq!(
+        sh(mnt, "fallocate -p -o 0 -l 2 fa 2>/dev/null || echo refused").trim(),
+        "refused"
+    );
+    assert_eq!(
+        sh(mnt, "head -c 3 fa && stat -c ' %s' fa").trim(),
+        "abc 8192"
+    );
+    sh(mnt, "rm fa");
     // Four shells at once, each making files in its own directory, moving them into the
     // next one (a cycle of cross-directory renames) and removing half of them there. The
     // kernel serialises namespace changes within one directory and cross-directory

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// pjdfstest groups run here; each is a test-name filter.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "chmod::",
+    "posix_fallocate::",
     "mkdir::",
     "rename::",
     "unlink::",
@@ -124,7 +125,7 @@ fn pjdfstest_subset_and_fsx_pass_through_a_real_mount() {
     let conf = d._tmp.path().join("pjdfstest.toml");
     std::fs::write(
         &conf,
-        "[features]\nutime_now = {}\nutimensat = {}\n[settings]\nnaptime = 0.01\n\
+        "[features]\nposix_fallocate = {}\nutime_now = {}\nutimensat = {}\n[settings]\nnaptime = 0.01\n\
          [dummy_auth]\nentries = [[\"nobody\", \"nogroup\"], [\"daemon\", \"daemon\"]]\n",
     )
     .expect("pjdfstest config");

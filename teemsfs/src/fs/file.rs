@@ -862,6 +862,36 @@ impl Fs {
         }
     }
 
+    /// fallocate(2) on an open file. There is no space to reserve in an object store, so
+    /// mode 0 only makes the file at least `offset + len` bytes long (the new bytes read as
+    /// zeros and cost nothing until written), committed at once as `ftruncate` is, and
+    /// `FALLOC_FL_KEEP_SIZE` changes nothing. Punching holes, zeroing, collapsing and
+    /// inserting ranges are not supported (docs/SEMANTICS.md §5).
+    pub async fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(FsError::Unsupported(
+                "fallocate modes other than 0 and KEEP_SIZE",
+            ));
+        }
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate of zero bytes"));
+        }
+        let (key, writable, state) = self.handle(fh)?;
+        if !writable {
+            return Err(FsError::BadHandle);
+        }
+        let end = offset.checked_add(len).ok_or(FsError::TooBig)?;
+        if end > self.config.max_file_size_bytes {
+            return Err(FsError::TooBig);
+        }
+        let mut s = state.lock().await;
+        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 || end <= s.size {
+            return Ok(());
+        }
+        self.set_size(&mut s, end).await?;
+        self.commit(key, &mut s).await
+    }
+
     /// Bytes chunk `idx` must have in a file of `size` bytes.
     fn chunk_len(size: u64, cs: u64, idx: u64) -> u64 {
         size.saturating_sub(idx * cs).min(cs)
@@ -1178,6 +1208,67 @@ mod tests {
             files.by_key.is_empty() && files.opens.is_empty() && files.orphans.is_empty(),
             "open state left behind"
         );
+    }
+
+    /// fallocate: mode 0 lengthens the file (committed at once, the new bytes zeros),
+    /// KEEP_SIZE and ranges inside the file change nothing, other modes are refused, and
+    /// so are a read-only handle, an empty range and a size past the limit.
+    #[tokio::test]
+    async fn fallocate_lengthens_a_file_and_refuses_what_it_does_not_support() {
+        let config = FsConfig::default();
+        let max = config.max_file_size_bytes;
+        let fs = crate::fs::test_fs(Arc::new(MemBlobs::new()), config);
+        let me = Caller::default();
+        fs.init(me).await.expect("init");
+        let (f, opened) = fs.create(fs.root(), b"f", 0o644, me).await.expect("create");
+        fs.write(opened.fh, 0, b"hello").await.expect("write");
+        async fn committed_size(fs: &Fs, key: Key) -> u64 {
+            fs.read_inode(key).await.expect("inode").0.size
+        }
+
+        fs.fallocate(opened.fh, 2, 98, 0).await.expect("fallocate");
+        assert_eq!(committed_size(&fs, f.key).await, 100, "committed at once");
+        let read = fs.read(opened.fh, 0, 200).await.expect("read");
+        assert_eq!(&read[..5], b"hello");
+        assert_eq!(read.len(), 100);
+        assert!(read[5..].iter().all(|b| *b == 0));
+
+        // Inside the file, and with KEEP_SIZE past its end: nothing changes.
+        fs.fallocate(opened.fh, 0, 10, 0).await.expect("inside");
+        fs.fallocate(opened.fh, 50, 1000, libc::FALLOC_FL_KEEP_SIZE)
+            .await
+            .expect("keep size");
+        assert_eq!(committed_size(&fs, f.key).await, 100);
+
+        let refused = [
+            (
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                10,
+                libc::EOPNOTSUPP,
+            ),
+            (libc::FALLOC_FL_ZERO_RANGE, 0, 10, libc::EOPNOTSUPP),
+            (0, 0, 0, libc::EINVAL),
+            (0, max, 1, libc::EFBIG),
+            (0, u64::MAX, 1, libc::EFBIG),
+        ];
+        for (mode, offset, len, errno) in refused {
+            let e = fs
+                .fallocate(opened.fh, offset, len, mode)
+                .await
+                .expect_err("refused");
+            assert_eq!(e.errno(), errno, "mode {mode:#x} at {offset}+{len}: {e}");
+        }
+        fs.release(opened.fh).await.expect("release");
+
+        let ro = fs.open(f.key, false).await.expect("open read-only");
+        let e = fs
+            .fallocate(ro.fh, 0, 1000, 0)
+            .await
+            .expect_err("read-only");
+        assert_eq!(e.errno(), libc::EBADF);
+        fs.release(ro.fh).await.expect("release");
+        assert_eq!(committed_size(&fs, f.key).await, 100);
     }
 
     /// A file of at most `inline_file_max_bytes` keeps its bytes in its metadata: writing
