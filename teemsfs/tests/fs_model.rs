@@ -242,6 +242,11 @@ enum Op {
         offset: u16,
         data: Vec<u8>,
     },
+    /// fallocate(handle, 0, len, 0): lengthens the held file, committing what the
+    /// handle holds at once (as ftruncate does); a length inside it changes nothing.
+    HeldFallocate {
+        len: u16,
+    },
     HeldRead,
     HeldClose,
 }
@@ -285,6 +290,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (c.clone(), dir_path()).prop_map(|(client, path)| Op::Readdir { client, path }),
         2 => path().prop_map(|path| Op::Hold { path }),
         2 => (0..260u16, data()).prop_map(|(offset, data)| Op::HeldWrite { offset, data }),
+        1 => (1..300u16).prop_map(|len| Op::HeldFallocate { len }),
         1 => Just(Op::HeldRead),
         2 => Just(Op::HeldClose),
     ]
@@ -617,6 +623,24 @@ fn model_step(m: &mut Model, op: &Op) -> Result<Out, Errno> {
             h.dirty = true;
             Ok(Out::Unit)
         }
+        Op::HeldFallocate { len } => {
+            let Some(h) = m.held.as_mut() else {
+                return Ok(Out::Unit);
+            };
+            let len = usize::from(*len);
+            if len <= h.view.len() {
+                return Ok(Out::Unit);
+            }
+            h.view.resize(len, 0);
+            match m.nodes.get_mut(&h.node) {
+                Some(MNode::File { data, .. }) => {
+                    *data = h.view.clone();
+                    h.dirty = false;
+                    Ok(Out::Unit)
+                }
+                _ => Err(libc::ESTALE),
+            }
+        }
         Op::HeldRead => Ok(Out::Bytes(
             m.held.as_ref().map(|h| h.view.clone()).unwrap_or_default(),
         )),
@@ -772,6 +796,12 @@ async fn system_step(s: &mut System, op: &Op) -> Result<Out, Errno> {
                 return Ok(Out::Unit);
             };
             errno(s.clients[1].write(fh, u64::from(*offset), data).await).map(|_| Out::Unit)
+        }
+        Op::HeldFallocate { len } => {
+            let Some(fh) = s.held else {
+                return Ok(Out::Unit);
+            };
+            errno(s.clients[1].fallocate(fh, 0, u64::from(*len), 0).await).map(|()| Out::Unit)
         }
         Op::HeldRead => {
             let Some(fh) = s.held else {
