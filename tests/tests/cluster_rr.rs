@@ -457,19 +457,25 @@ fn corrupted_or_truncated_sealed_store_recovers_from_peers() -> Result<()> {
         write_keys(&admin, share, "f", 60).await?;
         c.stop(2)?;
         c.stop(3)?;
-        // Replica 2: flip one byte in the middle of its largest sealed file.
+        // Replica 2: flip one byte in the middle of its largest sealed file: the segment
+        // being written, preallocated to 1 MiB, whose records end well before its
+        // middle. A byte there is beyond any torn write's reach: corruption.
         let victim = largest_file(&c.sealed_dir(2))?;
         let mut bytes = std::fs::read(&victim)?;
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
         std::fs::write(&victim, &bytes)?;
-        // Replica 3: cut its largest sealed file in half.
+        // Replica 3: cut its largest sealed file in the middle of what it holds (not of
+        // the zeros preallocated after it).
         let victim3 = largest_file(&c.sealed_dir(3))?;
-        let len3 = std::fs::metadata(&victim3)?.len();
+        let held3 = std::fs::read(&victim3)?
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |last| last + 1);
         std::fs::OpenOptions::new()
             .write(true)
             .open(&victim3)?
-            .set_len(len3 / 2)?;
+            .set_len(held3 as u64 / 2)?;
         c.start(Some(2))?;
         c.start(Some(3))?;
 
