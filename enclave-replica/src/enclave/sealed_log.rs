@@ -219,26 +219,29 @@ struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    /// Writes `frames` after the last record and syncs them, in writes that
-    /// each reach at most [`MAX_TORN_REACH`] bytes, or one frame: a longer frame
-    /// is written as its length prefix, synced, then the rest (module docs).
-    fn write_frames(&mut self, frames: &[Vec<u8>]) -> io::Result<()> {
+    /// Writes the sealed records after the last record, each behind its length
+    /// prefix, and syncs them, in writes that each reach at most
+    /// [`MAX_TORN_REACH`] bytes, or one record: a longer one is written as its
+    /// length prefix, synced, then the rest (module docs).
+    fn write_frames(&mut self, sealed: &[(u32, Vec<u8>)]) -> io::Result<()> {
         let mut at = self.len_bytes;
         let mut piece: Vec<u8> = Vec::new();
-        for frame in frames {
-            let long = frame.len() as u64 > MAX_TORN_REACH;
-            if !piece.is_empty() && (long || (piece.len() + frame.len()) as u64 > MAX_TORN_REACH) {
+        for (len, record) in sealed {
+            let prefix = len.to_be_bytes();
+            let frame_len = (prefix.len() + record.len()) as u64;
+            let long = frame_len > MAX_TORN_REACH;
+            if !piece.is_empty() && (long || piece.len() as u64 + frame_len > MAX_TORN_REACH) {
                 self.write_synced(&piece, at)?;
                 at += piece.len() as u64;
                 piece.clear();
             }
             if long {
-                let (len, rest) = frame.split_at(LENGTH_PREFIX_BYTES.min(frame.len()));
-                self.write_synced(len, at)?;
-                self.write_synced(rest, at + len.len() as u64)?;
-                at += frame.len() as u64;
+                self.write_synced(&prefix, at)?;
+                self.write_synced(record, at + prefix.len() as u64)?;
+                at += frame_len;
             } else {
-                piece.extend_from_slice(frame);
+                piece.extend_from_slice(&prefix);
+                piece.extend_from_slice(record);
             }
         }
         if !piece.is_empty() {
@@ -335,7 +338,7 @@ fn read_u64_be(bytes: &[u8], at: usize) -> Option<u64> {
 struct Cut {
     path: PathBuf,
     at: u64,
-    /// Not just zeros: a torn write, reported and kept in `quarantine/`.
+    /// Not just zeros: a torn write, reported.
     torn: bool,
 }
 
@@ -731,10 +734,7 @@ impl SealedLog {
             chain = next_chain(&chain, &sealed);
             index += 1;
             offset += (LENGTH_PREFIX_BYTES + sealed.len()) as u64;
-            let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + sealed.len());
-            frame.extend_from_slice(&len_u32.to_be_bytes());
-            frame.extend_from_slice(&sealed);
-            frames.push(frame);
+            frames.push((len_u32, sealed));
         }
         if let Err(source) = seg.write_frames(&frames) {
             // The file may now hold part of the batch; appending after it
