@@ -12,6 +12,13 @@
 //! 5. 4 KiB writes at random aligned offsets, then `fsync` (inside the timing);
 //! 6. small files: create+write+close, stat, open+read+close, unlink of N files.
 //!
+//! Phases 1–3 run in rounds (`big_rounds`, each on a new file, the median reported), and
+//! the rounds of all targets are interleaved: round `r` runs every target's round in the
+//! targets' order rotated by `r`. The first big write on this VM pays for growing into
+//! memory not touched lately, and the targets after it reuse what it touched; rotating
+//! spreads that over the targets instead of charging the first one every time. Phases 4–6
+//! then run target by target.
+//!
 //! Every block written carries its index, and reads check it, so a benchmark
 //! of a filesystem that returns wrong bytes fails instead of printing a number.
 //!
@@ -143,6 +150,8 @@ pub struct TargetResult {
     pub path: PathBuf,
     /// Whether the page cache could be dropped before the cold reads.
     pub caches_dropped: bool,
+    /// Per big-file round: how many targets ran their round before this one.
+    pub positions: Vec<usize>,
     pub measures: Vec<Measure>,
 }
 
@@ -212,11 +221,33 @@ fn progress(target: &str, m: &Measure) {
     );
 }
 
-/// Run every phase on `target`, in `target.path/teemsfs-bench-<pid>`, removed afterwards.
-pub fn run_target(
-    target: &Target,
+/// Runs every phase on every target, each in `target.path/teemsfs-bench-<pid>`, removed
+/// afterwards.
+///
+/// The big-file rounds are interleaved: round `r` runs every target's big-file phases, in
+/// the targets' order rotated by `r` (see [`round_order`]), so no target is always the
+/// first to grow into memory or servers the others then reuse. The other phases run
+/// afterwards, one target at a time, in the targets' order.
+pub fn run_targets(
+    targets: &[Target],
     opts: &FilesBenchOptions,
-) -> Result<TargetResult, FilesBenchError> {
+) -> Result<Vec<TargetResult>, FilesBenchError> {
+    check_options(opts)?;
+    let mut runs = Vec::with_capacity(targets.len());
+    let result = measure_all(targets, opts, &mut runs);
+    let mut cleanup = Ok(());
+    for run in &runs {
+        let removed = fs::remove_dir_all(&run.work).map_err(io("removing", &run.work));
+        if cleanup.is_ok() {
+            cleanup = removed;
+        }
+    }
+    let result = result?;
+    cleanup?;
+    Ok(result)
+}
+
+fn check_options(opts: &FilesBenchOptions) -> Result<(), FilesBenchError> {
     if opts.io_bytes < RANDOM_IO_BYTES || !opts.io_bytes.is_multiple_of(RANDOM_IO_BYTES) {
         return Err(FilesBenchError::BadOptions(format!(
             "io size must be a multiple of {RANDOM_IO_BYTES}"
@@ -232,251 +263,321 @@ pub fn run_target(
             "the big file must hold at least one io-size block".into(),
         ));
     }
-    let work = target
-        .path
-        .join(format!("teemsfs-bench-{}", std::process::id()));
-    fs::create_dir(&work).map_err(io("creating", &work))?;
-    eprintln!("{}: {}", target.name, work.display());
-    let result = phases(target, &work, opts);
-    let cleanup = fs::remove_dir_all(&work).map_err(io("removing", &work));
-    let result = result?;
-    cleanup?;
-    Ok(result)
+    Ok(())
 }
 
-fn phases(
-    target: &Target,
-    work: &Path,
-    opts: &FilesBenchOptions,
-) -> Result<TargetResult, FilesBenchError> {
-    let mut measures = Vec::new();
-    let mut push = |m: Measure| {
-        progress(&target.name, &m);
-        measures.push(m);
-    };
-    let blocks = opts.big_file_bytes / opts.io_bytes as u64;
-    let bytes = blocks * opts.io_bytes as u64;
-    let tag = opts.seed;
-    let mut rng = Rng::new(opts.seed);
-    let mut buf = vec![0u8; opts.io_bytes];
-    rng.fill(&mut buf);
+/// The targets' indices in the order round `round` runs them: `0..n` rotated left by
+/// `round`, so over `n` rounds every target goes first once.
+pub fn round_order(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |j| (round + j) % n)
+}
 
-    // 0. Warm-up, not measured.
-    if opts.warmup_bytes > 0 {
-        let warm = work.join("warmup");
+/// [`run_targets`] without the cleanup: every work directory it creates is pushed to
+/// `runs` at once, so the caller removes it whatever fails.
+fn measure_all<'t>(
+    targets: &'t [Target],
+    opts: &FilesBenchOptions,
+    runs: &mut Vec<Run<'t>>,
+) -> Result<Vec<TargetResult>, FilesBenchError> {
+    for target in targets {
+        let work = target
+            .path
+            .join(format!("teemsfs-bench-{}", std::process::id()));
+        fs::create_dir(&work).map_err(io("creating", &work))?;
+        eprintln!("{}: {}", target.name, work.display());
+        runs.push(Run::new(target, work, opts));
+    }
+    for run in runs.iter_mut() {
+        run.warm_up(opts)?;
+    }
+    for round in 0..opts.big_rounds as usize {
+        for (position, i) in round_order(runs.len(), round).enumerate() {
+            runs[i].big_round(round, position, opts)?;
+        }
+    }
+    runs.iter_mut().map(|run| run.finish(opts)).collect()
+}
+
+/// One target's run: its work directory and what its phases have measured so far.
+struct Run<'t> {
+    target: &'t Target,
+    work: PathBuf,
+    rng: Rng,
+    /// One sequential io block.
+    buf: Vec<u8>,
+    /// The big files, one per round; they stay until all rounds are done, so no round
+    /// pays for deleting another's. The last one is used by the random phases.
+    big_files: Vec<PathBuf>,
+    /// Per round: sequential write, cold read, cached read.
+    times: [Vec<Duration>; 3],
+    /// Per round: how many targets ran their round before this one.
+    positions: Vec<usize>,
+    caches_dropped: bool,
+    measures: Vec<Measure>,
+}
+
+impl<'t> Run<'t> {
+    fn new(target: &'t Target, work: PathBuf, opts: &FilesBenchOptions) -> Run<'t> {
+        let mut rng = Rng::new(opts.seed);
+        let mut buf = vec![0u8; opts.io_bytes];
+        rng.fill(&mut buf);
+        Run {
+            target,
+            work,
+            rng,
+            buf,
+            big_files: Vec::new(),
+            times: Default::default(),
+            positions: Vec::new(),
+            caches_dropped: false,
+            measures: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, m: Measure) {
+        progress(&self.target.name, &m);
+        self.measures.push(m);
+    }
+
+    /// 0. Warm-up, not measured.
+    fn warm_up(&mut self, opts: &FilesBenchOptions) -> Result<(), FilesBenchError> {
+        if opts.warmup_bytes == 0 {
+            return Ok(());
+        }
+        let warm = self.work.join("warmup");
         let mut f = File::create(&warm).map_err(io("creating", &warm))?;
         for _ in 0..opts.warmup_bytes.div_ceil(opts.io_bytes as u64) {
-            f.write_all(&buf).map_err(io("writing", &warm))?;
+            f.write_all(&self.buf).map_err(io("writing", &warm))?;
         }
         f.sync_all().map_err(io("fsync of", &warm))?;
         drop(f);
         fs::read(&warm).map_err(io("reading", &warm))?;
-        fs::remove_file(&warm).map_err(io("removing", &warm))?;
+        fs::remove_file(&warm).map_err(io("removing", &warm))
     }
 
-    // 1–3. Sequential write, cold read (page cache dropped) and cached read of a big
-    // file, in rounds, each on a new file; the files stay until all rounds are done, so
-    // no round pays for deleting another's. The last one is used by the random phases.
-    let mut caches_dropped = false;
-    let mut times: [Vec<Duration>; 3] = Default::default();
-    let rounds: Vec<PathBuf> = (0..opts.big_rounds)
-        .map(|r| work.join(format!("big-{r}")))
-        .collect();
-    for (round, file) in rounds.iter().enumerate() {
+    /// 1–3. One round of the big-file phases on a new file: sequential write, cold read
+    /// (page cache dropped) and cached read.
+    fn big_round(
+        &mut self,
+        round: usize,
+        position: usize,
+        opts: &FilesBenchOptions,
+    ) -> Result<(), FilesBenchError> {
+        let blocks = opts.big_file_bytes / opts.io_bytes as u64;
+        let bytes = blocks * opts.io_bytes as u64;
+        let tag = opts.seed;
+        let file = self.work.join(format!("big-{round}"));
+        self.positions.push(position);
         let t = Instant::now();
         {
-            let mut f = File::create(file).map_err(io("creating", file))?;
+            let mut f = File::create(&file).map_err(io("creating", &file))?;
             for i in 0..blocks {
-                stamp(&mut buf, i, tag);
-                f.write_all(&buf).map_err(io("writing", file))?;
+                stamp(&mut self.buf, i, tag);
+                f.write_all(&self.buf).map_err(io("writing", &file))?;
             }
-            f.sync_all().map_err(io("fsync of", file))?;
+            f.sync_all().map_err(io("fsync of", &file))?;
         }
-        times[0].push(t.elapsed());
-        caches_dropped = opts.drop_caches && drop_page_cache();
+        self.times[0].push(t.elapsed());
+        self.caches_dropped = opts.drop_caches && drop_page_cache();
         for cached in [false, true] {
             let t = Instant::now();
-            let mut f = File::open(file).map_err(io("opening", file))?;
+            let mut f = File::open(&file).map_err(io("opening", &file))?;
             for i in 0..blocks {
-                f.read_exact(&mut buf).map_err(io("reading", file))?;
-                if !stamped(&buf, i, tag) {
+                f.read_exact(&mut self.buf).map_err(io("reading", &file))?;
+                if !stamped(&self.buf, i, tag) {
                     return Err(FilesBenchError::WrongData {
                         path: file.clone(),
                         block: i,
                     });
                 }
             }
-            times[1 + usize::from(cached)].push(t.elapsed());
+            self.times[1 + usize::from(cached)].push(t.elapsed());
         }
+        self.big_files.push(file);
         if opts.big_rounds > 1 {
             let mbs = |d: &[Duration]| d.last().map_or(0.0, |d| mb_per_s(bytes, *d));
             eprintln!(
-                "  {}: big-file round {}/{}: write {:.1}, cold read {:.1}, cached read {:.1} MB/s",
-                target.name,
+                "  {}: big-file round {}/{} (position {}): write {:.1}, cold read {:.1}, cached read {:.1} MB/s",
+                self.target.name,
                 round + 1,
                 opts.big_rounds,
-                mbs(&times[0]),
-                mbs(&times[1]),
-                mbs(&times[2])
+                position + 1,
+                mbs(&self.times[0]),
+                mbs(&self.times[1]),
+                mbs(&self.times[2])
             );
         }
-    }
-    for (phase, secs) in ["seq write", "seq read", "seq read (cached)"]
-        .into_iter()
-        .zip(&times)
-    {
-        let rates: Vec<f64> = secs.iter().map(|d| mb_per_s(bytes, *d)).collect();
-        push(Measure {
-            phase,
-            unit: "MB/s",
-            value: median(&rates),
-            seconds: secs.iter().map(Duration::as_secs_f64).sum(),
-            rounds: if rates.len() > 1 { rates } else { Vec::new() },
-        });
-    }
-    let big = rounds.last().cloned().unwrap_or_else(|| work.join("big-0"));
-    for file in &rounds[..rounds.len().saturating_sub(1)] {
-        fs::remove_file(file).map_err(io("removing", file))?;
+        Ok(())
     }
 
-    // 4. Random 4 KiB reads: each read's block lies inside one stamped io block, so only
-    // reads at the start of an io block can be checked by stamp; all are checked for length.
-    if opts.drop_caches {
-        drop_page_cache();
-    }
-    let pages = bytes / RANDOM_IO_BYTES as u64;
-    let per_block = (opts.io_bytes / RANDOM_IO_BYTES) as u64;
-    let mut page = vec![0u8; RANDOM_IO_BYTES];
-    let f = File::open(&big).map_err(io("opening", &big))?;
-    let t = Instant::now();
-    let mut ops = 0;
-    while ops < opts.random_ops && t.elapsed() < opts.random_time {
-        let p = rng.next() % pages;
-        f.read_exact_at(&mut page, p * RANDOM_IO_BYTES as u64)
-            .map_err(io("reading", &big))?;
-        if p.is_multiple_of(per_block) && !stamped(&page, p / per_block, tag) {
-            return Err(FilesBenchError::WrongData {
-                path: big.clone(),
-                block: p / per_block,
+    /// The big-file measures from the rounds run, then phases 4–6.
+    fn finish(&mut self, opts: &FilesBenchOptions) -> Result<TargetResult, FilesBenchError> {
+        let blocks = opts.big_file_bytes / opts.io_bytes as u64;
+        let bytes = blocks * opts.io_bytes as u64;
+        let tag = opts.seed;
+        let times = std::mem::take(&mut self.times);
+        for (phase, secs) in ["seq write", "seq read", "seq read (cached)"]
+            .into_iter()
+            .zip(&times)
+        {
+            let rates: Vec<f64> = secs.iter().map(|d| mb_per_s(bytes, *d)).collect();
+            self.push(Measure {
+                phase,
+                unit: "MB/s",
+                value: median(&rates),
+                seconds: secs.iter().map(Duration::as_secs_f64).sum(),
+                rounds: if rates.len() > 1 { rates } else { Vec::new() },
             });
         }
-        ops += 1;
-    }
-    let d = t.elapsed();
-    push(Measure {
-        phase: "4 KiB random read",
-        unit: "ops/s",
-        value: ops_per_s(ops, d),
-        seconds: d.as_secs_f64(),
-        rounds: Vec::new(),
-    });
-    drop(f);
-
-    // 5. Random 4 KiB writes, fsync inside the timing.
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&big)
-        .map_err(io("opening", &big))?;
-    rng.fill(&mut page);
-    let t = Instant::now();
-    let mut ops = 0;
-    while ops < opts.random_ops && t.elapsed() < opts.random_time {
-        let p = rng.next() % pages;
-        f.write_all_at(&page, p * RANDOM_IO_BYTES as u64)
-            .map_err(io("writing", &big))?;
-        ops += 1;
-    }
-    f.sync_all().map_err(io("fsync of", &big))?;
-    drop(f);
-    let d = t.elapsed();
-    push(Measure {
-        phase: "4 KiB random write",
-        unit: "ops/s",
-        value: ops_per_s(ops, d),
-        seconds: d.as_secs_f64(),
-        rounds: Vec::new(),
-    });
-    fs::remove_file(&big).map_err(io("removing", &big))?;
-
-    // 6. Small files.
-    let dir = work.join("small");
-    fs::create_dir(&dir).map_err(io("creating", &dir))?;
-    let name = |i: u64| dir.join(format!("f{i:06}"));
-    let mut small = vec![0u8; opts.small_file_bytes];
-    rng.fill(&mut small);
-    let n = opts.small_files;
-
-    let t = Instant::now();
-    for i in 0..n {
-        let p = name(i);
-        stamp(&mut small, i, tag);
-        let mut f = File::create(&p).map_err(io("creating", &p))?;
-        f.write_all(&small).map_err(io("writing", &p))?;
-    }
-    let d = t.elapsed();
-    push(Measure {
-        phase: "small create",
-        unit: "ops/s",
-        value: ops_per_s(n, d),
-        seconds: d.as_secs_f64(),
-        rounds: Vec::new(),
-    });
-
-    let t = Instant::now();
-    for i in 0..n {
-        let p = name(i);
-        let md = fs::metadata(&p).map_err(io("stat of", &p))?;
-        if md.len() != opts.small_file_bytes as u64 {
-            return Err(FilesBenchError::WrongData { path: p, block: 0 });
+        let Some((big, earlier)) = self.big_files.split_last() else {
+            return Err(FilesBenchError::BadOptions(
+                "the big-file phases need at least one round".into(),
+            ));
+        };
+        let big = big.clone();
+        for file in earlier {
+            fs::remove_file(file).map_err(io("removing", file))?;
         }
-    }
-    let d = t.elapsed();
-    push(Measure {
-        phase: "small stat",
-        unit: "ops/s",
-        value: ops_per_s(n, d),
-        seconds: d.as_secs_f64(),
-        rounds: Vec::new(),
-    });
-
-    let t = Instant::now();
-    for i in 0..n {
-        let p = name(i);
-        let mut f = File::open(&p).map_err(io("opening", &p))?;
-        f.read_exact(&mut small).map_err(io("reading", &p))?;
-        if !stamped(&small, i, tag) {
-            return Err(FilesBenchError::WrongData { path: p, block: 0 });
+        // 4. Random 4 KiB reads: each read's block lies inside one stamped io block, so only
+        // reads at the start of an io block can be checked by stamp; all are checked for length.
+        if opts.drop_caches {
+            drop_page_cache();
         }
-    }
-    let d = t.elapsed();
-    push(Measure {
-        phase: "small read",
-        unit: "ops/s",
-        value: ops_per_s(n, d),
-        seconds: d.as_secs_f64(),
-        rounds: Vec::new(),
-    });
+        let pages = bytes / RANDOM_IO_BYTES as u64;
+        let per_block = (opts.io_bytes / RANDOM_IO_BYTES) as u64;
+        let mut page = vec![0u8; RANDOM_IO_BYTES];
+        let f = File::open(&big).map_err(io("opening", &big))?;
+        let t = Instant::now();
+        let mut ops = 0;
+        while ops < opts.random_ops && t.elapsed() < opts.random_time {
+            let p = self.rng.next() % pages;
+            f.read_exact_at(&mut page, p * RANDOM_IO_BYTES as u64)
+                .map_err(io("reading", &big))?;
+            if p.is_multiple_of(per_block) && !stamped(&page, p / per_block, tag) {
+                return Err(FilesBenchError::WrongData {
+                    path: big.clone(),
+                    block: p / per_block,
+                });
+            }
+            ops += 1;
+        }
+        let d = t.elapsed();
+        self.push(Measure {
+            phase: "4 KiB random read",
+            unit: "ops/s",
+            value: ops_per_s(ops, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+        drop(f);
 
-    let t = Instant::now();
-    for i in 0..n {
-        let p = name(i);
-        fs::remove_file(&p).map_err(io("removing", &p))?;
-    }
-    let d = t.elapsed();
-    push(Measure {
-        phase: "small delete",
-        unit: "ops/s",
-        value: ops_per_s(n, d),
-        seconds: d.as_secs_f64(),
-        rounds: Vec::new(),
-    });
+        // 5. Random 4 KiB writes, fsync inside the timing.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&big)
+            .map_err(io("opening", &big))?;
+        self.rng.fill(&mut page);
+        let t = Instant::now();
+        let mut ops = 0;
+        while ops < opts.random_ops && t.elapsed() < opts.random_time {
+            let p = self.rng.next() % pages;
+            f.write_all_at(&page, p * RANDOM_IO_BYTES as u64)
+                .map_err(io("writing", &big))?;
+            ops += 1;
+        }
+        f.sync_all().map_err(io("fsync of", &big))?;
+        drop(f);
+        let d = t.elapsed();
+        self.push(Measure {
+            phase: "4 KiB random write",
+            unit: "ops/s",
+            value: ops_per_s(ops, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+        fs::remove_file(&big).map_err(io("removing", &big))?;
 
-    Ok(TargetResult {
-        name: target.name.clone(),
-        path: target.path.clone(),
-        caches_dropped,
-        measures,
-    })
+        // 6. Small files.
+        let dir = self.work.join("small");
+        fs::create_dir(&dir).map_err(io("creating", &dir))?;
+        let name = |i: u64| dir.join(format!("f{i:06}"));
+        let mut small = vec![0u8; opts.small_file_bytes];
+        self.rng.fill(&mut small);
+        let n = opts.small_files;
+
+        let t = Instant::now();
+        for i in 0..n {
+            let p = name(i);
+            stamp(&mut small, i, tag);
+            let mut f = File::create(&p).map_err(io("creating", &p))?;
+            f.write_all(&small).map_err(io("writing", &p))?;
+        }
+        let d = t.elapsed();
+        self.push(Measure {
+            phase: "small create",
+            unit: "ops/s",
+            value: ops_per_s(n, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+
+        let t = Instant::now();
+        for i in 0..n {
+            let p = name(i);
+            let md = fs::metadata(&p).map_err(io("stat of", &p))?;
+            if md.len() != opts.small_file_bytes as u64 {
+                return Err(FilesBenchError::WrongData { path: p, block: 0 });
+            }
+        }
+        let d = t.elapsed();
+        self.push(Measure {
+            phase: "small stat",
+            unit: "ops/s",
+            value: ops_per_s(n, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+
+        let t = Instant::now();
+        for i in 0..n {
+            let p = name(i);
+            let mut f = File::open(&p).map_err(io("opening", &p))?;
+            f.read_exact(&mut small).map_err(io("reading", &p))?;
+            if !stamped(&small, i, tag) {
+                return Err(FilesBenchError::WrongData { path: p, block: 0 });
+            }
+        }
+        let d = t.elapsed();
+        self.push(Measure {
+            phase: "small read",
+            unit: "ops/s",
+            value: ops_per_s(n, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+
+        let t = Instant::now();
+        for i in 0..n {
+            let p = name(i);
+            fs::remove_file(&p).map_err(io("removing", &p))?;
+        }
+        let d = t.elapsed();
+        self.push(Measure {
+            phase: "small delete",
+            unit: "ops/s",
+            value: ops_per_s(n, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+
+        Ok(TargetResult {
+            name: self.target.name.clone(),
+            path: self.target.path.clone(),
+            caches_dropped: self.caches_dropped,
+            positions: std::mem::take(&mut self.positions),
+            measures: std::mem::take(&mut self.measures),
+        })
+    }
 }
 
 /// The results as a Markdown table: one column per target, then the first
@@ -582,7 +683,10 @@ mod tests {
             name: "local".into(),
             path: dir.path().to_path_buf(),
         };
-        let r = run_target(&t, &small_opts()).unwrap();
+        let r = run_targets(std::slice::from_ref(&t), &small_opts())
+            .unwrap()
+            .remove(0);
+        assert_eq!(r.positions, vec![0, 0, 0]);
         let phases: Vec<_> = r.measures.iter().map(|m| m.phase).collect();
         assert_eq!(phases.len(), 9, "{phases:?}");
         for m in &r.measures[..3] {
@@ -605,6 +709,64 @@ mod tests {
     }
 
     #[test]
+    fn big_rounds_rotate_through_the_targets() {
+        assert_eq!(round_order(3, 0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(round_order(3, 1).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(round_order(3, 4).collect::<Vec<_>>(), [1, 2, 0]);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let targets: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Target {
+                name: format!("t{i}"),
+                path: d.path().to_path_buf(),
+            })
+            .collect();
+        let mut opts = small_opts();
+        opts.small_files = 2;
+        opts.random_ops = 2;
+        let results = run_targets(&targets, &opts).unwrap();
+        let names: Vec<_> = results.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["t0", "t1", "t2"], "results keep the targets' order");
+        let positions: Vec<_> = results.iter().map(|r| r.positions.clone()).collect();
+        assert_eq!(positions, [vec![0, 2, 1], vec![1, 0, 2], vec![2, 1, 0]]);
+        for r in &results {
+            assert_eq!(r.measures.len(), 9, "{r:?}");
+            assert!(r.measures[..3].iter().all(|m| m.rounds.len() == 3), "{r:?}");
+        }
+        for d in &dirs {
+            assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0, "work removed");
+        }
+    }
+
+    #[test]
+    fn a_failing_target_leaves_no_work_directory_behind() {
+        let good = tempfile::tempdir().unwrap();
+        let targets = [
+            Target {
+                name: "good".into(),
+                path: good.path().to_path_buf(),
+            },
+            Target {
+                name: "missing".into(),
+                path: good.path().join("no-such-dir"),
+            },
+        ];
+        let err = run_targets(&targets, &small_opts()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FilesBenchError::Io {
+                    what: "creating",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(good.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn stamps_catch_a_block_from_elsewhere() {
         let mut b = vec![0u8; 4096];
         stamp(&mut b, 3, 9);
@@ -623,19 +785,19 @@ mod tests {
         let mut o = small_opts();
         o.io_bytes = 1000;
         assert!(matches!(
-            run_target(&t, &o),
+            run_targets(std::slice::from_ref(&t), &o),
             Err(FilesBenchError::BadOptions(_))
         ));
         let mut o = small_opts();
         o.big_rounds = 0;
         assert!(matches!(
-            run_target(&t, &o),
+            run_targets(std::slice::from_ref(&t), &o),
             Err(FilesBenchError::BadOptions(_))
         ));
         let mut o = small_opts();
         o.big_file_bytes = 10;
         assert!(matches!(
-            run_target(&t, &o),
+            run_targets(std::slice::from_ref(&t), &o),
             Err(FilesBenchError::BadOptions(_))
         ));
     }

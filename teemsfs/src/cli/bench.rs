@@ -107,13 +107,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 warmup_bytes: args.warmup_mib << 20,
                 ..FilesBenchOptions::default()
             };
-            let mut results = Vec::new();
-            for t in &targets {
-                results.push(
-                    files::run_target(t, &opts)
-                        .with_context(|| format!("benchmarking {}", t.name))?,
-                );
-            }
+            let results = files::run_targets(&targets, &opts).context("benchmarking")?;
             if results.iter().any(|r| !r.caches_dropped) && opts.drop_caches {
                 eprintln!(
                     "note: the page cache could not be dropped (not root?): cold reads may be cached"
