@@ -339,6 +339,32 @@ impl<'t> Run<'t> {
         self.measures.push(m);
     }
 
+    /// Records `ops` operations done in `d`.
+    fn push_ops(&mut self, phase: &'static str, ops: u64, d: Duration) {
+        self.push(Measure {
+            phase,
+            unit: "ops/s",
+            value: ops_per_s(ops, d),
+            seconds: d.as_secs_f64(),
+            rounds: Vec::new(),
+        });
+    }
+
+    /// Times `op` on each of the `n` small files and records the rate.
+    fn per_file(
+        &mut self,
+        phase: &'static str,
+        n: u64,
+        mut op: impl FnMut(u64) -> Result<(), FilesBenchError>,
+    ) -> Result<(), FilesBenchError> {
+        let t = Instant::now();
+        for i in 0..n {
+            op(i)?;
+        }
+        self.push_ops(phase, n, t.elapsed());
+        Ok(())
+    }
+
     /// 0. Warm-up, not measured.
     fn warm_up(&mut self, opts: &FilesBenchOptions) -> Result<(), FilesBenchError> {
         if opts.warmup_bytes == 0 {
@@ -462,13 +488,7 @@ impl<'t> Run<'t> {
             ops += 1;
         }
         let d = t.elapsed();
-        self.push(Measure {
-            phase: "4 KiB random read",
-            unit: "ops/s",
-            value: ops_per_s(ops, d),
-            seconds: d.as_secs_f64(),
-            rounds: Vec::new(),
-        });
+        self.push_ops("4 KiB random read", ops, d);
         drop(f);
 
         // 5. Random 4 KiB writes, fsync inside the timing.
@@ -488,13 +508,7 @@ impl<'t> Run<'t> {
         f.sync_all().map_err(io("fsync of", &big))?;
         drop(f);
         let d = t.elapsed();
-        self.push(Measure {
-            phase: "4 KiB random write",
-            unit: "ops/s",
-            value: ops_per_s(ops, d),
-            seconds: d.as_secs_f64(),
-            rounds: Vec::new(),
-        });
+        self.push_ops("4 KiB random write", ops, d);
         fs::remove_file(&big).map_err(io("removing", &big))?;
 
         // 6. Small files.
@@ -505,70 +519,33 @@ impl<'t> Run<'t> {
         self.rng.fill(&mut small);
         let n = opts.small_files;
 
-        let t = Instant::now();
-        for i in 0..n {
+        self.per_file("small create", n, |i| {
             let p = name(i);
             stamp(&mut small, i, tag);
             let mut f = File::create(&p).map_err(io("creating", &p))?;
-            f.write_all(&small).map_err(io("writing", &p))?;
-        }
-        let d = t.elapsed();
-        self.push(Measure {
-            phase: "small create",
-            unit: "ops/s",
-            value: ops_per_s(n, d),
-            seconds: d.as_secs_f64(),
-            rounds: Vec::new(),
-        });
-
-        let t = Instant::now();
-        for i in 0..n {
+            f.write_all(&small).map_err(io("writing", &p))
+        })?;
+        self.per_file("small stat", n, |i| {
             let p = name(i);
             let md = fs::metadata(&p).map_err(io("stat of", &p))?;
             if md.len() != opts.small_file_bytes as u64 {
                 return Err(FilesBenchError::WrongData { path: p, block: 0 });
             }
-        }
-        let d = t.elapsed();
-        self.push(Measure {
-            phase: "small stat",
-            unit: "ops/s",
-            value: ops_per_s(n, d),
-            seconds: d.as_secs_f64(),
-            rounds: Vec::new(),
-        });
-
-        let t = Instant::now();
-        for i in 0..n {
+            Ok(())
+        })?;
+        self.per_file("small read", n, |i| {
             let p = name(i);
             let mut f = File::open(&p).map_err(io("opening", &p))?;
             f.read_exact(&mut small).map_err(io("reading", &p))?;
             if !stamped(&small, i, tag) {
                 return Err(FilesBenchError::WrongData { path: p, block: 0 });
             }
-        }
-        let d = t.elapsed();
-        self.push(Measure {
-            phase: "small read",
-            unit: "ops/s",
-            value: ops_per_s(n, d),
-            seconds: d.as_secs_f64(),
-            rounds: Vec::new(),
-        });
-
-        let t = Instant::now();
-        for i in 0..n {
+            Ok(())
+        })?;
+        self.per_file("small delete", n, |i| {
             let p = name(i);
-            fs::remove_file(&p).map_err(io("removing", &p))?;
-        }
-        let d = t.elapsed();
-        self.push(Measure {
-            phase: "small delete",
-            unit: "ops/s",
-            value: ops_per_s(n, d),
-            seconds: d.as_secs_f64(),
-            rounds: Vec::new(),
-        });
+            fs::remove_file(&p).map_err(io("removing", &p))
+        })?;
 
         Ok(TargetResult {
             name: self.target.name.clone(),
