@@ -14,6 +14,12 @@
 # makes), or with BENCH_S3=s3s-fs, s3s-fs 0.14.1 (objects as files in a local directory;
 # fast PUTs, but it streams every GET in 4 KiB pieces, which bounds cold reads).
 #
+# teemsfs runs with its default 4 MiB chunks (2 MiB fragments in layout (2,1));
+# BENCH_CHUNK_MIB=8 gives it 8 MiB chunks, whose 4 MiB fragments are the size of
+# JuiceFS's default blocks, so both put objects of one size into the S3 server.
+#
+# BENCH_BIG_ROUNDS sets the big-file rounds (default: one per target, 4).
+#
 # Usage: scripts/bench-files.sh [extra `teemsfs bench files` flags]
 #   e.g. scripts/bench-files.sh --big-mib 256 --small-files 2000     (a quick run)
 # BENCH_TOOLS="teemsfs juicefs" also runs `juicefs bench` (JuiceFS's own benchmark, which
@@ -104,9 +110,14 @@ else
 # teemsfs: two S3 buckets and Redis, layout (2,1).
 mkdir -p "$work/teemsfs"
 s3_store() { echo "s3://$1?endpoint=$s3&access_key_id=$key&secret_access_key=$secret"; }
+chunk_mib="${BENCH_CHUNK_MIB:-4}"
+case "$chunk_mib" in
+  ''|*[!0-9]*) echo "bench-files: BENCH_CHUNK_MIB must be a whole number of MiB, not '$chunk_mib'" >&2; exit 2 ;;
+esac
 cat >"$work/teemsfs.toml" <<EOF
 stores = ["$(s3_store tfs-a)", "$(s3_store tfs-b)", "redis://127.0.0.1:$redis_port/1"]
 layout = { k = 2, m = 1 }
+chunk_size_bytes = $((chunk_mib << 20))
 EOF
 teemsfs up "$work/teemsfs" --config "$work/teemsfs.toml"
 
@@ -136,13 +147,19 @@ mounts+=("$work/bind-mnt")
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "juicefs: $(juicefs version 2>/dev/null | head -1), bindfs: $(bindfs --version 2>/dev/null | head -1)"
   echo "s3 server: $s3_server $( [ "$s3_server" = s3s-fs ] && s3s-fs --version 2>/dev/null | head -1)"
+  echo "teemsfs chunk size: $chunk_mib MiB"
 } | tee "$out_dir/machine.txt"
 
 targets=("teemsfs=$work/teemsfs/mnt" "juicefs=$work/jfs-mnt" "juicefs-strict=$work/jfs-strict-mnt"
   "bindfs=$work/bind-mnt")
+# One big-file round per target: the rounds rotate the targets' order, so each target
+# then writes once in every position, and a server that slows as it fills (moto) slows
+# every target alike.
+big_rounds="${BENCH_BIG_ROUNDS:-${#targets[@]}}"
 for tool in ${BENCH_TOOLS:-teemsfs}; do
   case "$tool" in
-    teemsfs) teemsfs bench files "${targets[@]}" --out "$out_dir/results.md" "$@" ;;
+    teemsfs) teemsfs bench files "${targets[@]}" --big-rounds "$big_rounds" \
+               --out "$out_dir/results.md" "$@" ;;
     juicefs)
       for target in "${targets[@]}"; do
         name="${target%%=*}"; dir="${target#*=}/juicefs-bench"
