@@ -14,10 +14,11 @@
 //!
 //! Phases 1–3 run in rounds (`big_rounds`, each on a new file, the median reported), and
 //! the rounds of all targets are interleaved: round `r` runs every target's round in the
-//! targets' order rotated by `r`. The first big write on this VM pays for growing into
-//! memory not touched lately, and the targets after it reuse what it touched; rotating
-//! spreads that over the targets instead of charging the first one every time. Phases 4–6
-//! then run target by target.
+//! targets' order rotated by `r`. The first big write of a run can pay for what the ones
+//! after it reuse (servers growing into memory, a VM faulting in memory its host took
+//! back), and a shared S3 server may slow as it fills; rotating spreads both over the
+//! targets instead of charging the same one every time. Phases 4–6 then run target by
+//! target.
 //!
 //! Every block written carries its index, and reads check it, so a benchmark
 //! of a filesystem that returns wrong bytes fails instead of printing a number.
