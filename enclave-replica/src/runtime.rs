@@ -5,14 +5,24 @@
 //! # Ordering and group commit
 //!
 //! The core's contract is that a batch's commands run in order and every
-//! `Persist` is durable before any later command. The loop keeps a stronger,
-//! simpler rule: it handles every event that is ready (up to
-//! [`MAX_EVENTS_PER_BATCH`]), appends *all* their records to the sealed log with
-//! one fsync, and only then performs their sends, replies and timer settings,
-//! in order. Delaying a send past a later persist is always allowed, and one
-//! fsync per batch instead of per event is what keeps a loaded replica from
-//! being bound by disk latency. Nothing leaves the process — no peer message,
-//! no tenant reply — before the records it depends on are sealed and synced.
+//! `Persist` is durable before any later command, with one exception it states
+//! itself: a register request (`Query`, `Write`) depends on no record of its
+//! sender (PERSIST-1 in docs/PROTOCOLS.md). The loop handles every event that
+//! is ready (up to [`MAX_EVENTS_PER_BATCH`]) into one batch. It sends the
+//! batch's register requests at once, appends *all* the batch's records to the
+//! sealed log with one fsync, and only then performs the other sends, replies
+//! and timer settings, in order. Delaying a send past a later persist is always
+//! allowed, and one fsync per batch instead of per event is what keeps a loaded
+//! replica from being bound by disk latency. Nothing else leaves the process —
+//! no reply to a peer, no tenant reply — before the records it depends on are
+//! sealed and synced.
+//!
+//! Sending the requests first matters for writes. A proxy's write round is its
+//! `Write` to every peer, then its own copy's record. Sent behind the batch's sync,
+//! the round reached the peers only after the proxy's fsync, and two writes
+//! finishing their query rounds in one batch reached them apart. Sent first, both
+//! rounds leave together: the peers sync both with one fsync each, and the
+//! proxy's fsync overlaps theirs.
 //!
 //! One kind of record does not force a sync: a stable bit (ABD-S1, see
 //! [`Record::needs_sync`]). A batch holding only those appends nothing; the records
@@ -369,6 +379,13 @@ struct EventLoop {
     was_recovering: bool,
 }
 
+/// Whether `command` leaves before the batch's records are synced: a register request
+/// ([`PeerMessage::may_precede_sync`], PERSIST-1). Everything else keeps the core's
+/// order behind the sync.
+fn goes_before_sync(command: &Command) -> bool {
+    matches!(command, Command::Send { msg, .. } if msg.may_precede_sync())
+}
+
 /// Run blocking disk work without stalling the runtime's other tasks.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
@@ -489,11 +506,17 @@ impl EventLoop {
         }
     }
 
-    /// Carry out one batch: persist everything, then the rest in order.
+    /// Carry out one batch: its register requests at once, then every record with one
+    /// sync, then the rest in order.
     fn execute(&mut self, batch: Vec<Command>) -> Result<(), RuntimeError> {
+        let (requests, rest): (Vec<Command>, Vec<Command>) =
+            batch.into_iter().partition(goes_before_sync);
+        for command in requests {
+            self.perform(command);
+        }
         let mut records: Vec<Vec<u8>> = Vec::new();
         let mut must_sync = false;
-        for command in &batch {
+        for command in &rest {
             if let Command::Persist(rs) = command {
                 for r in rs {
                     must_sync |= r.needs_sync();
@@ -506,16 +529,21 @@ impl EventLoop {
         } else {
             self.deferred.extend(records);
         }
-        for command in batch {
-            match command {
-                Command::Persist(_) => {}
-                Command::Send { to, msg } => self.links.send(to, &msg),
-                Command::Reply { client, frame } => self.reply(client, frame),
-                Command::SetTimer { timer, after_ms } => self.set_timer(timer, after_ms),
-            }
+        for command in rest {
+            self.perform(command);
         }
         self.publish_status();
         Ok(())
+    }
+
+    /// A send, reply or timer; a `Persist` is carried out with its batch.
+    fn perform(&mut self, command: Command) {
+        match command {
+            Command::Persist(_) => {}
+            Command::Send { to, msg } => self.links.send(to, &msg),
+            Command::Reply { client, frame } => self.reply(client, frame),
+            Command::SetTimer { timer, after_ms } => self.set_timer(timer, after_ms),
+        }
     }
 
     /// Append the deferred records and then `records` to the sealed log with one
@@ -612,5 +640,64 @@ impl EventLoop {
             report.bad_frames = bad_frames;
             report.recoveries = recoveries;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+mod tests {
+    use super::*;
+    use crate::core::{ClusterConfig, Holder, RegisterEntry, StoredValue};
+    use metadata_client::wire::{Key, ShareId, TenantId, Version};
+
+    #[test]
+    fn only_register_requests_go_before_the_sync() {
+        let write = PeerMessage::Write {
+            op: 1,
+            attempt: 1,
+            key: Key([7; 16]),
+            entry: RegisterEntry {
+                version: Version { seq: 5, writer: 2 },
+                stable: false,
+                value: StoredValue {
+                    share: ShareId([1; 16]),
+                    creator: TenantId("alice".into()),
+                    data: Some(b"x".to_vec()),
+                },
+            },
+            epochs: None,
+            holder: Holder::NONE,
+            lease: None,
+        };
+        let query = PeerMessage::Query {
+            op: 1,
+            attempt: 1,
+            key: Some(Key([7; 16])),
+            share: ShareId([1; 16]),
+            want_value: true,
+            want_policy: false,
+            lease: None,
+        };
+        for msg in [write.clone(), query] {
+            assert!(goes_before_sync(&Command::Send { to: 2, msg }));
+        }
+        // What a replica does with the write: its record, then its acknowledgement.
+        // Neither may leave before the sync.
+        let cfg = ClusterConfig::new(Mode::Rr, 2, 2).unwrap();
+        let (mut node, _) = Node::start(cfg, 1, DurableState::default(), 0, 1);
+        // Past the lease period a start holds writes for (LEASE-R3).
+        let out = node.on_message(5_000, 3, write);
+        assert!(
+            out.iter().any(|c| matches!(c, Command::Persist(_)))
+                && out.iter().any(|c| matches!(
+                    c,
+                    Command::Send {
+                        msg: PeerMessage::WriteReply { .. },
+                        ..
+                    }
+                )),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(goes_before_sync), "{out:?}");
     }
 }

@@ -226,6 +226,16 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
+    /// Whether a runtime may send this before the records queued ahead of it are
+    /// durable (PERSIST-1): a register `Query` or `Write` request. Its content is the
+    /// client's operation and the proxy's choices (a timestamp unique to the proxy's
+    /// incarnation, ABD-W1; epochs a replica checks against its own policy state, PX-6);
+    /// it asserts nothing about what its sender holds. Replies, stabilize hints and
+    /// every Paxos and recovery message keep their place behind the sync.
+    pub fn may_precede_sync(&self) -> bool {
+        matches!(self, PeerMessage::Query { .. } | PeerMessage::Write { .. })
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }

@@ -20,6 +20,12 @@
 //! (DESIGN §4) holds as long as the runtime respects the order. Messages a node
 //! sends to itself never appear as commands: the node delivers them internally,
 //! after the records they produce have been queued in the same batch.
+//!
+//! One kind of send is exempt (PERSIST-1 in docs/PROTOCOLS.md): a register
+//! request, `Query` or `Write` ([`PeerMessage::may_precede_sync`]), may be
+//! carried out before records that precede it — those of its own event and of
+//! earlier events. A request asserts nothing about what its sender holds, so a
+//! crash that loses those records cannot contradict it.
 
 pub mod digest;
 pub mod harness;
@@ -153,6 +159,11 @@ pub struct Faults {
     /// granted it.
     #[serde(default)]
     pub write_lease_without_grants: bool,
+    /// Stretch PERSIST-1 to write acknowledgements: a `WriteReply` may leave before
+    /// the record it acknowledges is synced. Only the simulator's model of the
+    /// runtime reads this switch; the replica runtime never lets a reply out early.
+    #[serde(default)]
+    pub acks_precede_sync: bool,
 }
 
 /// Static configuration of the cluster, identical at every replica.

@@ -40,6 +40,9 @@ enum BugArg {
     /// The proxy reports a write lease however few replicas granted it
     /// (LEASE-W2's count off).
     WriteLeaseWithoutGrants,
+    /// Write acknowledgements leave before the record they acknowledge is
+    /// synced (PERSIST-1 stretched to replies).
+    AcksPrecedeSync,
 }
 
 #[derive(Parser, Debug)]
@@ -84,6 +87,10 @@ struct Args {
     /// The replicas' read-lease length in ms, instead of the default (1000).
     #[arg(long = "lease-ms")]
     lease_ms: Option<u64>,
+    /// Chance that a replica whose records stay unsynced past an event crashes right
+    /// there (the window PERSIST-1 opens).
+    #[arg(long = "crash-before-sync", default_value_t = 0.005)]
+    crash_before_sync: f64,
     /// Now and then crash a write quorum of replicas at once (also right after some
     /// lease grants), each back within 150 ms with its latest state.
     #[arg(long = "restart-bursts")]
@@ -125,6 +132,14 @@ fn main() -> ExitCode {
     cfg.ack_window_ms = args.ack_window_ms;
     cfg.lease_ms = args.lease_ms;
     cfg.restart_bursts = args.restart_bursts;
+    if !(0.0..=1.0).contains(&args.crash_before_sync) {
+        eprintln!(
+            "sim: --crash-before-sync must be a probability in 0..=1, not {}",
+            args.crash_before_sync
+        );
+        return ExitCode::from(2);
+    }
+    cfg.crash_before_sync_prob = args.crash_before_sync;
     for bug in &args.bug {
         match bug {
             BugArg::ReadQuorumMinusOne => cfg.bugs.read_quorum_minus_one = true,
@@ -135,6 +150,7 @@ fn main() -> ExitCode {
             BugArg::LeaseNoHold => cfg.bugs.lease_no_hold = true,
             BugArg::WriteLeaseAnyVersion => cfg.bugs.write_lease_any_version = true,
             BugArg::WriteLeaseWithoutGrants => cfg.bugs.write_lease_without_grants = true,
+            BugArg::AcksPrecedeSync => cfg.bugs.acks_precede_sync = true,
         }
     }
     cfg.trace = args.trace || args.trace_messages;
@@ -185,7 +201,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} lease_hits={} policy_changes={} crashes={} restart_bursts={} rollbacks={} empty_restarts={} partitions={}",
+        "sim mode={:?} m_r={} f={} seeds={}..{} failures={} in {:.1}s; totals: ops={} completed={} writes_ok={} reads_with_value={} lease_hits={} policy_changes={} crashes={} crashes_unsynced={} restart_bursts={} rollbacks={} empty_restarts={} partitions={}",
         mode,
         args.mr,
         args.f,
@@ -200,6 +216,7 @@ fn main() -> ExitCode {
         totals.lease_hits,
         totals.policy_changes_ok,
         totals.crashes,
+        totals.crashes_unsynced,
         totals.restart_bursts,
         totals.restarts_rolled_back,
         totals.restarts_empty,
@@ -220,6 +237,7 @@ fn accumulate(t: &mut teemsfs_tests::sim::Stats, s: &teemsfs_tests::sim::Stats) 
     t.lease_hits += s.lease_hits;
     t.policy_changes_ok += s.policy_changes_ok;
     t.crashes += s.crashes;
+    t.crashes_unsynced += s.crashes_unsynced;
     t.restart_bursts += s.restart_bursts;
     t.restarts_rolled_back += s.restarts_rolled_back;
     t.restarts_empty += s.restarts_empty;

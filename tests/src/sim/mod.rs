@@ -77,6 +77,12 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
     if cfg.restart_bursts {
         cmd.push_str(" --restart-bursts");
     }
+    if cfg.crash_before_sync_prob != defaults.crash_before_sync_prob {
+        cmd.push_str(&format!(
+            " --crash-before-sync {}",
+            cfg.crash_before_sync_prob
+        ));
+    }
     let bugs = [
         (cfg.bugs.read_quorum_minus_one, "read-quorum-minus-one"),
         (
@@ -92,6 +98,7 @@ pub fn replay_command(cfg: &SimConfig, seed: u64) -> String {
             cfg.bugs.write_lease_without_grants,
             "write-lease-without-grants",
         ),
+        (cfg.bugs.acks_precede_sync, "acks-precede-sync"),
     ];
     for (on, name) in bugs {
         if on {

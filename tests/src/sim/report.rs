@@ -51,6 +51,9 @@ pub struct Stats {
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub crashes: u64,
+    /// Crashes of a replica whose records were still waiting for their sync, which
+    /// register requests may already have left without (PERSIST-1).
+    pub crashes_unsynced: u64,
     /// Restart bursts: `W_Q` replicas crashed at once, back within 150 ms.
     pub restart_bursts: u64,
     pub restarts_latest: u64,
