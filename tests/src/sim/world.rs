@@ -219,8 +219,8 @@ pub struct World {
     cfg: SimConfig,
     seed: u64,
     rng: ChaCha8Rng,
-    /// Draws for [`CARRY_SYNC_PROB`] only, so they leave the fault schedule `rng`
-    /// draws as it was.
+    /// Draws for [`CARRY_SYNC_PROB`] and `SimConfig::crash_before_sync_prob` only, so
+    /// they leave the schedule `rng` draws as it was until such a crash happens.
     carry_rng: ChaCha8Rng,
     cluster: ClusterConfig,
     replicas: Vec<Replica>,
